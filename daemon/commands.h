@@ -1,0 +1,11 @@
+/* commands.h: the subcommands of the `tessera` CLI. Each takes the arguments after the
+ * subcommand name (argv[0] is the subcommand) and returns the process exit code:
+ * 0 success, 1 failure (message printed to stderr), 2 usage error. */
+#ifndef TS_COMMANDS_H
+#define TS_COMMANDS_H
+
+int ts_cmd_inspect(int argc, char **argv);
+int ts_cmd_tokenize(int argc, char **argv);
+int ts_cmd_detokenize(int argc, char **argv);
+
+#endif

@@ -1,0 +1,48 @@
+/* tessera_main.c: the `tessera` command-line tool: dispatches to subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+
+#ifndef TESSERA_VERSION
+#define TESSERA_VERSION "0.1.0"
+#endif
+
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} command;
+
+static const command g_commands[] = {
+    {"inspect", ts_cmd_inspect, "show a model file: hyperparameters, tokenizer, tensors"},
+    {"tokenize", ts_cmd_tokenize, "text to token ids with a model's tokenizer"},
+    {"detokenize", ts_cmd_detokenize, "token ids to text"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: tessera COMMAND [ARGS...]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof g_commands / sizeof g_commands[0]; i++)
+        fprintf(f, "  %-12s %s\n", g_commands[i].name, g_commands[i].help);
+    fprintf(f, "\n'tessera COMMAND --help' describes a command.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("tessera %s\n", TESSERA_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof g_commands / sizeof g_commands[0]; i++)
+        if (!strcmp(argv[1], g_commands[i].name)) return g_commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "tessera: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# deps.sh: installs what tessera needs on Debian 12 (as root, or with sudo), and a Python
+# virtual environment with the reference packages and the real Gemma 3 270M model.
+# Idempotent: packages already present are not reinstalled.
+#   TESSERA_VENV   where the Python environment goes (default: .venv in the repo)
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+pkgs=(
+  build-essential cmake ninja-build pkg-config git
+  libcmocka-dev libjansson-dev libssl-dev
+  libopenmpi-dev openmpi-bin
+  libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
+  clang-14 libclang-rt-14-dev
+  python3 python3-venv python3-pip
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+venv=${TESSERA_VENV:-$here/.venv}
+if [ ! -x "$venv/bin/python" ]; then
+  echo "deps: creating Python environment $venv"
+  python3 -m venv "$venv"
+fi
+# Pinned reference packages (PyPI): the GGUF reader, the real 270M model.
+reqs="$here/scripts/requirements.txt"
+stamp="$venv/.tessera-reqs"
+if ! cmp -s "$reqs" "$stamp" 2>/dev/null; then
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$reqs"
+  cp "$reqs" "$stamp"
+fi

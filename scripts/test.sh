@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# test.sh: the whole test suite, as CI runs it. Installs dependencies (scripts/deps.sh),
+# then:
+#   1. builds tessera (CUDA kernels too when nvcc exists) and runs every CTest label:
+#      unit, model (the real Gemma 3 270M), mpi, fuzz (corpus replay), cli, gpu (skipped
+#      where no GPU exists);
+#   2. rebuilds with AddressSanitizer + UndefinedBehaviorSanitizer and runs the tests again;
+#   3. runs each libFuzzer target for TESSERA_FUZZ_SECONDS (default 60).
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$here"
+bash scripts/deps.sh
+TESSERA_MODEL_270M=$(bash scripts/model-path.sh)
+export TESSERA_MODEL_270M
+export TESSERA_VENV=${TESSERA_VENV:-$here/.venv}
+jobs=$(nproc 2>/dev/null || echo 2)
+
+echo "== build (gcc, RelWithDebInfo)"
+bash scripts/build.sh "$here/build"
+echo "== tests"
+ctest --test-dir "$here/build" --output-on-failure -j "$jobs"
+
+echo "== build (AddressSanitizer + UndefinedBehaviorSanitizer)"
+bash scripts/build.sh "$here/build-asan" -DTESSERA_CUDA=OFF -DTESSERA_RPC=OFF \
+  -DTESSERA_SANITIZE="address;undefined"
+echo "== tests under ASan + UBSan"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir "$here/build-asan" --output-on-failure -j "$jobs" -LE "gpu|slow"
+
+echo "== fuzzing"
+bash scripts/fuzz.sh "${TESSERA_FUZZ_SECONDS:-60}"
+echo "== all tests passed"
