@@ -72,6 +72,13 @@ bool ts_type_row_bytes(uint32_t type, int64_t n, size_t *out);
 #define TS_QK_K 256
 #define TS_K_SCALE_SIZE 12
 
+/* C11 _Static_assert is not C++: this header is also included from CUDA (.cu). */
+#ifdef __cplusplus
+#define TS_QUANT_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
+#else
+#define TS_QUANT_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+#endif
+
 typedef struct {
     uint16_t d;                /* fp16 scale */
     uint8_t qs[TS_QK4_0 / 2]; /* nibbles: low = weight j, high = weight j+16 */
@@ -112,14 +119,14 @@ typedef struct {
     uint16_t d;
 } ts_block_q6_K;
 
-_Static_assert(sizeof(ts_block_q4_0) == 18, "q4_0 block size");
-_Static_assert(sizeof(ts_block_q4_1) == 20, "q4_1 block size");
-_Static_assert(sizeof(ts_block_q5_0) == 22, "q5_0 block size");
-_Static_assert(sizeof(ts_block_q5_1) == 24, "q5_1 block size");
-_Static_assert(sizeof(ts_block_q8_0) == 34, "q8_0 block size");
-_Static_assert(sizeof(ts_block_q4_K) == 144, "q4_K block size");
-_Static_assert(sizeof(ts_block_q5_K) == 176, "q5_K block size");
-_Static_assert(sizeof(ts_block_q6_K) == 210, "q6_K block size");
+TS_QUANT_STATIC_ASSERT(sizeof(ts_block_q4_0) == 18, "q4_0 block size");
+TS_QUANT_STATIC_ASSERT(sizeof(ts_block_q4_1) == 20, "q4_1 block size");
+TS_QUANT_STATIC_ASSERT(sizeof(ts_block_q5_0) == 22, "q5_0 block size");
+TS_QUANT_STATIC_ASSERT(sizeof(ts_block_q5_1) == 24, "q5_1 block size");
+TS_QUANT_STATIC_ASSERT(sizeof(ts_block_q8_0) == 34, "q8_0 block size");
+TS_QUANT_STATIC_ASSERT(sizeof(ts_block_q4_K) == 144, "q4_K block size");
+TS_QUANT_STATIC_ASSERT(sizeof(ts_block_q5_K) == 176, "q5_K block size");
+TS_QUANT_STATIC_ASSERT(sizeof(ts_block_q6_K) == 210, "q6_K block size");
 
 /* IEEE half <-> float, exact for every input (subnormals, inf, NaN); float->half rounds
  * to nearest even like ggml's F16C path. */

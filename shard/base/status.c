@@ -51,5 +51,11 @@ void ts_error_prefix(const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, g_err, sizeof old);
-    snprintf(g_err, sizeof g_err, "%s: %s", prefix, old);
+    /* "prefix: old", truncated to the buffer (old may itself be near full size). */
+    size_t np = strnlen(prefix, sizeof prefix), no = strnlen(old, sizeof old - 1);
+    size_t o = 0;
+    for (size_t i = 0; i < np && o < sizeof g_err - 1; i++) g_err[o++] = prefix[i];
+    for (size_t i = 0; i < 2 && o < sizeof g_err - 1; i++) g_err[o++] = ": "[i];
+    for (size_t i = 0; i < no && o < sizeof g_err - 1; i++) g_err[o++] = old[i];
+    g_err[o] = '\0';
 }
