@@ -1,0 +1,42 @@
+/* matmul.h: the fast CPU matrix multiply for GGUF weight types.
+ *
+ * y (n_tok, rows) = x (n_tok, cols) . W^T, W (rows, cols) of `type`, row r at
+ * w + r * row_stride. Supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K.
+ *
+ * Method (as llama.cpp's CPU backend, so that results track llama.cpp closely): for the
+ * 32-element block types x is first quantized to Q8_0 blocks, for the K types to Q8_K
+ * blocks (256 elements, fp32 scale + int16 block sums), for F16 to fp16, and dot products
+ * run on integers / halves with SIMD (AVX2+FMA, AVX-512 where present; scalar otherwise;
+ * chosen at run time). F32 and BF16 weights use fp32 dot products.
+ *
+ * `scratch` must hold ts_matmul_scratch_bytes(type, cols, n_tok) bytes (the quantized x).
+ * The work is split over rows across the pool's threads. Deterministic for a given thread
+ * count; rows are independent, so results do not depend on the thread count either.
+ */
+#ifndef TS_MATMUL_H
+#define TS_MATMUL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+#include "threadpool.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+size_t ts_matmul_scratch_bytes(uint32_t type, int64_t cols, int64_t n_tok);
+
+/* TS_UNSUPPORTED for other types; TS_INVAL for cols not whole blocks. */
+ts_status ts_matmul(ts_threadpool *tp, uint32_t type, const void *w, size_t row_stride,
+                    int64_t rows, int64_t cols, const float *x, int64_t n_tok, float *y,
+                    void *scratch);
+
+/* Name of the SIMD path chosen at run time ("avx512", "avx2", "scalar"). */
+const char *ts_matmul_isa(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

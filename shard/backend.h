@@ -1,0 +1,116 @@
+/* backend.h: the compute backend interface of one rank (CPU now; CUDA behind the same
+ * table). The forward pass (forward.c) is written once against it.
+ *
+ * A backend owns device memory for activations, weights it uploaded and the KV storage.
+ * Activation pointers passed to ops are backend memory (host memory for the CPU backend).
+ * Ops are enqueued in order; `sync` waits for all of them. Every op returns ts_status.
+ * Shapes: x (rows, cols) is row-major fp32.
+ */
+#ifndef TS_BACKEND_H
+#define TS_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gguf.h"
+#include "kvcache.h"
+#include "status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ts_backend ts_backend;
+
+/* A weight matrix W (rows, cols) as the backend holds it: rows of `cols` elements of
+ * `type`, row r at data + r * row_stride (backend memory). */
+typedef struct ts_wmat {
+    uint32_t type;
+    int64_t rows, cols;
+    size_t row_stride;
+    const void *data;
+} ts_wmat;
+
+/* KV storage layout: per layer, pages of page_size slots of kv_dim floats for K and V. */
+typedef struct ts_kv_layout {
+    int32_t n_layer;
+    const uint8_t *is_global;  /* (n_layer) */
+    int64_t global_pages, local_pages;
+    int32_t page_size;
+    int32_t kv_dim;            /* n_head_kv * head_dim */
+    int32_t n_ctx;             /* max positions of one sequence (attention scratch) */
+} ts_kv_layout;
+
+/* One attention call over a batch of tokens of possibly different sequences. */
+typedef struct ts_attn_args {
+    int32_t layer;
+    bool is_global;
+    int64_t n_tok;
+    const float *q;          /* (n_tok, n_head * head_dim), normed and rotated */
+    float *out;              /* (n_tok, n_head * head_dim) */
+    const int32_t *pos;      /* (n_tok) host: position of each token */
+    const int32_t *seq;      /* (n_tok) host: sequence slot of each token */
+    int32_t n_head, n_head_kv, head_dim;
+    int32_t window;          /* local layers: key k visible from query q iff q - k < window */
+    float scale;             /* query_pre_attn_scalar^-0.5 */
+    const ts_kvcache *kv;    /* page tables */
+} ts_attn_args;
+
+typedef struct ts_backend_ops {
+    const char *name;
+    void (*destroy)(ts_backend *b);
+
+    ts_status (*alloc)(ts_backend *b, size_t bytes, void **out);
+    void (*free)(ts_backend *b, void *p);
+    /* Makes rows [row0, row0 + n_rows) of a GGUF matrix usable (CPU: points into the
+     * mapping; CUDA: uploads). */
+    ts_status (*load_matrix)(ts_backend *b, const ts_gguf_tensor *t, int64_t row0,
+                             int64_t n_rows, ts_wmat *out);
+    /* A vector of n floats (host) copied to backend memory. */
+    ts_status (*load_vector)(ts_backend *b, const float *src, int64_t n, float **out);
+    ts_status (*to_host)(ts_backend *b, void *dst, const void *src, size_t n);
+    ts_status (*to_device)(ts_backend *b, void *dst, const void *src, size_t n);
+    /* backend memory to backend memory */
+    ts_status (*copy)(ts_backend *b, void *dst, const void *src, size_t n);
+
+    /* out (n, cols) = emb rows ids[i] (host ids) * scale. */
+    ts_status (*get_rows)(ts_backend *b, float *out, const ts_wmat *emb, const int32_t *ids,
+                          int64_t n, float scale);
+    /* y (n_tok, w.rows) = x (n_tok, w.cols) . W^T */
+    ts_status (*matmul)(ts_backend *b, float *y, const ts_wmat *w, const float *x,
+                        int64_t n_tok);
+    ts_status (*rmsnorm)(ts_backend *b, float *out, const float *x, const float *w,
+                         int64_t n_row, int64_t n, float eps);
+    ts_status (*rope)(ts_backend *b, float *x, const int32_t *pos, int64_t n_tok,
+                      int64_t n_head, int64_t head_dim, float base, float scale);
+    ts_status (*geglu)(ts_backend *b, float *out, const float *gate, const float *up,
+                       int64_t n);
+    ts_status (*add)(ts_backend *b, float *x, const float *y, int64_t n);
+
+    ts_status (*kv_init)(ts_backend *b, const ts_kv_layout *l);
+    /* Stores k, v (n_tok, kv_dim) at (seq[i], pos[i]) of `layer`. */
+    ts_status (*kv_store)(ts_backend *b, int32_t layer, bool is_global, const float *k,
+                          const float *v, int64_t n_tok, const int32_t *pos,
+                          const int32_t *seq, const ts_kvcache *kv);
+    ts_status (*attention)(ts_backend *b, const ts_attn_args *a);
+    ts_status (*sync)(ts_backend *b);
+} ts_backend_ops;
+
+struct ts_backend {
+    const ts_backend_ops *ops;
+    void *ctx;
+};
+
+/* The CPU backend. n_threads <= 0: all online CPUs. reference = true uses the scalar
+ * reference kernels throughout (slow; the semantics), else the optimized CPU path. */
+ts_status ts_backend_cpu_create(int n_threads, bool reference, ts_backend **out);
+
+static inline void ts_backend_destroy(ts_backend *b) {
+    if (b) b->ops->destroy(b);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,352 @@
+/* backend_cpu.c: the CPU backend: host memory, weights read in place from the mapped
+ * GGUF, the optimized CPU kernels (kernels/cpu/matmul.h) or, in reference mode, the scalar
+ * reference kernels (kernels/kernels.h). Attention runs over the paged KV cache with the
+ * work split over (token, head) pairs across the thread pool.
+ *
+ * KV storage: per layer one K and one V array of (pages, page_size, kv_dim) floats; global
+ * layers are sized by the global pool, local layers by the local pool. fp32, so that the
+ * CPU engine is the exact reference for the other backends.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "backend.h"
+#include "kernels.h"
+#include "cpu/matmul.h"
+#include "quant.h"
+#include "cpu/threadpool.h"
+
+typedef struct {
+    ts_threadpool *tp;
+    int n_threads;
+    bool reference;
+    void *scratch;          /* matmul scratch (quantized activations) */
+    size_t scratch_bytes;
+    float *row_scratch;     /* (n_threads, max cols): reference matmul / get_rows */
+    int64_t row_scratch_cols;
+    /* KV */
+    ts_kv_layout kvl;
+    uint8_t *is_global;
+    float **k, **v;         /* (n_layer) */
+    float *att_scratch;     /* (n_threads, n_ctx) attention scores */
+} cpu_ctx;
+
+static cpu_ctx *C(ts_backend *b) { return (cpu_ctx *)b->ctx; }
+
+static void cpu_destroy(ts_backend *b) {
+    if (!b) return;
+    cpu_ctx *c = C(b);
+    if (c) {
+        ts_threadpool_destroy(c->tp);
+        ts_free(c->scratch);
+        ts_free(c->row_scratch);
+        if (c->k)
+            for (int32_t l = 0; l < c->kvl.n_layer; l++) {
+                ts_free(c->k[l]);
+                ts_free(c->v[l]);
+            }
+        ts_free(c->k);
+        ts_free(c->v);
+        ts_free(c->is_global);
+        ts_free(c->att_scratch);
+        ts_free(c);
+    }
+    ts_free(b);
+}
+
+static ts_status cpu_alloc(ts_backend *b, size_t bytes, void **out) {
+    (void)b;
+    *out = ts_malloc(bytes ? bytes : 1);
+    if (!*out) return TS_FAIL(TS_NOMEM, "CPU backend: %zu bytes", bytes);
+    return TS_OK;
+}
+
+static void cpu_free(ts_backend *b, void *p) {
+    (void)b;
+    ts_free(p);
+}
+
+static ts_status ensure_row_scratch(cpu_ctx *c, int64_t cols) {
+    if (cols <= c->row_scratch_cols) return TS_OK;
+    float *n = ts_realloc(c->row_scratch, sizeof(float) * (size_t)cols * (size_t)c->n_threads);
+    if (!n) return TS_FAIL(TS_NOMEM, "row scratch (%lld floats)", (long long)cols);
+    c->row_scratch = n;
+    c->row_scratch_cols = cols;
+    return TS_OK;
+}
+
+static ts_status cpu_load_matrix(ts_backend *b, const ts_gguf_tensor *t, int64_t row0,
+                                 int64_t n_rows, ts_wmat *out) {
+    cpu_ctx *c = C(b);
+    int64_t rows = t->n_dims >= 2 ? t->ne[1] : 1;
+    if (row0 < 0 || n_rows <= 0 || row0 + n_rows > rows)
+        return TS_FAIL(TS_INVAL, "tensor '%s': rows [%lld, %lld) outside [0, %lld)", t->name,
+                       (long long)row0, (long long)(row0 + n_rows), (long long)rows);
+    size_t stride;
+    if (!ts_type_row_bytes(t->type, t->ne[0], &stride))
+        return TS_FAIL(TS_FORMAT, "tensor '%s': bad row size", t->name);
+    out->type = t->type;
+    out->rows = n_rows;
+    out->cols = t->ne[0];
+    out->row_stride = stride;
+    out->data = t->data + (size_t)row0 * stride;
+    /* Sizes the matmul scratch once for the largest matrix seen (no allocation in steps).
+     * Engine calls ts_backend_cpu_reserve for the token count; here only per-row needs. */
+    TS_TRY(ensure_row_scratch(c, out->cols));
+    return TS_OK;
+}
+
+static ts_status cpu_load_vector(ts_backend *b, const float *src, int64_t n, float **out) {
+    TS_TRY(cpu_alloc(b, sizeof(float) * (size_t)n, (void **)out));
+    memcpy(*out, src, sizeof(float) * (size_t)n);
+    return TS_OK;
+}
+
+static ts_status cpu_copy(ts_backend *b, void *dst, const void *src, size_t n) {
+    (void)b;
+    memmove(dst, src, n);
+    return TS_OK;
+}
+
+static ts_status cpu_get_rows(ts_backend *b, float *out, const ts_wmat *emb, const int32_t *ids,
+                              int64_t n, float scale) {
+    (void)b;
+    for (int64_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= emb->rows)
+            return TS_FAIL(TS_RANGE, "token id %d outside the vocabulary [0, %lld)", ids[i],
+                           (long long)emb->rows);
+        const uint8_t *row = (const uint8_t *)emb->data + (size_t)ids[i] * emb->row_stride;
+        float *o = out + i * emb->cols;
+        if (!ts_dequantize_row(emb->type, row, o, emb->cols))
+            return TS_FAIL(TS_UNSUPPORTED, "embedding type %u", emb->type);
+        for (int64_t j = 0; j < emb->cols; j++) o[j] *= scale;
+    }
+    return TS_OK;
+}
+
+/* ---- matmul ---- */
+
+typedef struct {
+    cpu_ctx *c;
+    float *y;
+    const ts_wmat *w;
+    const float *x;
+    int64_t n_tok;
+} ref_mm_task;
+
+static void ref_mm_run(void *ctx, int ith, int nth) {
+    ref_mm_task *t = ctx;
+    int64_t r0 = t->w->rows * ith / nth, r1 = t->w->rows * (ith + 1) / nth;
+    if (r1 <= r0) return;
+    float *scratch = t->c->row_scratch + (size_t)ith * (size_t)t->c->row_scratch_cols;
+    /* one slice of rows: y[:, r0:r1] */
+    for (int64_t tok = 0; tok < t->n_tok; tok++) {
+        const float *xr = t->x + tok * t->w->cols;
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *row = (const uint8_t *)t->w->data + (size_t)r * t->w->row_stride;
+            ts_matmul_ref(t->w->type, row, t->w->row_stride, 1, t->w->cols, xr, 1,
+                          &t->y[tok * t->w->rows + r], scratch);
+        }
+    }
+}
+
+static ts_status cpu_matmul(ts_backend *b, float *y, const ts_wmat *w, const float *x,
+                            int64_t n_tok) {
+    cpu_ctx *c = C(b);
+    if (c->reference) {
+        TS_TRY(ensure_row_scratch(c, w->cols));
+        ref_mm_task t = {c, y, w, x, n_tok};
+        ts_threadpool_run(c->tp, ref_mm_run, &t);
+        return TS_OK;
+    }
+    size_t need = ts_matmul_scratch_bytes(w->type, w->cols, n_tok);
+    if (need > c->scratch_bytes) {
+        /* Grows only until the largest (type, cols, n_tok) has been seen: warm-up steps. */
+        void *n = ts_realloc(c->scratch, need);
+        if (!n) return TS_FAIL(TS_NOMEM, "matmul scratch (%zu bytes)", need);
+        c->scratch = n;
+        c->scratch_bytes = need;
+    }
+    return ts_matmul(c->tp, w->type, w->data, w->row_stride, w->rows, w->cols, x, n_tok, y,
+                     c->scratch);
+}
+
+static ts_status cpu_rmsnorm(ts_backend *b, float *out, const float *x, const float *w,
+                             int64_t n_row, int64_t n, float eps) {
+    (void)b;
+    ts_rmsnorm_ref(out, x, w, n_row, n, eps);
+    return TS_OK;
+}
+
+static ts_status cpu_rope(ts_backend *b, float *x, const int32_t *pos, int64_t n_tok,
+                          int64_t n_head, int64_t head_dim, float base, float scale) {
+    (void)b;
+    ts_rope_ref(x, pos, n_tok, n_head, head_dim, base, scale);
+    return TS_OK;
+}
+
+static ts_status cpu_geglu(ts_backend *b, float *out, const float *gate, const float *up,
+                           int64_t n) {
+    (void)b;
+    ts_geglu_ref(out, gate, up, n);
+    return TS_OK;
+}
+
+static ts_status cpu_add(ts_backend *b, float *x, const float *y, int64_t n) {
+    (void)b;
+    for (int64_t i = 0; i < n; i++) x[i] += y[i];
+    return TS_OK;
+}
+
+/* ---- KV cache and attention ---- */
+
+static ts_status cpu_kv_init(ts_backend *b, const ts_kv_layout *l) {
+    cpu_ctx *c = C(b);
+    if (c->k) return TS_FAIL(TS_INVAL, "KV storage already initialized");
+    c->kvl = *l;
+    c->is_global = ts_malloc((size_t)l->n_layer);
+    c->k = ts_calloc((size_t)l->n_layer, sizeof *c->k);
+    c->v = ts_calloc((size_t)l->n_layer, sizeof *c->v);
+    c->att_scratch = ts_malloc(sizeof(float) * (size_t)l->n_ctx * (size_t)c->n_threads);
+    if (!c->is_global || !c->k || !c->v || !c->att_scratch)
+        return TS_FAIL(TS_NOMEM, "KV tables");
+    memcpy(c->is_global, l->is_global, (size_t)l->n_layer);
+    c->kvl.is_global = c->is_global;
+    for (int32_t i = 0; i < l->n_layer; i++) {
+        int64_t pages = l->is_global[i] ? l->global_pages : l->local_pages;
+        size_t n;
+        if (!ts_mul_size((size_t)pages * (size_t)l->page_size, (size_t)l->kv_dim, &n) ||
+            !ts_mul_size(n, sizeof(float), &n))
+            return TS_FAIL(TS_NOMEM, "KV layer %d size overflows", i);
+        c->k[i] = ts_calloc(1, n ? n : 1);
+        c->v[i] = ts_calloc(1, n ? n : 1);
+        if (!c->k[i] || !c->v[i])
+            return TS_FAIL(TS_NOMEM, "KV cache layer %d: %zu bytes", i, 2 * n);
+    }
+    return TS_OK;
+}
+
+static size_t kv_slot(const ts_kvcache *kv, bool is_global, int32_t seq, int32_t pos) {
+    int32_t ps = ts_kv_page_size(kv);
+    int32_t page = is_global ? ts_kv_global_page(kv, seq, pos) : ts_kv_local_page(kv, seq, pos);
+    return (size_t)page * (size_t)ps + (size_t)(pos % ps);
+}
+
+static ts_status cpu_kv_store(ts_backend *b, int32_t layer, bool is_global, const float *k,
+                              const float *v, int64_t n_tok, const int32_t *pos,
+                              const int32_t *seq, const ts_kvcache *kv) {
+    cpu_ctx *c = C(b);
+    const int32_t kd = c->kvl.kv_dim;
+    for (int64_t t = 0; t < n_tok; t++) {
+        size_t slot = kv_slot(kv, is_global, seq[t], pos[t]);
+        memcpy(c->k[layer] + slot * (size_t)kd, k + t * kd, sizeof(float) * (size_t)kd);
+        memcpy(c->v[layer] + slot * (size_t)kd, v + t * kd, sizeof(float) * (size_t)kd);
+    }
+    return TS_OK;
+}
+
+typedef struct {
+    cpu_ctx *c;
+    const ts_attn_args *a;
+} attn_task;
+
+static void attn_run(void *ctx, int ith, int nth) {
+    attn_task *t = ctx;
+    const ts_attn_args *a = t->a;
+    cpu_ctx *c = t->c;
+    const int64_t hd = a->head_dim, kd = (int64_t)a->n_head_kv * hd;
+    const int64_t group = a->n_head / a->n_head_kv;
+    const int64_t total = a->n_tok * a->n_head;
+    float *score = c->att_scratch + (size_t)ith * (size_t)c->kvl.n_ctx;
+    const float *K = c->k[a->layer], *V = c->v[a->layer];
+    for (int64_t w = total * ith / nth; w < total * (ith + 1) / nth; w++) {
+        int64_t tok = w / a->n_head, h = w % a->n_head, kvh = h / group;
+        int32_t p = a->pos[tok], s = a->seq[tok];
+        int32_t lo = a->is_global ? 0 : (p - a->window + 1 > 0 ? p - a->window + 1 : 0);
+        const float *q = a->q + (tok * a->n_head + h) * hd;
+        float m = -INFINITY;
+        for (int32_t j = lo; j <= p; j++) {
+            const float *kr = K + kv_slot(a->kv, a->is_global, s, j) * (size_t)kd + kvh * hd;
+            float d = 0.0f;
+            for (int64_t i = 0; i < hd; i++) d += q[i] * kr[i];
+            d *= a->scale;
+            score[j - lo] = d;
+            if (d > m) m = d;
+        }
+        float sum = 0.0f;
+        for (int32_t j = lo; j <= p; j++) {
+            float e = expf(score[j - lo] - m);
+            score[j - lo] = e;
+            sum += e;
+        }
+        float inv = 1.0f / sum;
+        float *o = a->out + (tok * a->n_head + h) * hd;
+        for (int64_t i = 0; i < hd; i++) o[i] = 0.0f;
+        for (int32_t j = lo; j <= p; j++) {
+            const float *vr = V + kv_slot(a->kv, a->is_global, s, j) * (size_t)kd + kvh * hd;
+            float wj = score[j - lo] * inv;
+            for (int64_t i = 0; i < hd; i++) o[i] += wj * vr[i];
+        }
+    }
+}
+
+static ts_status cpu_attention(ts_backend *b, const ts_attn_args *a) {
+    cpu_ctx *c = C(b);
+    for (int64_t t = 0; t < a->n_tok; t++)
+        if (a->pos[t] < 0 || a->pos[t] >= c->kvl.n_ctx)
+            return TS_FAIL(TS_RANGE, "position %d outside the context of %d", a->pos[t],
+                           c->kvl.n_ctx);
+    attn_task t = {c, a};
+    ts_threadpool_run(c->tp, attn_run, &t);
+    return TS_OK;
+}
+
+static ts_status cpu_sync(ts_backend *b) {
+    (void)b;
+    return TS_OK;
+}
+
+static const ts_backend_ops g_cpu_ops = {
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .load_matrix = cpu_load_matrix,
+    .load_vector = cpu_load_vector,
+    .to_host = cpu_copy,
+    .to_device = cpu_copy,
+    .copy = cpu_copy,
+    .get_rows = cpu_get_rows,
+    .matmul = cpu_matmul,
+    .rmsnorm = cpu_rmsnorm,
+    .rope = cpu_rope,
+    .geglu = cpu_geglu,
+    .add = cpu_add,
+    .kv_init = cpu_kv_init,
+    .kv_store = cpu_kv_store,
+    .attention = cpu_attention,
+    .sync = cpu_sync,
+};
+
+ts_status ts_backend_cpu_create(int n_threads, bool reference, ts_backend **out) {
+    *out = NULL;
+    ts_backend *b = ts_calloc(1, sizeof *b);
+    cpu_ctx *c = ts_calloc(1, sizeof *c);
+    if (!b || !c) {
+        ts_free(b);
+        ts_free(c);
+        return TS_FAIL(TS_NOMEM, "CPU backend");
+    }
+    b->ops = &g_cpu_ops;
+    b->ctx = c;
+    c->reference = reference;
+    ts_status rc = ts_threadpool_create(n_threads, &c->tp);
+    if (rc != TS_OK) {
+        cpu_destroy(b);
+        return rc;
+    }
+    c->n_threads = ts_threadpool_size(c->tp);
+    *out = b;
+    return TS_OK;
+}

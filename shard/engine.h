@@ -1,0 +1,88 @@
+/* engine.h: one rank's Gemma 3 engine: model weights on a backend, the paged KV cache,
+ * and the step API the scheduler drives.
+ *
+ * A step takes a batch of tokens from one or more sequences (llama.cpp-style: each token
+ * has its sequence slot and position; a sequence's tokens in a batch are consecutive
+ * positions in increasing order, at most n_chunk of them) and returns logits for the
+ * tokens flagged in `want_logits`, in batch order. Prefill in chunks and decode of many
+ * sequences mix freely. Before a sequence's tokens are stepped, its positions must be
+ * reserved (ts_engine_seq_reserve; TS_EXHAUSTED when the KV cache is full).
+ *
+ * Nothing is allocated inside a step (all buffers are sized at create). Not thread-safe:
+ * one thread drives an engine.
+ */
+#ifndef TS_ENGINE_H
+#define TS_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "config.h"
+#include "gguf.h"
+#include "status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Named activation checkpoints (llama.cpp's cb(cur, name, il)): called with host data
+ * (rows, cols) after each named point: "embed" (layer -1), "layer_out" (each layer),
+ * "final_norm" (layer -1, only rows that get logits). For tests and debugging. */
+typedef void (*ts_forward_hook)(void *ctx, const char *name, int32_t layer, const float *data,
+                                int64_t rows, int64_t cols);
+
+typedef struct ts_engine_params {
+    const char *model_path;
+    int n_threads;           /* <= 0: all CPUs */
+    bool reference;          /* scalar reference kernels (slow; exact semantics) */
+    int32_t n_ctx;           /* max positions per sequence; 0 = min(model's, 8192) */
+    int32_t n_seq_max;       /* sequence slots; 0 = 1 */
+    int32_t n_batch;         /* max tokens per step; 0 = 512 */
+    int32_t n_chunk;         /* max tokens of one sequence per step; 0 = n_batch */
+    int32_t page_size;       /* KV page size in tokens; 0 = 16 */
+    int64_t kv_tokens;       /* global-layer KV capacity in tokens; 0 = n_ctx * n_seq_max */
+    ts_forward_hook hook;
+    void *hook_ctx;
+} ts_engine_params;
+
+typedef struct ts_batch {
+    int32_t n_tokens;
+    const int32_t *token;        /* (n_tokens) */
+    const int32_t *pos;          /* (n_tokens) */
+    const int32_t *seq;          /* (n_tokens) */
+    const uint8_t *want_logits;  /* (n_tokens); NULL = only the last token */
+} ts_batch;
+
+typedef struct ts_engine_info {
+    int32_t n_ctx, n_seq_max, n_batch, n_chunk, page_size;
+    int64_t kv_global_pages, kv_local_pages;
+    uint64_t kv_bytes;           /* KV storage, all layers */
+    uint64_t activation_bytes;   /* step buffers */
+    uint64_t weight_bytes;       /* weights the backend reads */
+    const char *backend;
+} ts_engine_info;
+
+typedef struct ts_engine ts_engine;
+
+ts_status ts_engine_create(const ts_engine_params *p, ts_engine **out);
+void ts_engine_destroy(ts_engine *e);
+
+const ts_config *ts_engine_config(const ts_engine *e);
+const ts_gguf *ts_engine_gguf(const ts_engine *e);
+void ts_engine_get_info(const ts_engine *e, ts_engine_info *out);
+/* KV memory (bytes) for the given shape, before creating: for sizing and reports. */
+uint64_t ts_engine_kv_bytes(const ts_config *c, int32_t n_ctx, int32_t n_seq_max,
+                            int32_t n_chunk, int32_t page_size, int64_t kv_tokens);
+
+ts_status ts_engine_seq_reserve(ts_engine *e, int32_t seq, int32_t n_pos);
+void ts_engine_seq_release(ts_engine *e, int32_t seq);
+int64_t ts_engine_free_pages(const ts_engine *e);
+
+/* logits: (number of flagged tokens, n_vocab) host floats. */
+ts_status ts_engine_step(ts_engine *e, const ts_batch *b, float *logits);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
