@@ -18,6 +18,8 @@ static const command g_commands[] = {
     {"inspect", ts_cmd_inspect, "show a model file: hyperparameters, tokenizer, tensors"},
     {"tokenize", ts_cmd_tokenize, "text to token ids with a model's tokenizer"},
     {"detokenize", ts_cmd_detokenize, "token ids to text"},
+    {"run", ts_cmd_run, "generate text from a prompt (CPU engine), streaming it"},
+    {"mkmodel", ts_cmd_mkmodel, "write a random-weight Gemma 3 GGUF at a real shape"},
 };
 
 static void usage(FILE *f) {

@@ -138,6 +138,7 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
     for (uint32_t i = 0; i < c->n_layer; i++) {
         layer_w *L = &e->layers[i];
         char n[96];
+        if (p->progress) p->progress(p->progress_ctx, (float)i / (float)c->n_layer);
 #define M(field, suffix)                                                                   \
     snprintf(n, sizeof n, "blk.%u.%s.weight", i, suffix);                                  \
     TS_TRY_GOTO(load_matrix(e, n, &L->field), rc, fail)
@@ -156,6 +157,7 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
 #undef N
     }
 
+    if (p->progress) p->progress(p->progress_ctx, 1.0f);
     /* KV cache */
     ts_kv_params kp = {
         .page_size = p->page_size, .n_seq_max = p->n_seq_max, .n_ctx = p->n_ctx,

@@ -44,6 +44,9 @@ typedef struct ts_engine_params {
     int64_t kv_tokens;       /* global-layer KV capacity in tokens; 0 = n_ctx * n_seq_max */
     ts_forward_hook hook;
     void *hook_ctx;
+    /* Called while weights load with the fraction done (0..1). */
+    void (*progress)(void *ctx, float done);
+    void *progress_ctx;
 } ts_engine_params;
 
 typedef struct ts_batch {

@@ -1,0 +1,407 @@
+/* cmd_run.c: `tessera run`: generate a continuation of a prompt on one rank (CPU engine),
+ * streaming it to stdout as it is produced.
+ *
+ *   tessera run -m MODEL -p TEXT [-n N] [--chat] [--system TEXT] [--temp T] [--top-k K]
+ *               [--top-p P] [--min-p P] [--repeat-penalty R] [--presence-penalty X]
+ *               [--frequency-penalty X] [--seed S] [--stop STR]... [--ctx N]
+ *               [--threads N] [--batch N] [--json] [--reference] [--no-bos]
+ *
+ * With --temp 0 decoding is greedy. With --json nothing streams; one object is printed at
+ * the end: {"prompt_ids":[...],"ids":[...],"text":"...","finish_reason":"...","seed":S}.
+ * Generation stops at an end-of-turn / end-of-sequence token, a stop string (not printed),
+ * N new tokens, or the end of the context.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "chat.h"
+#include "commands.h"
+#include "engine.h"
+#include "sampler.h"
+#include "tokenizer.h"
+
+#define MAX_STOPS 16
+
+typedef struct {
+    const char *model, *prompt, *system;
+    int32_t n_predict, n_ctx, n_threads, n_batch;
+    bool chat, json, reference, no_bos, seed_set;
+    ts_sampler_params sp;
+    const char *stops[MAX_STOPS];
+    size_t n_stops;
+} run_opts;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: tessera run -m MODEL -p TEXT [options]\n\n"
+            "Generates a continuation of TEXT with the model (CPU engine), streaming it.\n\n"
+            "  -m, --model FILE         Gemma 3 GGUF file\n"
+            "  -p, --prompt TEXT        the prompt (raw text, or the user message with --chat)\n"
+            "  -n, --n-predict N        new tokens at most (default 128)\n"
+            "      --chat               apply the Gemma 3 chat template (user turn + model turn)\n"
+            "      --system TEXT        system message (with --chat)\n"
+            "      --temp T             temperature, 0 = greedy (default 1.0)\n"
+            "      --top-k K            (default 64; 0 = off)\n"
+            "      --top-p P            (default 0.95; 1 = off)\n"
+            "      --min-p P            (default 0 = off)\n"
+            "      --repeat-penalty R   multiplicative repetition penalty (default 1 = off)\n"
+            "      --presence-penalty X, --frequency-penalty X   additive (default 0)\n"
+            "      --seed S             sampling seed (default: random, printed with --json)\n"
+            "      --stop STR           stop string (repeatable, up to %d)\n"
+            "      --ctx N              context length (default min(model, 8192))\n"
+            "      --threads N          CPU threads (default: all)\n"
+            "      --batch N            prompt tokens per step (default 512)\n"
+            "      --no-bos             do not prepend <bos> (raw prompts)\n"
+            "      --reference          scalar reference kernels (slow; for checking)\n"
+            "      --json               print one JSON object at the end instead of streaming\n",
+            MAX_STOPS);
+}
+
+static int parse_i32(const char *flag, const char *v, int32_t lo, int32_t hi, int32_t *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || end == v || x < lo || x > hi) {
+        fprintf(stderr, "tessera run: %s expects an integer in [%d, %d], got '%s'\n", flag, lo,
+                hi, v);
+        return -1;
+    }
+    *out = (int32_t)x;
+    return 0;
+}
+
+static int parse_f32(const char *flag, const char *v, float *out) {
+    char *end;
+    errno = 0;
+    float x = strtof(v, &end);
+    if (errno || *end || end == v) {
+        fprintf(stderr, "tessera run: %s expects a number, got '%s'\n", flag, v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, run_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->n_predict = 128;
+    o->sp = ts_sampler_params_default();
+    o->sp.temperature = 1.0f;
+    o->sp.top_k = 64;
+    o->sp.top_p = 0.95f;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 1;
+        }
+        bool flag_only = !strcmp(a, "--chat") || !strcmp(a, "--json") ||
+                         !strcmp(a, "--reference") || !strcmp(a, "--no-bos");
+        if (flag_only) {
+            if (!strcmp(a, "--chat")) o->chat = true;
+            if (!strcmp(a, "--json")) o->json = true;
+            if (!strcmp(a, "--reference")) o->reference = true;
+            if (!strcmp(a, "--no-bos")) o->no_bos = true;
+            continue;
+        }
+        if (a[0] != '-') {
+            fprintf(stderr, "tessera run: unexpected argument '%s'\n", a);
+            return -1;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "tessera run: %s needs a value\n", a);
+            return -1;
+        }
+        const char *v = argv[++i];
+        int32_t iv;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model = v;
+        else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) o->prompt = v;
+        else if (!strcmp(a, "--system")) o->system = v;
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
+            if (parse_i32(a, v, 0, 1 << 24, &o->n_predict)) return -1;
+        } else if (!strcmp(a, "--ctx")) {
+            if (parse_i32(a, v, 1, 1 << 24, &o->n_ctx)) return -1;
+        } else if (!strcmp(a, "--threads")) {
+            if (parse_i32(a, v, 1, 1024, &o->n_threads)) return -1;
+        } else if (!strcmp(a, "--batch")) {
+            if (parse_i32(a, v, 1, 65536, &o->n_batch)) return -1;
+        } else if (!strcmp(a, "--temp")) {
+            if (parse_f32(a, v, &o->sp.temperature)) return -1;
+        } else if (!strcmp(a, "--top-k")) {
+            if (parse_i32(a, v, 0, INT32_MAX, &iv)) return -1;
+            o->sp.top_k = (uint32_t)iv;
+        } else if (!strcmp(a, "--top-p")) {
+            if (parse_f32(a, v, &o->sp.top_p)) return -1;
+        } else if (!strcmp(a, "--min-p")) {
+            if (parse_f32(a, v, &o->sp.min_p)) return -1;
+        } else if (!strcmp(a, "--repeat-penalty")) {
+            if (parse_f32(a, v, &o->sp.repetition_penalty)) return -1;
+        } else if (!strcmp(a, "--presence-penalty")) {
+            if (parse_f32(a, v, &o->sp.presence_penalty)) return -1;
+        } else if (!strcmp(a, "--frequency-penalty")) {
+            if (parse_f32(a, v, &o->sp.frequency_penalty)) return -1;
+        } else if (!strcmp(a, "--seed")) {
+            char *end;
+            errno = 0;
+            unsigned long long s = strtoull(v, &end, 10);
+            if (errno || *end || end == v || v[0] == '-') {
+                fprintf(stderr, "tessera run: --seed expects a non-negative integer, got '%s'\n", v);
+                return -1;
+            }
+            o->sp.seed = s;
+            o->seed_set = true;
+        } else if (!strcmp(a, "--stop")) {
+            if (o->n_stops == MAX_STOPS) {
+                fprintf(stderr, "tessera run: at most %d --stop strings\n", MAX_STOPS);
+                return -1;
+            }
+            o->stops[o->n_stops++] = v;
+        } else {
+            fprintf(stderr, "tessera run: unknown option '%s'\n", a);
+            return -1;
+        }
+    }
+    if (!o->model || !o->prompt) {
+        fprintf(stderr, "tessera run: -m MODEL and -p TEXT are required\n");
+        return -1;
+    }
+    if (o->system && !o->chat) {
+        fprintf(stderr, "tessera run: --system needs --chat\n");
+        return -1;
+    }
+    if (!o->seed_set) o->sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    if (ts_sampler_params_validate(&o->sp) != TS_OK) {
+        fprintf(stderr, "tessera run: %s\n", ts_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+static void progress(void *ctx, float done) {
+    (void)ctx;
+    int w = 30, n = (int)(done * (float)w + 0.5f);
+    fprintf(stderr, "\rloading model [");
+    for (int i = 0; i < w; i++) fputc(i < n ? '=' : ' ', stderr);
+    fprintf(stderr, "] %3d%%%s", (int)(done * 100.0f + 0.5f), done >= 1.0f ? "\n" : "");
+    fflush(stderr);
+}
+
+/* Growable output text. */
+typedef struct {
+    char *p;
+    size_t n, cap;
+} sbuf;
+
+static int sbuf_add(sbuf *b, const char *s, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 1024;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *q = ts_realloc(b->p, cap);
+        if (!q) return -1;
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+    return 0;
+}
+
+int ts_cmd_run(int argc, char **argv) {
+    run_opts o;
+    int pr = parse_args(argc, argv, &o);
+    if (pr > 0) return 0;
+    if (pr < 0) return 2;
+
+    int ret = 1;
+    ts_engine *e = NULL;
+    ts_tokenizer *tok = NULL;
+    ts_sampler *smp = NULL;
+    ts_detok_stream *ds = NULL;
+    ts_tokens pt = {0};
+    char *rendered = NULL;
+    float *logits = NULL;
+    int32_t *ids = NULL, *pos = NULL, *seq = NULL;
+    sbuf text = {0};
+    json_t *jids = NULL;
+
+    ts_engine_params ep = {
+        .model_path = o.model, .n_threads = o.n_threads, .reference = o.reference,
+        .n_ctx = o.n_ctx, .n_seq_max = 1, .n_batch = o.n_batch,
+        .progress = isatty(STDERR_FILENO) ? progress : NULL,
+    };
+    if (ts_engine_create(&ep, &e) != TS_OK) {
+        fprintf(stderr, "tessera run: %s\n", ts_last_error());
+        goto out;
+    }
+    const ts_config *cfg = ts_engine_config(e);
+    ts_engine_info info;
+    ts_engine_get_info(e, &info);
+    if (ts_tokenizer_load(ts_engine_gguf(e), &tok) != TS_OK) {
+        fprintf(stderr, "tessera run: tokenizer: %s\n", ts_last_error());
+        goto out;
+    }
+    const char *text_in = o.prompt;
+    size_t text_len = strlen(o.prompt);
+    unsigned flags = TS_TOK_PARSE_SPECIAL | (o.no_bos ? 0 : TS_TOK_ADD_BOS);
+    if (o.chat) {
+        ts_chat_message msgs[2];
+        size_t nm = 0;
+        if (o.system) msgs[nm++] = (ts_chat_message){.role = "system", .content = o.system,
+                                                     .content_len = strlen(o.system)};
+        msgs[nm++] = (ts_chat_message){.role = "user", .content = o.prompt,
+                                       .content_len = text_len};
+        size_t rl;
+        if (ts_chat_render(msgs, nm, true, false, &rendered, &rl) != TS_OK) {
+            fprintf(stderr, "tessera run: chat: %s\n", ts_last_error());
+            goto out;
+        }
+        text_in = rendered;
+        text_len = rl;
+    }
+    if (ts_tokenize(tok, text_in, text_len, flags, &pt) != TS_OK) {
+        fprintf(stderr, "tessera run: prompt: %s\n", ts_last_error());
+        goto out;
+    }
+    if (pt.n == 0) {
+        fprintf(stderr, "tessera run: the prompt is empty (and --no-bos is set)\n");
+        goto out;
+    }
+    if ((int64_t)pt.n >= info.n_ctx) {
+        fprintf(stderr, "tessera run: the prompt has %zu tokens, which does not fit the context "
+                "of %d tokens (raise --ctx, up to the model's %u)\n", pt.n, info.n_ctx,
+                cfg->n_ctx_train);
+        goto out;
+    }
+    int32_t total = (int32_t)pt.n + o.n_predict;
+    if (total > info.n_ctx) total = info.n_ctx;
+    if (ts_engine_seq_reserve(e, 0, total) != TS_OK) {
+        fprintf(stderr, "tessera run: %s\n", ts_last_error());
+        goto out;
+    }
+    if (ts_sampler_create(&o.sp, cfg->n_vocab, &smp) != TS_OK ||
+        ts_detok_stream_init(tok, &ds) != TS_OK) {
+        fprintf(stderr, "tessera run: %s\n", ts_last_error());
+        goto out;
+    }
+    logits = ts_malloc(sizeof(float) * cfg->n_vocab);
+    ids = ts_malloc(sizeof(int32_t) * (size_t)info.n_batch);
+    pos = ts_malloc(sizeof(int32_t) * (size_t)info.n_batch);
+    seq = ts_calloc((size_t)info.n_batch, sizeof(int32_t));
+    jids = json_array();
+    if (!logits || !ids || !pos || !seq || !jids) {
+        fprintf(stderr, "tessera run: out of memory\n");
+        goto out;
+    }
+    for (size_t i = 0; i < pt.n; i++) (void)ts_sampler_accept(smp, pt.ids[i]);
+
+    /* prefill in chunks; logits of the last prompt token */
+    for (size_t i0 = 0; i0 < pt.n; i0 += (size_t)info.n_batch) {
+        int32_t n = (int32_t)(pt.n - i0 < (size_t)info.n_batch ? pt.n - i0 : (size_t)info.n_batch);
+        for (int32_t j = 0; j < n; j++) {
+            ids[j] = pt.ids[i0 + (size_t)j];
+            pos[j] = (int32_t)i0 + j;
+        }
+        ts_batch b = {.n_tokens = n, .token = ids, .pos = pos, .seq = seq};
+        if (ts_engine_step(e, &b, logits) != TS_OK) {
+            fprintf(stderr, "tessera run: %s\n", ts_last_error());
+            goto out;
+        }
+    }
+
+    const char *finish = "length";
+    size_t emitted = 0, max_stop = 0;
+    for (size_t s = 0; s < o.n_stops; s++)
+        if (strlen(o.stops[s]) > max_stop) max_stop = strlen(o.stops[s]);
+    int32_t n_gen = 0, cur = (int32_t)pt.n;
+    while (n_gen < o.n_predict) {
+        int32_t t;
+        if (ts_sampler_sample(smp, logits, &t) != TS_OK) {
+            fprintf(stderr, "tessera run: sampling: %s\n", ts_last_error());
+            goto out;
+        }
+        if (ts_tokenizer_is_eog(tok, t)) {
+            finish = "stop";
+            break;
+        }
+        (void)ts_sampler_accept(smp, t);
+        json_array_append_new(jids, json_integer(t));
+        n_gen++;
+        const char *piece;
+        size_t plen;
+        if (ts_detok_stream_push(ds, t, &piece, &plen) != TS_OK || sbuf_add(&text, piece, plen)) {
+            fprintf(stderr, "tessera run: detokenize: %s\n", ts_last_error());
+            goto out;
+        }
+        size_t from = text.n > plen + max_stop ? text.n - plen - max_stop : 0;
+        size_t which;
+        size_t cut = o.n_stops ? ts_stop_check(text.p + from, text.n - from, o.stops, o.n_stops, &which)
+                               : TS_STOP_NONE;
+        if (cut != TS_STOP_NONE) {
+            text.n = from + cut;
+            text.p[text.n] = '\0';
+            finish = "stop_sequence";
+            break;
+        }
+        size_t hold = o.n_stops ? ts_stop_holdback(text.p, text.n, o.stops, o.n_stops) : 0;
+        if (!o.json && text.n - hold > emitted) {
+            fwrite(text.p + emitted, 1, text.n - hold - emitted, stdout);
+            fflush(stdout);
+            emitted = text.n - hold;
+        }
+        if (cur >= info.n_ctx) {
+            finish = "context_length";
+            break;
+        }
+        if (n_gen == o.n_predict) break;
+        ids[0] = t;
+        pos[0] = cur++;
+        ts_batch b = {.n_tokens = 1, .token = ids, .pos = pos, .seq = seq};
+        if (ts_engine_step(e, &b, logits) != TS_OK) {
+            fprintf(stderr, "tessera run: %s\n", ts_last_error());
+            goto out;
+        }
+    }
+    if (strcmp(finish, "stop_sequence") != 0) {
+        const char *tail;
+        size_t tl;
+        if (ts_detok_stream_flush(ds, &tail, &tl) == TS_OK) sbuf_add(&text, tail, tl);
+    }
+    if (o.json) {
+        json_t *obj = json_object();
+        json_t *jp = json_array();
+        for (size_t i = 0; i < pt.n; i++) json_array_append_new(jp, json_integer(pt.ids[i]));
+        json_object_set_new(obj, "prompt_ids", jp);
+        json_object_set(obj, "ids", jids);
+        json_object_set_new(obj, "text", json_stringn(text.p ? text.p : "", text.n));
+        json_object_set_new(obj, "finish_reason", json_string(finish));
+        json_object_set_new(obj, "seed", json_integer((json_int_t)o.sp.seed));
+        json_dumpf(obj, stdout, JSON_COMPACT);
+        putchar('\n');
+        json_decref(obj);
+    } else {
+        if (text.n > emitted) fwrite(text.p + emitted, 1, text.n - emitted, stdout);
+        putchar('\n');
+    }
+    ret = 0;
+out:
+    json_decref(jids);
+    ts_free(text.p);
+    ts_free(logits);
+    ts_free(ids);
+    ts_free(pos);
+    ts_free(seq);
+    ts_free(rendered);
+    ts_tokens_free(&pt);
+    ts_detok_stream_free(ds);
+    ts_sampler_destroy(smp);
+    ts_tokenizer_free(tok);
+    ts_engine_destroy(e);
+    return ret;
+}

@@ -1,0 +1,3 @@
+# The CPU engine against Hugging Face transformers (committed fixtures; no model needed).
+ts_add_unit_test(NAME test_engine_hf SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/model/test_engine_hf.c
+                 LIBS ts_engine PkgConfig::JANSSON LABELS unit)
