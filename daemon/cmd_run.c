@@ -114,6 +114,17 @@ static int parse_args(int argc, char **argv, run_opts *o) {
             fprintf(stderr, "tessera run: unexpected argument '%s'\n", a);
             return -1;
         }
+        static const char *const with_value[] = {
+            "-m", "--model", "-p", "--prompt", "--system", "-n", "--n-predict", "--ctx",
+            "--threads", "--batch", "--temp", "--top-k", "--top-p", "--min-p",
+            "--repeat-penalty", "--presence-penalty", "--frequency-penalty", "--seed", "--stop"};
+        bool known = false;
+        for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
+            if (!strcmp(a, with_value[k])) known = true;
+        if (!known) {
+            fprintf(stderr, "tessera run: unknown option '%s'\n", a);
+            return -1;
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "tessera run: %s needs a value\n", a);
             return -1;

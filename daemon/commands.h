@@ -9,5 +9,6 @@ int ts_cmd_tokenize(int argc, char **argv);
 int ts_cmd_detokenize(int argc, char **argv);
 int ts_cmd_mkmodel(int argc, char **argv);
 int ts_cmd_run(int argc, char **argv);
+int ts_cmd_bench(int argc, char **argv);
 
 #endif

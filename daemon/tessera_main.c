@@ -19,6 +19,7 @@ static const command g_commands[] = {
     {"tokenize", ts_cmd_tokenize, "text to token ids with a model's tokenizer"},
     {"detokenize", ts_cmd_detokenize, "token ids to text"},
     {"run", ts_cmd_run, "generate text from a prompt (CPU engine), streaming it"},
+    {"bench", ts_cmd_bench, "prefill and decode speed (llama-bench definitions)"},
     {"mkmodel", ts_cmd_mkmodel, "write a random-weight Gemma 3 GGUF at a real shape"},
 };
 

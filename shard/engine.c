@@ -114,7 +114,10 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
     if (p->n_batch <= 0) p->n_batch = 512;
     if (p->n_chunk <= 0 || p->n_chunk > p->n_batch) p->n_chunk = p->n_batch;
     if (p->page_size <= 0) p->page_size = 16;
-    if (p->kv_tokens <= 0) p->kv_tokens = (int64_t)p->n_ctx * p->n_seq_max;
+    /* default: every slot can hold a full context (whole pages each) */
+    if (p->kv_tokens <= 0)
+        p->kv_tokens = (int64_t)((p->n_ctx + p->page_size - 1) / p->page_size) * p->page_size *
+                       p->n_seq_max;
     if (p->n_seq_max > 65536 || p->n_batch > 65536 || p->page_size > 4096) {
         rc = TS_FAIL(TS_INVAL, "n_seq_max %d / n_batch %d / page_size %d too large", p->n_seq_max,
                      p->n_batch, p->page_size);

@@ -41,7 +41,7 @@ typedef struct ts_engine_params {
     int32_t n_batch;         /* max tokens per step; 0 = 512 */
     int32_t n_chunk;         /* max tokens of one sequence per step; 0 = n_batch */
     int32_t page_size;       /* KV page size in tokens; 0 = 16 */
-    int64_t kv_tokens;       /* global-layer KV capacity in tokens; 0 = n_ctx * n_seq_max */
+    int64_t kv_tokens;       /* global-layer KV capacity in tokens; 0 = n_ctx per slot */
     ts_forward_hook hook;
     void *hook_ctx;
     /* Called while weights load with the fraction done (0..1). */
