@@ -47,6 +47,28 @@ float ts_gelu_tanh(float x);
 /* In place softmax over n values (max-subtracted, fp32). */
 void ts_softmax_ref(float *x, int64_t n);
 
+/* ---- fast-path ops (ops_fast.c): llama.cpp CPU (ggml-cpu) numerics, see docs/engine.md ---- */
+
+/* Builds the fp16 gelu table once (thread-safe; the *_fast gelu ops call it too). */
+void ts_fast_ops_init(void);
+
+/* gelu as ggml-cpu with GGML_GELU_FP16: fp16(x) -> table of fp16(gelu(x)); 0 for x <= -10,
+ * x for x >= 10. */
+float ts_gelu_fast(float x);
+
+/* out (n) = ts_gelu_fast(gate) * up (ggml_vec_geglu_f32). In place allowed (out == gate). */
+void ts_geglu_fast(float *out, const float *gate, const float *up, int64_t n);
+
+/* Rotary embedding as ts_rope_ref, angles as ggml_rope_cache_init: theta = pos / scale,
+ * multiplied by powf(base, -2/head_dim) in fp32 per pair; fp32 cosf/sinf. cache: head_dim
+ * floats of scratch. */
+void ts_rope_fast(float *x, const int32_t *pos, int64_t n_tok, int64_t n_head, int64_t head_dim,
+                  float base, float scale, float *cache);
+
+/* RMS norm as ggml (fp32 squares summed in double, fp32 mean and 1/sqrtf), then * w. */
+void ts_rmsnorm_fast(float *out, const float *x, const float *w, int64_t n_row, int64_t n,
+                     float eps);
+
 #ifdef __cplusplus
 }
 #endif

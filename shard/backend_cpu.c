@@ -32,6 +32,8 @@ typedef struct {
     float *att_scratch;     /* (n_threads, n_ctx) attention scores */
 } cpu_ctx;
 
+enum { TS_ROPE_CACHE_MAX = 1024 }; /* head_dim up to this uses the fast rope (stack cache) */
+
 static cpu_ctx *C(ts_backend *b) { return (cpu_ctx *)b->ctx; }
 
 static void cpu_destroy(ts_backend *b) {
@@ -174,22 +176,29 @@ static ts_status cpu_matmul(ts_backend *b, float *y, const ts_wmat *w, const flo
 
 static ts_status cpu_rmsnorm(ts_backend *b, float *out, const float *x, const float *w,
                              int64_t n_row, int64_t n, float eps) {
-    (void)b;
-    ts_rmsnorm_ref(out, x, w, n_row, n, eps);
+    if (C(b)->reference)
+        ts_rmsnorm_ref(out, x, w, n_row, n, eps);
+    else
+        ts_rmsnorm_fast(out, x, w, n_row, n, eps);
     return TS_OK;
 }
 
 static ts_status cpu_rope(ts_backend *b, float *x, const int32_t *pos, int64_t n_tok,
                           int64_t n_head, int64_t head_dim, float base, float scale) {
-    (void)b;
-    ts_rope_ref(x, pos, n_tok, n_head, head_dim, base, scale);
+    float cache[TS_ROPE_CACHE_MAX];
+    if (C(b)->reference || head_dim > TS_ROPE_CACHE_MAX)
+        ts_rope_ref(x, pos, n_tok, n_head, head_dim, base, scale);
+    else
+        ts_rope_fast(x, pos, n_tok, n_head, head_dim, base, scale, cache);
     return TS_OK;
 }
 
 static ts_status cpu_geglu(ts_backend *b, float *out, const float *gate, const float *up,
                            int64_t n) {
-    (void)b;
-    ts_geglu_ref(out, gate, up, n);
+    if (C(b)->reference)
+        ts_geglu_ref(out, gate, up, n);
+    else
+        ts_geglu_fast(out, gate, up, n);
     return TS_OK;
 }
 
@@ -291,6 +300,82 @@ static void attn_run(void *ctx, int ith, int nth) {
     }
 }
 
+/* Fast path (llama.cpp order, docs/engine.md): Q is scaled first (ggml_scale), KQ and
+ * KQV dot products sum as ggml-cpu's f32 kernels: tinyBLAS (llamafile sgemm) when the
+ * right operand is contiguous (KQ for a single token, KQV always): 8 lanes, lane = index
+ * % 8, fused multiply-add, lanes summed ((0+4)+(2+6))+((1+5)+(3+7)); ggml_vec_dot_f32
+ * (KQ with several tokens): 4 x 8 lanes over blocks of 32, reduced (a0+a2)+(a1+a3) and
+ * then lanes as ((0+4)+(1+5))+((2+6)+(3+7)). Softmax: expf, sum in double, scale by the
+ * fp32 reciprocal. */
+static float hsum8_tb(const float *l) {
+    return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+
+static float dot_tinyblas(const float *x, const float *y, int64_t n) {
+    float l[8] = {0};
+    for (int64_t i = 0; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) l[k] = fmaf(x[i + k], y[i + k], l[k]);
+    return hsum8_tb(l);
+}
+
+static float dot_ggml_f32(const float *x, const float *y, int64_t n) {
+    float a[4][8] = {{0}};
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int j = 0; j < 4; j++)
+            for (int k = 0; k < 8; k++) a[j][k] = fmaf(x[i + 8 * j + k], y[i + 8 * j + k], a[j][k]);
+    float l[8];
+    for (int k = 0; k < 8; k++) l[k] = (a[0][k] + a[2][k]) + (a[1][k] + a[3][k]);
+    float t[4];
+    for (int k = 0; k < 4; k++) t[k] = l[k] + l[k + 4];
+    float r = (t[0] + t[1]) + (t[2] + t[3]);
+    for (; i < n; i++) r += x[i] * y[i];
+    return r;
+}
+
+static void attn_run_fast(void *ctx, int ith, int nth) {
+    attn_task *t = ctx;
+    const ts_attn_args *a = t->a;
+    cpu_ctx *c = t->c;
+    const int64_t hd = a->head_dim, kd = (int64_t)a->n_head_kv * hd;
+    const int64_t group = a->n_head / a->n_head_kv;
+    const int64_t total = a->n_tok * a->n_head;
+    float *score = c->att_scratch + (size_t)ith * (size_t)c->kvl.n_ctx;
+    const float *K = c->k[a->layer], *V = c->v[a->layer];
+    float qs[TS_ROPE_CACHE_MAX];
+    for (int64_t w = total * ith / nth; w < total * (ith + 1) / nth; w++) {
+        int64_t tok = w / a->n_head, h = w % a->n_head, kvh = h / group;
+        int32_t p = a->pos[tok], s = a->seq[tok];
+        int32_t lo = a->is_global ? 0 : (p - a->window + 1 > 0 ? p - a->window + 1 : 0);
+        const float *q = a->q + (tok * a->n_head + h) * hd;
+        for (int64_t i = 0; i < hd; i++) qs[i] = q[i] * a->scale;
+        float m = -INFINITY;
+        for (int32_t j = lo; j <= p; j++) {
+            const float *kr = K + kv_slot(a->kv, a->is_global, s, j) * (size_t)kd + kvh * hd;
+            const float d = a->n_tok == 1 ? dot_tinyblas(kr, qs, hd) : dot_ggml_f32(kr, qs, hd);
+            score[j - lo] = d;
+            if (d > m) m = d;
+        }
+        double sum = 0.0;
+        for (int32_t j = lo; j <= p; j++) {
+            const float e = expf(score[j - lo] - m);
+            score[j - lo] = e;
+            sum += (double)e;
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int32_t j = lo; j <= p; j++) score[j - lo] *= inv;
+        float *o = a->out + (tok * a->n_head + h) * hd;
+        for (int64_t i = 0; i < hd; i++) {
+            float l[8] = {0};
+            for (int32_t j = lo; j <= p; j++) {
+                const float *vr = V + kv_slot(a->kv, a->is_global, s, j) * (size_t)kd + kvh * hd;
+                l[j & 7] = fmaf(vr[i], score[j - lo], l[j & 7]);
+            }
+            o[i] = hsum8_tb(l);
+        }
+    }
+}
+
 static ts_status cpu_attention(ts_backend *b, const ts_attn_args *a) {
     cpu_ctx *c = C(b);
     for (int64_t t = 0; t < a->n_tok; t++)
@@ -298,7 +383,7 @@ static ts_status cpu_attention(ts_backend *b, const ts_attn_args *a) {
             return TS_FAIL(TS_RANGE, "position %d outside the context of %d", a->pos[t],
                            c->kvl.n_ctx);
     attn_task t = {c, a};
-    ts_threadpool_run(c->tp, attn_run, &t);
+    ts_threadpool_run(c->tp, c->reference || a->head_dim > TS_ROPE_CACHE_MAX ? attn_run : attn_run_fast, &t);
     return TS_OK;
 }
 
@@ -341,6 +426,7 @@ ts_status ts_backend_cpu_create(int n_threads, bool reference, ts_backend **out)
     b->ops = &g_cpu_ops;
     b->ctx = c;
     c->reference = reference;
+    if (!reference) ts_fast_ops_init();
     ts_status rc = ts_threadpool_create(n_threads, &c->tp);
     if (rc != TS_OK) {
         cpu_destroy(b);

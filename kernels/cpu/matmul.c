@@ -4,7 +4,9 @@
  * matmul_avx512.c) implement.
  *
  * Semantics per weight type (ggml's ggml_vec_dot_<type>_<vec_dot_type>):
- *   Q4_0, Q5_0, Q8_0: x -> Q8_0 (quantize_row_q8_0_ref: d = amax/127, q = roundf(x/d),
+ *   Q4_0, Q5_0, Q8_0: x -> Q8_0 (ggml-cpu's x86 quantize_row_q8_0, which llama.cpp runs:
+ *       d = amax/127, q = round-half-even(x * (127/amax)); NOT quantize_row_q8_0_ref's
+ *       roundf(x * (1/d)), which differs in the last bit of the product: see q8_block),
  *       d kept as fp16); per 32-block the exact integer sum sumi = sum q_w * q_x, and
  *       y += (d_w * d_x) * sumi in fp32.
  *   Q4_1, Q5_1: x -> Q8_1 (same q and d, plus s = fp16(d * sum q_x));
@@ -132,19 +134,27 @@ size_t ts_matmul_scratch_bytes(uint32_t type, int64_t cols, int64_t n_tok) {
     return s * (size_t)n_tok + 64; /* + 64: room to align the start */
 }
 
-/* One Q8_0/Q8_1 block (quantize_row_q8_1_ref): d = amax/127, id = 1/d, q = roundf(x*id);
- * *d_out = the fp16-rounded d; *sum_out = sum of q. */
-static void q8_block(const float *x, int8_t *qs, float *d_out, int *sum_out) {
+/* One Q8_0/Q8_1 block as ggml-cpu's x86 quantize_row_q8_0 / quantize_row_q8_1 (the AVX2
+ * code llama.cpp runs on x86): d = amax/127, q = round-half-even(x * (127/amax)) (the
+ * _mm256_round_ps nearest mode). ggml's scalar *_ref instead uses id = 1/d and roundf (half
+ * away from zero); x*(127/amax) and x*(1/(amax/127)) differ in the last bit for some
+ * values, which moves a q by one often enough to matter (measured on Gemma 3 270M: a
+ * Q8_0 projection's relative difference to llama.cpp drops from 1.9e-4 to 5e-8).
+ * *d_out = d (before fp16 rounding); *sum_out = sum of q. */
+static void q8_block(const float *x, int8_t *qs, float *d_out, int *sum_out, bool x86) {
     float amax = 0.0f;
     for (int j = 0; j < 32; j++) {
         const float v = fabsf(x[j]);
         if (v > amax) amax = v;
     }
     const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    /* x86: ggml-cpu's AVX2 quantizer (ts_matmul); else quantize_row_q8_{0,1}_ref, the
+     * exported ts_matmul_quantize_row_* (bit-exact against gguf-py in test_matmul). */
+    const float id = x86 ? (amax != 0.0f ? 127.0f / amax : 0.0f) : (d != 0.0f ? 1.0f / d : 0.0f);
     int sum = 0;
     for (int j = 0; j < 32; j++) {
-        const int q = (int)roundf(x[j] * id);
+        /* nearbyintf: default FP env, nearest with ties to even (_mm256_round_ps) */
+        const int q = x86 ? (int)nearbyintf(x[j] * id) : (int)roundf(x[j] * id);
         qs[j] = (int8_t)q;
         sum += q;
     }
@@ -197,7 +207,7 @@ void ts_matmul_quantize_row_q8_0(const float *x, void *dst, int64_t n) {
         ts_block_q8_0 blk;
         float d;
         int sum;
-        q8_block(x + 32 * b, blk.qs, &d, &sum);
+        q8_block(x + 32 * b, blk.qs, &d, &sum, false);
         blk.d = ts_fp32_to_fp16(d);
         memcpy(out + (size_t)b * sizeof blk, &blk, sizeof blk);
     }
@@ -209,7 +219,7 @@ void ts_matmul_quantize_row_q8_1(const float *x, void *dst, int64_t n) {
         int8_t qs[32];
         float d;
         int sum;
-        q8_block(x + 32 * b, qs, &d, &sum);
+        q8_block(x + 32 * b, qs, &d, &sum, false);
         const uint16_t hd = ts_fp32_to_fp16(d);
         const uint16_t hs = ts_fp32_to_fp16((float)sum * d);
         memcpy(out + (size_t)b * 36, &hd, 2);
@@ -242,7 +252,7 @@ static void prep_token(act_kind k, const float *x, int64_t cols, uint8_t *slab) 
         for (int64_t b = 0; b < cols / 32; b++) {
             float dd;
             int sum;
-            q8_block(x + 32 * b, qs + 32 * b, &dd, &sum);
+            q8_block(x + 32 * b, qs + 32 * b, &dd, &sum, true);
             const uint16_t hd = ts_fp32_to_fp16(dd);
             d[b] = ts_fp16_to_fp32(hd);
             if (k == ACT_Q8_1) s[b] = ts_fp16_to_fp32(ts_fp32_to_fp16((float)sum * dd));

@@ -5,7 +5,8 @@
  * != head_dim) with linear RoPE scaling on the global layer, and prompts longer than the
  * sliding window. For each model and each kernel path (reference, optimized):
  *   - logits at every position and hidden states after the embedding and each layer
- *     (named checkpoints) match HF with max|a-b| / max|ref| <= 1e-4;
+ *     (named checkpoints) match HF with max|a-b| / max|ref| <= 1e-4 (reference path) /
+ *     2e-3 (fast path: llama.cpp's fp16 GELU table, see TOL_FAST);
  *   - the three "batch" prompts of different lengths run together in ONE step match;
  *   - the long prompt in chunks of 3 tokens matches;
  *   - greedy decoding of 8 tokens equals HF's.
@@ -21,6 +22,11 @@
 #include "engine.h"
 
 #define TOL 1e-4
+/* The fast path emulates llama.cpp's CPU numerics (docs/engine.md), above all ggml-cpu's
+ * fp16 GELU table: each FFN activation is rounded to fp16 (2^-11 ~ 4.9e-4 relative), so
+ * against HF it is only as close as that (measured max 9.1e-4 on these models); the
+ * reference path keeps TOL. */
+#define TOL_FAST 2e-3
 
 static int g_pass, g_fail;
 
@@ -152,6 +158,7 @@ static void run_model(const char *dir, const char *cfgname, bool reference) {
         return;
     }
     const char *mode = reference ? "ref" : "fast";
+    const double tol = reference ? TOL : TOL_FAST;
     float *logits = malloc(sizeof(float) * 256 * (size_t)vocab);
     int32_t pos[256], seq[256], tok[256];
     uint8_t want[256];
@@ -178,14 +185,14 @@ static void run_model(const char *dir, const char *cfgname, bool reference) {
         check(rc == TS_OK, what);
         double el = rel_err(logits, c->logits, (size_t)c->n_tok * vocab);
         snprintf(what, sizeof what, "%s/%s/%s: logits rel err %.3g", cfgname, c->name, mode, el);
-        check(el <= TOL, what);
+        check(el <= tol, what);
         check(hk.seen == layers + 1, "all checkpoints seen");
         for (int l = 0; l <= layers; l++) {
             size_t off = (size_t)l * c->n_tok * d;
             double eh = rel_err(hk.hidden + off, c->hidden + off, (size_t)c->n_tok * d);
             snprintf(what, sizeof what, "%s/%s/%s: hidden[%d] rel err %.3g", cfgname, c->name,
                      mode, l, eh);
-            check(eh <= TOL, what);
+            check(eh <= tol, what);
         }
         free(hk.hidden);
         hk.hidden = NULL;
@@ -240,7 +247,7 @@ static void run_model(const char *dir, const char *cfgname, bool reference) {
         }
         snprintf(what, sizeof what, "%s/%s/%s: chunked prefill rel err %.3g", cfgname, c->name,
                  mode, worst);
-        check(worst <= TOL, what);
+        check(worst <= tol, what);
     }
 
     /* 4. the batch cases (different lengths) together in one step, interleaved order */
@@ -272,7 +279,7 @@ static void run_model(const char *dir, const char *cfgname, bool reference) {
                                 (size_t)cs[idx[s]].n_tok * vocab);
             snprintf(what, sizeof what, "%s/batch%d in a 3-sequence step/%s: rel err %.3g",
                      cfgname, s, mode, er);
-            check(er <= TOL, what);
+            check(er <= tol, what);
         }
         for (int s = 0; s < 3; s++) ts_engine_seq_release(e, s);
     }

@@ -289,15 +289,25 @@ static void fill_row(uint32_t type, uint8_t *p, int64_t cols) {
     }
 }
 
+/* ggml-cpu's x86 (AVX2) quantize_row_q8_0, transcribed to scalar: what ts_matmul uses for
+ * activations (llama.cpp runs this, not quantize_row_q8_0_ref: id = 127/amax instead of
+ * 1/d, and round-half-even instead of roundf; docs/engine.md). Dequantized into xp. */
+static void q8_0_x86_dequant(const float *x, int64_t cols, float *xp) {
+    for (int64_t b = 0; b < cols / 32; b++) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[32 * b + j]));
+        const float d = ts_fp16_to_fp32(ts_fp32_to_fp16(amax / 127.0f));
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        for (int j = 0; j < 32; j++) xp[32 * b + j] = d * nearbyintf(x[32 * b + j] * id);
+    }
+}
+
 /* x' = what ts_matmul really multiplies by: x after its Q8_0 / Q8_K / fp16 rounding. */
 static void dequant_act(uint32_t type, const float *x, int64_t cols, float *xp) {
     switch (type) {
     case TS_TYPE_Q4_0: case TS_TYPE_Q5_0: case TS_TYPE_Q8_0:
     case TS_TYPE_Q4_1: case TS_TYPE_Q5_1: {
-        uint8_t *q = malloc((size_t)(cols / 32) * 34);
-        ts_matmul_quantize_row_q8_0(x, q, cols);
-        assert_true(ts_dequantize_row(TS_TYPE_Q8_0, q, xp, cols));
-        free(q);
+        q8_0_x86_dequant(x, cols, xp);
         break;
     }
     case TS_TYPE_Q4_K: case TS_TYPE_Q5_K: case TS_TYPE_Q6_K: {
