@@ -2,6 +2,9 @@
 # deps.sh: installs what tessera needs on Debian 12 (as root, or with sudo), and a Python
 # virtual environment with the reference packages and the real Gemma 3 270M model.
 # Idempotent: packages already present are not reinstalled.
+# The daemon tests (label `daemon`) use Debian's python3-grpcio through /usr/bin/python3
+# (the venv's python has no grpc), grpc_python_plugin (protobuf-compiler-grpc) and the
+# health .proto of grpc-proto.
 #   TESSERA_VENV   where the Python environment goes (default: .venv in the repo)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -11,6 +14,7 @@ pkgs=(
   libcmocka-dev libjansson-dev libssl-dev
   libopenmpi-dev openmpi-bin
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
+  grpc-proto python3-grpcio protobuf-compiler-grpc
   clang-14 libclang-rt-14-dev
   python3 python3-venv python3-pip
 )

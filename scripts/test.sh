@@ -21,7 +21,7 @@ echo "== tests"
 ctest --test-dir "$here/build" --output-on-failure -j "$jobs"
 
 echo "== build (AddressSanitizer + UndefinedBehaviorSanitizer)"
-bash scripts/build.sh "$here/build-asan" -DTESSERA_CUDA=OFF -DTESSERA_RPC=OFF \
+bash scripts/build.sh "$here/build-asan" -DTESSERA_CUDA=OFF \
   -DTESSERA_SANITIZE="address;undefined"
 echo "== tests under ASan + UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \

@@ -1,0 +1,571 @@
+/* sched.c: continuous-batching scheduler (see sched.h). */
+#include "sched.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "log.h"
+
+struct ts_sched {
+    ts_sched_params p;
+    ts_engine *e;
+    ts_tokenizer *tok;
+    const ts_config *cfg;
+    ts_engine_info info;
+    uint32_t n_vocab;
+    pthread_t th;
+    bool started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;                 /* mu */
+    ts_req *qhead;             /* mu: waiting requests, priority order, FIFO ties */
+    int32_t nq;                /* mu */
+    ts_req **running;          /* by slot; scheduler thread (n_active mirrored under mu) */
+    uint32_t n_active;         /* mu */
+    int64_t kv_free;           /* mu: snapshot after each step */
+    uint64_t n_completed, n_cancelled, n_rejected; /* mu */
+    int64_t step_us_ewma;      /* mu */
+    /* step buffers */
+    int32_t *b_tok, *b_pos, *b_seq;
+    uint8_t *b_want;
+    ts_req **row_owner;
+    float *logits;
+};
+
+int64_t ts_now_us(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+/* ---- requests ---- */
+
+ts_req *ts_req_new(void) {
+    ts_req *r = ts_calloc(1, sizeof *r);
+    if (!r) return NULL;
+    atomic_init(&r->refs, 2);
+    atomic_init(&r->cancelled, false);
+    atomic_init(&r->cancel_by_id, false);
+    r->slot = -1;
+    r->pending = -1;
+    r->deadline_us = INT64_MAX;
+    return r;
+}
+
+void ts_req_unref(ts_req *r) {
+    if (!r || atomic_fetch_sub(&r->refs, 1) != 1) return;
+    ts_free(r->prompt);
+    for (size_t i = 0; i < r->n_stops; i++) ts_free(r->stops[i]);
+    ts_sampler_destroy(r->smp);
+    ts_detok_stream_free(r->ds);
+    ts_free(r->text);
+    ts_free(r->out_ids);
+    if (r->user_release) r->user_release(r->user);
+    ts_free(r);
+}
+
+/* ---- create / destroy ---- */
+
+ts_status ts_sched_create(const ts_sched_params *p, ts_sched **out) {
+    *out = NULL;
+    ts_sched *s = ts_calloc(1, sizeof *s);
+    if (!s) return TS_FAIL(TS_NOMEM, "scheduler");
+    s->p = *p;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    ts_status rc;
+    TS_TRY_GOTO(ts_engine_create(&s->p.engine, &s->e), rc, fail);
+    s->cfg = ts_engine_config(s->e);
+    ts_engine_get_info(s->e, &s->info);
+    TS_TRY_GOTO(ts_tokenizer_load(ts_engine_gguf(s->e), &s->tok), rc, fail);
+    s->n_vocab = s->cfg->n_vocab;
+    size_t nb = (size_t)s->info.n_batch, ns = (size_t)s->info.n_seq_max;
+    s->running = ts_calloc(ns, sizeof *s->running);
+    s->b_tok = ts_malloc(nb * sizeof(int32_t));
+    s->b_pos = ts_malloc(nb * sizeof(int32_t));
+    s->b_seq = ts_malloc(nb * sizeof(int32_t));
+    s->b_want = ts_malloc(nb);
+    s->row_owner = ts_calloc(ns, sizeof *s->row_owner);
+    /* at most one logits row per sequence per step */
+    s->logits = ts_malloc(ns * (size_t)s->n_vocab * sizeof(float));
+    if (!s->running || !s->b_tok || !s->b_pos || !s->b_seq || !s->b_want || !s->row_owner ||
+        !s->logits) {
+        rc = TS_FAIL(TS_NOMEM, "scheduler buffers");
+        goto fail;
+    }
+    if (s->p.queue_max <= 0) s->p.queue_max = 64;
+    if (s->p.max_tokens_default <= 0) s->p.max_tokens_default = 256;
+    s->kv_free = ts_engine_free_pages(s->e);
+    *out = s;
+    return TS_OK;
+fail:
+    ts_sched_destroy(s);
+    return rc;
+}
+
+void ts_sched_destroy(ts_sched *s) {
+    if (!s) return;
+    if (s->started) ts_sched_stop(s);
+    ts_free(s->running);
+    ts_free(s->b_tok);
+    ts_free(s->b_pos);
+    ts_free(s->b_seq);
+    ts_free(s->b_want);
+    ts_free(s->row_owner);
+    ts_free(s->logits);
+    ts_tokenizer_free(s->tok);
+    ts_engine_destroy(s->e);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    ts_free(s);
+}
+
+const ts_tokenizer *ts_sched_tokenizer(const ts_sched *s) { return s->tok; }
+const ts_config *ts_sched_config(const ts_sched *s) { return s->cfg; }
+int32_t ts_sched_n_ctx(const ts_sched *s) { return s->info.n_ctx; }
+int32_t ts_sched_max_tokens_default(const ts_sched *s) { return s->p.max_tokens_default; }
+const char *ts_sched_model_path(const ts_sched *s) { return s->p.engine.model_path; }
+
+static int64_t pages_for(const ts_sched *s, int64_t n_pos) {
+    return (n_pos + s->info.page_size - 1) / s->info.page_size;
+}
+
+/* ---- queue (mu held) ---- */
+
+ts_status ts_sched_submit(ts_sched *s, ts_req *r, uint32_t *queue_pos) {
+    r->t_submit = ts_now_us();
+    pthread_mutex_lock(&s->mu);
+    if (s->stop || s->nq >= s->p.queue_max) {
+        s->n_rejected++;
+        pthread_mutex_unlock(&s->mu);
+        ts_req_unref(r);
+        return TS_FAIL(TS_EXHAUSTED, "the request queue is full (%d waiting)", s->p.queue_max);
+    }
+    ts_req **pp = &s->qhead;
+    uint32_t ahead = 0;
+    while (*pp && (*pp)->priority >= r->priority) {
+        pp = &(*pp)->next;
+        ahead++;
+    }
+    r->next = *pp;
+    *pp = r;
+    s->nq++;
+    if (r->sink && r->sink->queued) r->sink->queued(r, ahead);
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (queue_pos) *queue_pos = ahead;
+    return TS_OK;
+}
+
+void ts_sched_poke(ts_sched *s) {
+    pthread_mutex_lock(&s->mu);
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+bool ts_sched_cancel(ts_sched *s, const char *id) {
+    bool found = false;
+    pthread_mutex_lock(&s->mu);
+    for (ts_req *r = s->qhead; r; r = r->next)
+        if (!strcmp(r->id, id)) {
+            atomic_store(&r->cancel_by_id, true);
+            found = true;
+        }
+    /* running[] belongs to the scheduler thread, but the pointers stay valid while mu is
+     * held: a request leaves running[] only with mu held (finish_locked below). */
+    for (int32_t i = 0; i < s->info.n_seq_max; i++) {
+        ts_req *r = s->running[i];
+        if (r && !strcmp(r->id, id)) {
+            atomic_store(&r->cancel_by_id, true);
+            found = true;
+        }
+    }
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return found;
+}
+
+void ts_sched_get_stats(ts_sched *s, ts_sched_stats *st) {
+    pthread_mutex_lock(&s->mu);
+    st->active = s->n_active;
+    st->queued = (uint32_t)s->nq;
+    st->slots = (uint32_t)s->info.n_seq_max;
+    st->n_batch = (uint32_t)s->info.n_batch;
+    st->kv_pages_total = s->info.kv_global_pages;
+    st->kv_pages_free = s->kv_free;
+    st->page_size = s->info.page_size;
+    st->n_ctx = s->info.n_ctx;
+    st->completed = s->n_completed;
+    st->cancelled = s->n_cancelled;
+    st->rejected = s->n_rejected;
+    pthread_mutex_unlock(&s->mu);
+}
+
+int64_t ts_sched_retry_hint_ms(ts_sched *s) {
+    pthread_mutex_lock(&s->mu);
+    int64_t step = s->step_us_ewma > 0 ? s->step_us_ewma : 10000;
+    int64_t ms = step * s->p.max_tokens_default / 1000 / (s->info.n_seq_max > 0 ? s->info.n_seq_max : 1);
+    pthread_mutex_unlock(&s->mu);
+    return ms < 100 ? 100 : ms > 30000 ? 30000 : ms;
+}
+
+/* ---- per-request work (scheduler thread) ---- */
+
+static int text_add(ts_req *r, const char *p, size_t n) {
+    if (r->text_len + n + 1 > r->text_cap) {
+        size_t cap = r->text_cap ? r->text_cap * 2 : 256;
+        while (cap < r->text_len + n + 1) cap *= 2;
+        char *q = ts_realloc(r->text, cap);
+        if (!q) return -1;
+        r->text = q;
+        r->text_cap = cap;
+    }
+    memcpy(r->text + r->text_len, p, n);
+    r->text_len += n;
+    r->text[r->text_len] = '\0';
+    return 0;
+}
+
+/* Emits text[emitted, upto) with the ids not yet reported. */
+static void emit(ts_req *r, size_t upto) {
+    if (upto < r->emitted) upto = r->emitted;
+    size_t nt = upto - r->emitted, ni = r->n_out_ids - r->delta_ids_from;
+    if (!nt) return; /* ids travel with the next text */
+    if (r->sink->delta)
+        r->sink->delta(r, r->text + r->emitted, nt, r->out_ids + r->delta_ids_from, ni);
+    r->emitted = upto;
+    r->delta_ids_from = r->n_out_ids;
+}
+
+/* Removes r from its slot (if any), frees its KV, drops the scheduler's reference. */
+static void retire(ts_sched *s, ts_req *r) {
+    if (r->slot >= 0) {
+        ts_engine_seq_release(s->e, r->slot);
+        pthread_mutex_lock(&s->mu);
+        s->running[r->slot] = NULL;
+        s->n_active--;
+        s->kv_free = ts_engine_free_pages(s->e);
+        pthread_mutex_unlock(&s->mu);
+        r->slot = -1;
+    }
+    ts_req_unref(r);
+}
+
+static void finish(ts_sched *s, ts_req *r, ts_finish_reason why) {
+    if (why != TS_FINISH_STOP_SEQUENCE) {
+        const char *tail;
+        size_t tl;
+        if (r->ds && ts_detok_stream_flush(r->ds, &tail, &tl) == TS_OK) text_add(r, tail, tl);
+    }
+    emit(r, r->text_len);
+    r->t_end = ts_now_us();
+    ts_req_timing t = {0};
+    int64_t first = r->t_first ? r->t_first : r->t_end;
+    t.queue_us = (uint64_t)(r->t_admit - r->t_submit);
+    t.prefill_us = (uint64_t)(first - r->t_admit);
+    t.ttft_us = (uint64_t)(first - r->t_submit);
+    t.decode_us = (uint64_t)(r->t_end - first);
+    if (r->sink->finished) r->sink->finished(r, why, &t);
+    TS_LOG_INFO("request %s: finished (%d) prompt %zu tokens, %d generated, ttft %.1f ms, "
+                "total %.1f ms", r->id, (int)why, r->n_prompt, r->n_gen, (double)t.ttft_us / 1e3,
+                (double)(r->t_end - r->t_submit) / 1e3);
+    pthread_mutex_lock(&s->mu);
+    if (why == TS_FINISH_CANCELLED) s->n_cancelled++;
+    else s->n_completed++;
+    pthread_mutex_unlock(&s->mu);
+    retire(s, r);
+}
+
+static void fail(ts_sched *s, ts_req *r, ts_status code, const char *msg) {
+    TS_LOG_WARN("request %s: failed: %s", r->id, msg);
+    if (r->sink->failed) r->sink->failed(r, code, msg);
+    retire(s, r);
+}
+
+/* Cancelled by the client (or Cancel()), or past its deadline: true if r was retired. */
+static bool reap(ts_sched *s, ts_req *r) {
+    if (atomic_load(&r->cancel_by_id)) {
+        TS_LOG_INFO("request %s: cancelled by Cancel()", r->id);
+        finish(s, r, TS_FINISH_CANCELLED);
+        return true;
+    }
+    if (atomic_load(&r->cancelled)) {
+        TS_LOG_INFO("request %s: cancelled (client cancel or deadline) after %d tokens; "
+                    "freeing slot %d", r->id, r->n_gen, r->slot);
+        pthread_mutex_lock(&s->mu);
+        s->n_cancelled++;
+        pthread_mutex_unlock(&s->mu);
+        retire(s, r);
+        return true;
+    }
+    if (r->deadline_us != INT64_MAX && ts_now_us() > r->deadline_us) {
+        pthread_mutex_lock(&s->mu);
+        s->n_cancelled++;
+        pthread_mutex_unlock(&s->mu);
+        fail(s, r, TS_TIMEOUT, "deadline exceeded");
+        return true;
+    }
+    return false;
+}
+
+/* Sets up a request taken from the queue for slot `slot` (pages already checked). */
+static bool admit(ts_sched *s, ts_req *r, int32_t slot) {
+    r->t_admit = ts_now_us();
+    if (ts_engine_seq_reserve(s->e, slot, (int32_t)r->n_prompt + r->max_tokens) != TS_OK) {
+        fail(s, r, TS_EXHAUSTED, ts_last_error());
+        return false;
+    }
+    r->slot = slot;
+    pthread_mutex_lock(&s->mu);
+    s->running[slot] = r;
+    s->n_active++;
+    s->kv_free = ts_engine_free_pages(s->e);
+    pthread_mutex_unlock(&s->mu);
+    if (ts_sampler_create(&r->sp, s->n_vocab, &r->smp) != TS_OK ||
+        ts_detok_stream_init(s->tok, &r->ds) != TS_OK ||
+        !(r->out_ids = ts_malloc(sizeof(int32_t) * (size_t)(r->max_tokens > 0 ? r->max_tokens : 1)))) {
+        fail(s, r, TS_NOMEM, ts_last_error());
+        return false;
+    }
+    for (size_t i = 0; i < r->n_prompt; i++) (void)ts_sampler_accept(r->smp, r->prompt[i]);
+    r->pos = 0;
+    TS_LOG_INFO("request %s: admitted to slot %d (prompt %zu tokens, max_tokens %d, queue %.1f ms)",
+                r->id, slot, r->n_prompt, r->max_tokens, (double)(r->t_admit - r->t_submit) / 1e3);
+    return true;
+}
+
+static bool is_stop_id(const ts_req *r, int32_t t) {
+    for (size_t i = 0; i < r->n_stop_ids; i++)
+        if (r->stop_ids[i] == t) return true;
+    return false;
+}
+
+/* One sampled position for r from its logits row. */
+static void on_logits(ts_sched *s, ts_req *r, float *row) {
+    if (!r->t_first) r->t_first = ts_now_us();
+    if (r->n_gen < r->min_tokens) {
+        int32_t eos = ts_tokenizer_eos(s->tok), eot = ts_tokenizer_eot(s->tok);
+        if (eos >= 0) row[eos] = -INFINITY;
+        if (eot >= 0) row[eot] = -INFINITY;
+    }
+    int32_t t;
+    if (ts_sampler_sample(r->smp, row, &t) != TS_OK) {
+        fail(s, r, TS_INTERNAL, ts_last_error());
+        return;
+    }
+    if (!r->ignore_eos && ts_tokenizer_is_eog(s->tok, t)) {
+        finish(s, r, TS_FINISH_STOP);
+        return;
+    }
+    if (is_stop_id(r, t)) {
+        finish(s, r, TS_FINISH_STOP_SEQUENCE);
+        return;
+    }
+    (void)ts_sampler_accept(r->smp, t);
+    r->out_ids[r->n_out_ids++] = t;
+    r->n_gen++;
+    const char *piece;
+    size_t plen;
+    if (ts_detok_stream_push(r->ds, t, &piece, &plen) != TS_OK || text_add(r, piece, plen)) {
+        fail(s, r, TS_NOMEM, "detokenize");
+        return;
+    }
+    if (r->n_stops) {
+        size_t max_stop = 0;
+        for (size_t i = 0; i < r->n_stops; i++)
+            if (strlen(r->stops[i]) > max_stop) max_stop = strlen(r->stops[i]);
+        size_t from = r->text_len > plen + max_stop ? r->text_len - plen - max_stop : 0;
+        if (from < r->emitted) from = r->emitted; /* emitted text never holds a match start */
+        size_t which;
+        size_t cut = ts_stop_check(r->text + from, r->text_len - from,
+                                   (const char *const *)r->stops, r->n_stops, &which);
+        if (cut != TS_STOP_NONE) {
+            r->text_len = from + cut;
+            r->text[r->text_len] = '\0';
+            finish(s, r, TS_FINISH_STOP_SEQUENCE);
+            return;
+        }
+        size_t hold = ts_stop_holdback(r->text, r->text_len, (const char *const *)r->stops,
+                                       r->n_stops);
+        emit(r, r->text_len - hold);
+    } else {
+        emit(r, r->text_len);
+    }
+    if (r->n_gen >= r->max_tokens) {
+        finish(s, r, TS_FINISH_LENGTH);
+        return;
+    }
+    if (r->pos >= s->info.n_ctx) {
+        finish(s, r, TS_FINISH_CONTEXT_LENGTH);
+        return;
+    }
+    r->pending = t;
+}
+
+/* Builds and runs one step over the running sequences. */
+static void step(ts_sched *s) {
+    const int32_t ns = s->info.n_seq_max, nb = s->info.n_batch, nc = s->info.n_chunk;
+    int32_t n = 0, nrows = 0;
+    for (int32_t i = 0; i < ns; i++) {
+        ts_req *r = s->running[i];
+        if (!r || reap(s, r)) continue;
+        if (r->pending >= 0 && n < nb) { /* decode: one token */
+            s->b_tok[n] = r->pending;
+            s->b_pos[n] = r->pos;
+            s->b_seq[n] = i;
+            s->b_want[n] = 1;
+            s->row_owner[nrows++] = r;
+            n++;
+        }
+    }
+    for (int32_t i = 0; i < ns && n < nb; i++) { /* prefill chunks with what is left */
+        ts_req *r = s->running[i];
+        if (!r || r->n_prefilled >= r->n_prompt) continue;
+        size_t left = r->n_prompt - r->n_prefilled;
+        int32_t k = (int32_t)(left < (size_t)nc ? left : (size_t)nc);
+        if (k > nb - n) k = nb - n;
+        for (int32_t j = 0; j < k; j++) {
+            size_t p = r->n_prefilled + (size_t)j;
+            s->b_tok[n] = r->prompt[p];
+            s->b_pos[n] = (int32_t)p;
+            s->b_seq[n] = i;
+            s->b_want[n] = p + 1 == r->n_prompt;
+            if (s->b_want[n]) s->row_owner[nrows++] = r;
+            n++;
+        }
+        r->n_prefilled += (size_t)k;
+        r->pos = (int32_t)r->n_prefilled;
+    }
+    if (!n) return;
+    ts_batch b = {.n_tokens = n, .token = s->b_tok, .pos = s->b_pos, .seq = s->b_seq,
+                  .want_logits = s->b_want};
+    int64_t t0 = ts_now_us();
+    ts_status rc = ts_engine_step(s->e, &b, s->logits);
+    int64_t dt = ts_now_us() - t0;
+    pthread_mutex_lock(&s->mu);
+    s->step_us_ewma = s->step_us_ewma ? (s->step_us_ewma * 7 + dt) / 8 : dt;
+    pthread_mutex_unlock(&s->mu);
+    TS_LOG_DEBUG("step: %d tokens, %d logits rows, %.2f ms", n, nrows, (double)dt / 1e3);
+    if (rc != TS_OK) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "engine step failed: %s", ts_last_error());
+        TS_LOG_ERROR("%s", msg);
+        for (int32_t i = 0; i < ns; i++)
+            if (s->running[i]) fail(s, s->running[i], TS_INTERNAL, msg);
+        return;
+    }
+    /* the decode tokens were consumed: advance their positions */
+    for (int32_t i = 0; i < n; i++) {
+        ts_req *r = s->running[s->b_seq[i]];
+        if (r && r->pending >= 0 && r->pos == s->b_pos[i]) {
+            r->pos++;
+            r->pending = -1;
+        }
+    }
+    for (int32_t k = 0; k < nrows; k++)
+        on_logits(s, s->row_owner[k], s->logits + (size_t)k * s->n_vocab);
+}
+
+static void *sched_main(void *arg) {
+    ts_sched *s = arg;
+    pthread_mutex_lock(&s->mu);
+    while (!s->stop) {
+        /* drop cancelled / expired requests from the queue */
+        ts_req *dropped = NULL;
+        for (ts_req **pp = &s->qhead; *pp;) {
+            ts_req *r = *pp;
+            bool expired = r->deadline_us != INT64_MAX && ts_now_us() > r->deadline_us;
+            if (atomic_load(&r->cancelled) || atomic_load(&r->cancel_by_id) || expired) {
+                *pp = r->next;
+                s->nq--;
+                r->next = dropped;
+                dropped = r;
+            } else {
+                pp = &r->next;
+            }
+        }
+        /* admission: a free slot and the KV pages for prompt + max_tokens */
+        ts_req *admitted = NULL, **atail = &admitted;
+        int64_t free_pages = s->kv_free;
+        while (s->qhead && s->n_active < (uint32_t)s->info.n_seq_max) {
+            ts_req *r = s->qhead;
+            int64_t need = pages_for(s, (int64_t)r->n_prompt + r->max_tokens);
+            if (need > free_pages) break; /* head of line waits for pages */
+            free_pages -= need;
+            s->qhead = r->next;
+            s->nq--;
+            r->next = NULL;
+            *atail = r;
+            atail = &r->next;
+            s->n_active++; /* counted now; admit() recounts */
+        }
+        bool idle = !admitted && !dropped && s->n_active == 0;
+        if (idle) {
+            pthread_cond_wait(&s->cv, &s->mu);
+            continue;
+        }
+        pthread_mutex_unlock(&s->mu);
+        while (dropped) {
+            ts_req *r = dropped;
+            dropped = r->next;
+            if (atomic_load(&r->cancel_by_id) && !atomic_load(&r->cancelled)) {
+                r->t_admit = ts_now_us();
+                finish(s, r, TS_FINISH_CANCELLED);
+            } else if (!atomic_load(&r->cancelled)) {
+                fail(s, r, TS_TIMEOUT, "deadline exceeded while queued");
+            } else {
+                TS_LOG_INFO("request %s: cancelled while queued", r->id);
+                ts_req_unref(r);
+            }
+        }
+        while (admitted) {
+            ts_req *r = admitted;
+            admitted = r->next;
+            r->next = NULL;
+            int32_t slot = 0;
+            while (s->running[slot]) slot++;
+            pthread_mutex_lock(&s->mu);
+            s->n_active--; /* admit() counts it again */
+            pthread_mutex_unlock(&s->mu);
+            admit(s, r, slot);
+        }
+        step(s);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    /* stopping: drop everything still held */
+    for (int32_t i = 0; i < s->info.n_seq_max; i++)
+        if (s->running[i]) fail(s, s->running[i], TS_UNAVAILABLE, "server shutting down");
+    pthread_mutex_lock(&s->mu);
+    ts_req *q = s->qhead;
+    s->qhead = NULL;
+    s->nq = 0;
+    pthread_mutex_unlock(&s->mu);
+    while (q) {
+        ts_req *r = q;
+        q = r->next;
+        fail(s, r, TS_UNAVAILABLE, "server shutting down");
+    }
+    return NULL;
+}
+
+ts_status ts_sched_start(ts_sched *s) {
+    if (pthread_create(&s->th, NULL, sched_main, s) != 0)
+        return TS_FAIL(TS_SYSTEM, "cannot start the scheduler thread");
+    s->started = true;
+    return TS_OK;
+}
+
+void ts_sched_stop(ts_sched *s) {
+    if (!s->started) return;
+    pthread_mutex_lock(&s->mu);
+    s->stop = true;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->th, NULL);
+    s->started = false;
+}

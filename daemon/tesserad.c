@@ -1,0 +1,827 @@
+/* tesserad.c: the tessera inference daemon (one rank, CPU engine) serving tessera.v1.Inference
+ * and grpc.health.v1.Health over gRPC (rpc/, gRPC core C API).
+ *
+ *   tesserad -m MODEL --listen HOST:PORT [--ctx N] [--slots N] [--batch N] [--threads N]
+ *            [--queue N] [--max-tokens-default N] [--grace-seconds N] [--max-recv-mb N]
+ *            [--cq-threads N] [--log-level L]
+ *
+ * Threads: main (sigwait for SIGINT/SIGTERM), the scheduler (owns the engine), and the
+ * completion-queue threads (decode requests, tokenize, validate, queue). See
+ * docs/daemon.md for the API, status codes and the request lifecycle.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "chat.h"
+#include "log.h"
+#include "sched.h"
+#include "server.h"
+#include "tessera/v1/inference.pb-c.h"
+
+#ifndef TESSERA_VERSION
+#define TESSERA_VERSION "0.1.0"
+#endif
+
+#define SERVICE "tessera.v1.Inference"
+#define MAX_SEND_QUEUE 4096 /* messages queued for a client that does not read */
+
+static ts_sched *g_sched;
+static char g_model_name[128];
+static atomic_uint_fast64_t g_req_counter;
+
+typedef struct {
+    int32_t n_ctx, slots, batch, threads, queue, max_tokens_default, grace_s, max_recv_mb, cq_threads;
+    const char *model, *listen;
+} opts;
+
+/* ------------------------------------------------------------------ helpers */
+
+static grpc_status_code grpc_code_of(ts_status s) {
+    switch (s) {
+    case TS_OK: return GRPC_STATUS_OK;
+    case TS_INVAL: case TS_FORMAT: case TS_RANGE: return GRPC_STATUS_INVALID_ARGUMENT;
+    case TS_NOT_FOUND: return GRPC_STATUS_NOT_FOUND;
+    case TS_UNSUPPORTED: return GRPC_STATUS_UNIMPLEMENTED;
+    case TS_EXHAUSTED: case TS_NOMEM: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case TS_TIMEOUT: return GRPC_STATUS_DEADLINE_EXCEEDED;
+    case TS_UNAVAILABLE: return GRPC_STATUS_UNAVAILABLE;
+    case TS_CANCELLED: return GRPC_STATUS_CANCELLED;
+    default: return GRPC_STATUS_INTERNAL;
+    }
+}
+
+static bool model_ok(ts_rpc_call *c, const char *model) {
+    if (!model || !model[0] || !strcmp(model, g_model_name)) return true;
+    ts_rpc_call_finish(c, GRPC_STATUS_NOT_FOUND, "model: unknown model '%s' (serving '%s')", model,
+                       g_model_name);
+    return false;
+}
+
+static uint64_t random_seed(void) {
+    uint64_t s = 0;
+    if (getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s)
+        s = (uint64_t)ts_now_us() * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid();
+    return s;
+}
+
+/* Renders a Chat into text for the tokenizer (with <bos>). On error finishes the call. */
+static bool render_chat(ts_rpc_call *c, const Tessera__V1__Chat *chat, const char *field,
+                        char **out, size_t *out_len) {
+    if (!chat || chat->n_messages == 0) {
+        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "%s.messages: must not be empty", field);
+        return false;
+    }
+    if (chat->n_messages > 1024) {
+        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "%s.messages: at most 1024", field);
+        return false;
+    }
+    ts_chat_message *msgs = ts_calloc(chat->n_messages, sizeof *msgs);
+    size_t total_parts = 0;
+    for (size_t i = 0; i < chat->n_messages; i++) total_parts += chat->messages[i]->n_parts;
+    ts_chat_part *parts = ts_calloc(total_parts ? total_parts : 1, sizeof *parts);
+    bool ok = false;
+    if (!msgs || !parts) {
+        ts_rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    size_t pi = 0;
+    for (size_t i = 0; i < chat->n_messages; i++) {
+        const Tessera__V1__ChatMessage *m = chat->messages[i];
+        switch (m->role) {
+        case TESSERA__V1__ROLE__ROLE_SYSTEM: msgs[i].role = "system"; break;
+        case TESSERA__V1__ROLE__ROLE_USER: msgs[i].role = "user"; break;
+        case TESSERA__V1__ROLE__ROLE_MODEL: msgs[i].role = "model"; break;
+        default:
+            ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                               "%s.messages[%zu].role: must be SYSTEM, USER or MODEL", field, i);
+            goto out;
+        }
+        msgs[i].parts = parts + pi;
+        msgs[i].n_parts = m->n_parts;
+        for (size_t k = 0; k < m->n_parts; k++, pi++) {
+            const Tessera__V1__ContentPart *p = m->parts[k];
+            if (p->part_case == TESSERA__V1__CONTENT_PART__PART_IMAGE) {
+                ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                                   "%s.messages[%zu].parts[%zu]: images need the vision model", field,
+                                   i, k);
+                goto out;
+            }
+            if (p->part_case != TESSERA__V1__CONTENT_PART__PART_TEXT) {
+                ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                                   "%s.messages[%zu].parts[%zu]: empty part", field, i, k);
+                goto out;
+            }
+            parts[pi] = (ts_chat_part){.kind = TS_CHAT_PART_TEXT, .text = p->text,
+                                       .len = strlen(p->text)};
+        }
+    }
+    if (ts_chat_render(msgs, chat->n_messages, true, true, out, out_len) != TS_OK) {
+        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "%s: %s", field, ts_last_error());
+        goto out;
+    }
+    ok = true;
+out:
+    ts_free(msgs);
+    ts_free(parts);
+    return ok;
+}
+
+/* --------------------------------------------------------------- generation */
+
+typedef struct {
+    ts_rpc_call *c;
+    bool stream, return_ids;
+} fe_ctx;
+
+static void fe_release(void *user) {
+    fe_ctx *f = user;
+    ts_rpc_call_unref(f->c);
+    ts_free(f);
+}
+
+/* RECV_CLOSE of the call: cancelled means the client went away or its deadline passed. */
+static void fe_on_close(void *user, bool cancelled) {
+    ts_req *r = user;
+    if (cancelled) {
+        atomic_store(&r->cancelled, true);
+        ts_sched_poke(g_sched);
+    }
+    ts_req_unref(r); /* the call's reference */
+}
+
+static fe_ctx *fe_of(ts_req *r) { return r->user; }
+
+static void fe_queued(ts_req *r, uint32_t pos) {
+    fe_ctx *f = fe_of(r);
+    if (!f->stream) return;
+    Tessera__V1__GenerateStreamResponse m = TESSERA__V1__GENERATE_STREAM_RESPONSE__INIT;
+    Tessera__V1__GenerateStreamResponse__Started st =
+        TESSERA__V1__GENERATE_STREAM_RESPONSE__STARTED__INIT;
+    st.request_id = r->id;
+    st.model = g_model_name;
+    st.prompt_tokens = (uint32_t)r->n_prompt;
+    st.queue_position = pos;
+    m.event_case = TESSERA__V1__GENERATE_STREAM_RESPONSE__EVENT_STARTED;
+    m.started = &st;
+    ts_rpc_call_send(f->c, &m.base);
+}
+
+static void fe_delta(ts_req *r, const char *text, size_t len, const int32_t *ids, size_t n_ids) {
+    fe_ctx *f = fe_of(r);
+    if (!f->stream) return; /* unary: the scheduler keeps the whole text */
+    Tessera__V1__GenerateStreamResponse m = TESSERA__V1__GENERATE_STREAM_RESPONSE__INIT;
+    Tessera__V1__GenerateStreamResponse__Delta d = TESSERA__V1__GENERATE_STREAM_RESPONSE__DELTA__INIT;
+    char *t = ts_strndup(text, len);
+    if (!t) return;
+    d.text = t;
+    d.n_token_ids = n_ids;
+    d.token_ids = (uint32_t *)(uintptr_t)ids; /* int32 ids >= 0: same bits */
+    m.event_case = TESSERA__V1__GENERATE_STREAM_RESPONSE__EVENT_DELTA;
+    m.delta = &d;
+    size_t q = ts_rpc_call_send(f->c, &m.base);
+    ts_free(t);
+    if (q > MAX_SEND_QUEUE) {
+        TS_LOG_WARN("request %s: client is not reading (%zu messages queued); ending it", r->id, q);
+        ts_rpc_call_finish(f->c, GRPC_STATUS_RESOURCE_EXHAUSTED, "client is not reading the stream");
+        atomic_store(&r->cancelled, true);
+    }
+}
+
+static void fill_usage_timing(ts_req *r, const ts_req_timing *t, Tessera__V1__Usage *u,
+                              Tessera__V1__Timing *tm) {
+    u->prompt_tokens = (uint32_t)r->n_prompt;
+    u->completion_tokens = (uint32_t)r->n_gen;
+    tm->queue_us = t->queue_us;
+    tm->prefill_us = t->prefill_us;
+    tm->time_to_first_token_us = t->ttft_us;
+    tm->decode_us = t->decode_us;
+}
+
+static void fe_finished(ts_req *r, ts_finish_reason why, const ts_req_timing *t) {
+    fe_ctx *f = fe_of(r);
+    Tessera__V1__Usage u = TESSERA__V1__USAGE__INIT;
+    Tessera__V1__Timing tm = TESSERA__V1__TIMING__INIT;
+    fill_usage_timing(r, t, &u, &tm);
+    if (f->stream) {
+        Tessera__V1__GenerateStreamResponse m = TESSERA__V1__GENERATE_STREAM_RESPONSE__INIT;
+        Tessera__V1__GenerateStreamResponse__Finished fin =
+            TESSERA__V1__GENERATE_STREAM_RESPONSE__FINISHED__INIT;
+        fin.finish_reason = (Tessera__V1__FinishReason)why;
+        fin.usage = &u;
+        fin.timing = &tm;
+        fin.seed = r->sp.seed;
+        m.event_case = TESSERA__V1__GENERATE_STREAM_RESPONSE__EVENT_FINISHED;
+        m.finished = &fin;
+        ts_rpc_call_send(f->c, &m.base);
+    } else {
+        Tessera__V1__GenerateResponse m = TESSERA__V1__GENERATE_RESPONSE__INIT;
+        m.request_id = r->id;
+        m.model = g_model_name;
+        m.text = r->text ? r->text : "";
+        if (f->return_ids) {
+            m.n_token_ids = r->n_out_ids;
+            m.token_ids = (uint32_t *)(uintptr_t)r->out_ids;
+        }
+        m.finish_reason = (Tessera__V1__FinishReason)why;
+        m.usage = &u;
+        m.timing = &tm;
+        m.seed = r->sp.seed;
+        ts_rpc_call_send(f->c, &m.base);
+    }
+    ts_rpc_call_finish(f->c, GRPC_STATUS_OK, NULL);
+}
+
+static void fe_failed(ts_req *r, ts_status code, const char *msg) {
+    ts_rpc_call_finish(fe_of(r)->c, grpc_code_of(code), "request %s: %s", r->id, msg);
+}
+
+static const ts_req_sink g_sink = {
+    .queued = fe_queued, .delta = fe_delta, .finished = fe_finished, .failed = fe_failed};
+
+/* Validates the request and fills r; on error finishes the call and returns false. */
+static bool build_request(ts_rpc_call *c, const Tessera__V1__GenerateRequest *q, ts_req *r) {
+    const ts_tokenizer *tok = ts_sched_tokenizer(g_sched);
+    const uint32_t n_vocab = ts_tokenizer_n_vocab(tok);
+    const int32_t n_ctx = ts_sched_n_ctx(g_sched);
+    if (strlen(q->request_id) > TS_REQ_ID_MAX) {
+        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "request_id: at most %d bytes",
+                           TS_REQ_ID_MAX);
+        return false;
+    }
+    if (q->request_id[0])
+        snprintf(r->id, sizeof r->id, "%s", q->request_id);
+    else
+        snprintf(r->id, sizeof r->id, "req-%" PRIu64, (uint64_t)atomic_fetch_add(&g_req_counter, 1) + 1);
+    r->priority = q->priority;
+
+    /* sampling parameters: unset fields take Gemma 3's generation defaults */
+    const Tessera__V1__SamplingParams *sp = q->sampling;
+    ts_sampler_params p = ts_sampler_params_default();
+    p.temperature = 1.0f;
+    p.top_k = 64;
+    p.top_p = 0.95f;
+    uint32_t max_tokens = 0;
+    if (sp) {
+        if (sp->_temperature_case) p.temperature = sp->temperature;
+        if (sp->_top_k_case) p.top_k = sp->top_k;
+        if (sp->_top_p_case) p.top_p = sp->top_p;
+        if (sp->_min_p_case) p.min_p = sp->min_p;
+        if (sp->_repetition_penalty_case) p.repetition_penalty = sp->repetition_penalty;
+        p.repetition_window = sp->repetition_window;
+        p.presence_penalty = sp->presence_penalty;
+        p.frequency_penalty = sp->frequency_penalty;
+        max_tokens = sp->max_tokens;
+        r->min_tokens = (int32_t)(sp->min_tokens > INT32_MAX ? INT32_MAX : sp->min_tokens);
+        r->ignore_eos = sp->ignore_eos;
+        if (sp->top_logprobs) {
+            ts_rpc_call_finish(c, GRPC_STATUS_UNIMPLEMENTED,
+                               "sampling.top_logprobs: log-probabilities are not implemented yet");
+            return false;
+        }
+        if (sp->n_stop > TS_REQ_MAX_STOPS) {
+            ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "sampling.stop: at most %d strings",
+                               TS_REQ_MAX_STOPS);
+            return false;
+        }
+        for (size_t i = 0; i < sp->n_stop; i++) {
+            size_t l = strlen(sp->stop[i]);
+            if (l == 0 || l > TS_REQ_MAX_STOP_LEN) {
+                ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                                   "sampling.stop[%zu]: length must be 1..%d bytes", i,
+                                   TS_REQ_MAX_STOP_LEN);
+                return false;
+            }
+            if (!(r->stops[r->n_stops] = ts_strdup(sp->stop[i]))) {
+                ts_rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+                return false;
+            }
+            r->n_stops++;
+        }
+        if (sp->n_stop_token_ids > TS_REQ_MAX_STOP_IDS) {
+            ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                               "sampling.stop_token_ids: at most %d ids", TS_REQ_MAX_STOP_IDS);
+            return false;
+        }
+        for (size_t i = 0; i < sp->n_stop_token_ids; i++) {
+            if (sp->stop_token_ids[i] >= n_vocab) {
+                ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                                   "sampling.stop_token_ids[%zu]: id %u outside the vocabulary "
+                                   "[0, %u)", i, sp->stop_token_ids[i], n_vocab);
+                return false;
+            }
+            r->stop_ids[r->n_stop_ids++] = (int32_t)sp->stop_token_ids[i];
+        }
+    }
+    p.seed = sp && sp->_seed_case ? sp->seed : random_seed();
+    if (ts_sampler_params_validate(&p) != TS_OK) {
+        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "sampling: %s", ts_last_error());
+        return false;
+    }
+    r->sp = p;
+    if (q->constraint && q->constraint->kind_case) {
+        ts_rpc_call_finish(c, GRPC_STATUS_UNIMPLEMENTED,
+                           "constraint: structured output is not implemented yet");
+        return false;
+    }
+
+    /* input -> prompt token ids */
+    ts_tokens t = {0};
+    ts_status rc = TS_OK;
+    switch (q->input_case) {
+    case TESSERA__V1__GENERATE_REQUEST__INPUT_PROMPT:
+        if (!q->prompt[0]) {
+            ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "prompt: must not be empty");
+            return false;
+        }
+        rc = ts_tokenize(tok, q->prompt, strlen(q->prompt), TS_TOK_DEFAULT, &t);
+        break;
+    case TESSERA__V1__GENERATE_REQUEST__INPUT_CHAT: {
+        char *text = NULL;
+        size_t len = 0;
+        if (!render_chat(c, q->chat, "chat", &text, &len)) return false;
+        rc = ts_tokenize(tok, text, len, TS_TOK_PARSE_SPECIAL, &t);
+        ts_free(text);
+        break;
+    }
+    case TESSERA__V1__GENERATE_REQUEST__INPUT_TOKENS:
+        if (!q->tokens || q->tokens->n_ids == 0) {
+            ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "tokens.ids: must not be empty");
+            return false;
+        }
+        if (q->tokens->n_ids >= (size_t)n_ctx) break; /* reported below */
+        for (size_t i = 0; i < q->tokens->n_ids; i++)
+            if (q->tokens->ids[i] >= n_vocab) {
+                ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                                   "tokens.ids[%zu]: id %u outside the vocabulary [0, %u)", i,
+                                   q->tokens->ids[i], n_vocab);
+                return false;
+            }
+        break;
+    default:
+        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                           "input: one of prompt, chat or tokens is required");
+        return false;
+    }
+    if (rc != TS_OK) {
+        ts_tokens_free(&t);
+        ts_rpc_call_finish(c, grpc_code_of(rc), "prompt: %s", ts_last_error());
+        return false;
+    }
+    size_t n_prompt = q->input_case == TESSERA__V1__GENERATE_REQUEST__INPUT_TOKENS ? q->tokens->n_ids
+                                                                                   : t.n;
+    if (n_prompt + (size_t)max_tokens > (size_t)n_ctx || n_prompt >= (size_t)n_ctx) {
+        ts_tokens_free(&t);
+        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                           "sampling.max_tokens: prompt of %zu tokens plus max_tokens %u exceeds "
+                           "the context of %d tokens", n_prompt, max_tokens, n_ctx);
+        return false;
+    }
+    r->prompt = ts_malloc(sizeof(int32_t) * n_prompt);
+    if (!r->prompt) {
+        ts_tokens_free(&t);
+        ts_rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return false;
+    }
+    if (q->input_case == TESSERA__V1__GENERATE_REQUEST__INPUT_TOKENS)
+        for (size_t i = 0; i < n_prompt; i++) r->prompt[i] = (int32_t)q->tokens->ids[i];
+    else
+        memcpy(r->prompt, t.ids, sizeof(int32_t) * n_prompt);
+    ts_tokens_free(&t);
+    r->n_prompt = n_prompt;
+    if (max_tokens == 0) {
+        int32_t room = n_ctx - (int32_t)n_prompt, def = ts_sched_max_tokens_default(g_sched);
+        r->max_tokens = def < room ? def : room;
+    } else {
+        r->max_tokens = (int32_t)max_tokens;
+    }
+    if (r->min_tokens > r->max_tokens) {
+        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                           "sampling.min_tokens: %d is above max_tokens %d", r->min_tokens,
+                           r->max_tokens);
+        return false;
+    }
+    int64_t dl = ts_rpc_call_deadline_ms(c);
+    r->deadline_us = dl == INT64_MAX ? INT64_MAX : ts_now_us() + dl * 1000;
+    return true;
+}
+
+static void handle_generate(ts_rpc_call *c, void *ctx) {
+    bool stream = ctx != NULL;
+    Tessera__V1__GenerateRequest *q = (Tessera__V1__GenerateRequest *)ts_rpc_call_unpack(
+        c, &tessera__v1__generate_request__descriptor);
+    if (!q) {
+        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed GenerateRequest");
+        return;
+    }
+    ts_req *r = NULL;
+    if (ts_rpc_server_draining()) {
+        ts_rpc_call_finish(c, GRPC_STATUS_UNAVAILABLE, "server is shutting down");
+        goto out;
+    }
+    if (!model_ok(c, q->model)) goto out;
+    r = ts_req_new();
+    fe_ctx *f = ts_calloc(1, sizeof *f);
+    if (!r || !f) {
+        ts_free(f);
+        ts_rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    ts_rpc_call_ref(c);
+    f->c = c;
+    f->stream = stream;
+    f->return_ids = q->return_token_ids;
+    r->user = f;
+    r->user_release = fe_release;
+    r->sink = &g_sink;
+    if (!build_request(c, q, r)) goto out;
+    /* from here the call and the scheduler share r (two references) */
+    ts_rpc_call_set_user(c, r, fe_on_close, NULL);
+    TS_LOG_INFO("request %s: %s, prompt %zu tokens, max_tokens %d, temperature %g, seed %" PRIu64,
+                r->id, stream ? "stream" : "unary", r->n_prompt, r->max_tokens,
+                (double)r->sp.temperature, r->sp.seed);
+    uint32_t pos = 0;
+    ts_req *rr = r;
+    r = NULL; /* both references are handed over now */
+    if (ts_sched_submit(g_sched, rr, &pos) != TS_OK) {
+        char ms[32];
+        snprintf(ms, sizeof ms, "%" PRId64, ts_sched_retry_hint_ms(g_sched));
+        ts_rpc_call_add_trailer(c, "grpc-retry-pushback-ms", ms);
+        ts_rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s; retry in %s ms", ts_last_error(),
+                           ms);
+    }
+out:
+    if (r) { /* not submitted: drop both references */
+        ts_req_unref(r);
+        ts_req_unref(r);
+    }
+    protobuf_c_message_free_unpacked(&q->base, NULL);
+}
+
+/* ---------------------------------------------------------------- the rest */
+
+static void handle_tokenize(ts_rpc_call *c, void *ctx) {
+    (void)ctx;
+    Tessera__V1__TokenizeRequest *q = (Tessera__V1__TokenizeRequest *)ts_rpc_call_unpack(
+        c, &tessera__v1__tokenize_request__descriptor);
+    if (!q) {
+        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed TokenizeRequest");
+        return;
+    }
+    const ts_tokenizer *tok = ts_sched_tokenizer(g_sched);
+    ts_tokens t = {0};
+    char *text = NULL;
+    size_t len = 0;
+    ProtobufCBinaryData *pieces = NULL;
+    char **pbuf = NULL;
+    if (!model_ok(c, q->model)) goto out;
+    ts_status rc;
+    if (q->input_case == TESSERA__V1__TOKENIZE_REQUEST__INPUT_CHAT) {
+        if (!render_chat(c, q->chat, "chat", &text, &len)) goto out;
+        rc = ts_tokenize(tok, text, len, TS_TOK_PARSE_SPECIAL, &t);
+    } else {
+        const char *p = q->input_case == TESSERA__V1__TOKENIZE_REQUEST__INPUT_PROMPT ? q->prompt : "";
+        rc = ts_tokenize(tok, p, strlen(p),
+                         TS_TOK_PARSE_SPECIAL | (q->add_special_tokens ? TS_TOK_ADD_BOS : 0), &t);
+    }
+    if (rc != TS_OK) {
+        ts_rpc_call_finish(c, grpc_code_of(rc), "prompt: %s", ts_last_error());
+        goto out;
+    }
+    pieces = ts_calloc(t.n ? t.n : 1, sizeof *pieces);
+    pbuf = ts_calloc(t.n ? t.n : 1, sizeof *pbuf);
+    if (!pieces || !pbuf) {
+        ts_rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < t.n; i++) {
+        size_t pl = 0;
+        if (ts_detokenize(tok, &t.ids[i], 1, TS_DETOK_SPECIAL, &pbuf[i], &pl) != TS_OK) pl = 0;
+        pieces[i].data = (uint8_t *)pbuf[i];
+        pieces[i].len = pbuf[i] ? pl : 0;
+    }
+    Tessera__V1__TokenizeResponse resp = TESSERA__V1__TOKENIZE_RESPONSE__INIT;
+    resp.n_ids = t.n;
+    resp.ids = (uint32_t *)(uintptr_t)t.ids;
+    resp.n_pieces = t.n;
+    resp.pieces = pieces;
+    resp.count = (uint32_t)t.n;
+    ts_rpc_call_send(c, &resp.base);
+    ts_rpc_call_finish(c, GRPC_STATUS_OK, NULL);
+out:
+    for (size_t i = 0; pbuf && i < t.n; i++) ts_free(pbuf[i]);
+    ts_free(pbuf);
+    ts_free(pieces);
+    ts_free(text);
+    ts_tokens_free(&t);
+    protobuf_c_message_free_unpacked(&q->base, NULL);
+}
+
+static void handle_detokenize(ts_rpc_call *c, void *ctx) {
+    (void)ctx;
+    Tessera__V1__DetokenizeRequest *q = (Tessera__V1__DetokenizeRequest *)ts_rpc_call_unpack(
+        c, &tessera__v1__detokenize_request__descriptor);
+    if (!q) {
+        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed DetokenizeRequest");
+        return;
+    }
+    const ts_tokenizer *tok = ts_sched_tokenizer(g_sched);
+    uint32_t nv = ts_tokenizer_n_vocab(tok);
+    int32_t *ids = NULL;
+    char *text = NULL, *clean = NULL;
+    size_t len = 0, clen = 0;
+    if (!model_ok(c, q->model)) goto out;
+    ids = ts_malloc(sizeof(int32_t) * (q->n_ids ? q->n_ids : 1));
+    if (!ids) {
+        ts_rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < q->n_ids; i++) {
+        if (q->ids[i] >= nv) {
+            ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                               "ids[%zu]: id %u outside the vocabulary [0, %u)", i, q->ids[i], nv);
+            goto out;
+        }
+        ids[i] = (int32_t)q->ids[i];
+    }
+    if (ts_detokenize(tok, ids, q->n_ids, 0, &text, &len) != TS_OK ||
+        !(clean = ts_utf8_sanitize(text, len, &clen))) {
+        ts_rpc_call_finish(c, GRPC_STATUS_INTERNAL, "detokenize: %s", ts_last_error());
+        goto out;
+    }
+    Tessera__V1__DetokenizeResponse resp = TESSERA__V1__DETOKENIZE_RESPONSE__INIT;
+    resp.text = clean;
+    ts_rpc_call_send(c, &resp.base);
+    ts_rpc_call_finish(c, GRPC_STATUS_OK, NULL);
+out:
+    ts_free(ids);
+    ts_free(text);
+    ts_free(clean);
+    protobuf_c_message_free_unpacked(&q->base, NULL);
+}
+
+static void fill_model_info(Tessera__V1__ModelInfo *m) {
+    const ts_config *cfg = ts_sched_config(g_sched);
+    m->name = g_model_name;
+    m->version = TESSERA_VERSION;
+    m->quantization = "";
+    m->context_length = (uint32_t)ts_sched_n_ctx(g_sched);
+    m->vocab_size = cfg->n_vocab;
+    m->supports_images = false;
+    m->ready = !ts_rpc_server_draining();
+}
+
+static void handle_model_info(ts_rpc_call *c, void *ctx) {
+    (void)ctx;
+    Tessera__V1__GetModelInfoRequest *q = (Tessera__V1__GetModelInfoRequest *)ts_rpc_call_unpack(
+        c, &tessera__v1__get_model_info_request__descriptor);
+    if (!q) {
+        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed GetModelInfoRequest");
+        return;
+    }
+    if (model_ok(c, q->model)) {
+        Tessera__V1__ModelInfo m = TESSERA__V1__MODEL_INFO__INIT;
+        fill_model_info(&m);
+        ts_rpc_call_send(c, &m.base);
+        ts_rpc_call_finish(c, GRPC_STATUS_OK, NULL);
+    }
+    protobuf_c_message_free_unpacked(&q->base, NULL);
+}
+
+static void handle_list_models(ts_rpc_call *c, void *ctx) {
+    (void)ctx;
+    ProtobufCMessage *q = ts_rpc_call_unpack(c, &tessera__v1__list_models_request__descriptor);
+    if (!q) {
+        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed ListModelsRequest");
+        return;
+    }
+    Tessera__V1__ModelInfo m = TESSERA__V1__MODEL_INFO__INIT, *mp = &m;
+    fill_model_info(&m);
+    Tessera__V1__ListModelsResponse r = TESSERA__V1__LIST_MODELS_RESPONSE__INIT;
+    r.n_models = 1;
+    r.models = &mp;
+    ts_rpc_call_send(c, &r.base);
+    ts_rpc_call_finish(c, GRPC_STATUS_OK, NULL);
+    protobuf_c_message_free_unpacked(q, NULL);
+}
+
+static void handle_cluster_info(ts_rpc_call *c, void *ctx) {
+    (void)ctx;
+    ProtobufCMessage *q = ts_rpc_call_unpack(c, &tessera__v1__get_cluster_info_request__descriptor);
+    if (!q) {
+        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed GetClusterInfoRequest");
+        return;
+    }
+    ts_sched_stats st;
+    ts_sched_get_stats(g_sched, &st);
+    Tessera__V1__ClusterInfo ci = TESSERA__V1__CLUSTER_INFO__INIT;
+    ci.pipeline_parallel = 1;
+    ci.tensor_parallel = 1;
+    ci.active_requests = st.active;
+    ci.queued_requests = st.queued;
+    ci.max_batch = st.n_batch;
+    ci.kv_cache_tokens_total = (uint64_t)st.kv_pages_total * (uint64_t)st.page_size;
+    ci.kv_cache_tokens_used =
+        (uint64_t)(st.kv_pages_total - st.kv_pages_free) * (uint64_t)st.page_size;
+    ci.version = TESSERA_VERSION;
+    ci.plan = "1 rank (CPU)";
+    ci.slots = st.slots;
+    ci.kv_pages_total = (uint64_t)st.kv_pages_total;
+    ci.kv_pages_used = (uint64_t)(st.kv_pages_total - st.kv_pages_free);
+    ci.kv_page_size = (uint32_t)st.page_size;
+    ci.requests_completed = st.completed;
+    ci.requests_cancelled = st.cancelled;
+    ci.requests_rejected = st.rejected;
+    ts_rpc_call_send(c, &ci.base);
+    ts_rpc_call_finish(c, GRPC_STATUS_OK, NULL);
+    protobuf_c_message_free_unpacked(q, NULL);
+}
+
+static void handle_cancel(ts_rpc_call *c, void *ctx) {
+    (void)ctx;
+    Tessera__V1__CancelRequest *q = (Tessera__V1__CancelRequest *)ts_rpc_call_unpack(
+        c, &tessera__v1__cancel_request__descriptor);
+    if (!q) {
+        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed CancelRequest");
+        return;
+    }
+    Tessera__V1__CancelResponse r = TESSERA__V1__CANCEL_RESPONSE__INIT;
+    r.found = q->request_id[0] && ts_sched_cancel(g_sched, q->request_id);
+    ts_rpc_call_send(c, &r.base);
+    ts_rpc_call_finish(c, GRPC_STATUS_OK, NULL);
+    protobuf_c_message_free_unpacked(&q->base, NULL);
+}
+
+/* --------------------------------------------------------------------- main */
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: tesserad -m MODEL --listen HOST:PORT [options]\n\n"
+            "Serves tessera.v1.Inference and grpc.health.v1.Health (gRPC, plaintext).\n\n"
+            "  -m, --model FILE          Gemma 3 GGUF file\n"
+            "      --listen HOST:PORT    address to bind (port 0: any free port; printed)\n"
+            "      --ctx N               context length per sequence (default min(model, 8192))\n"
+            "      --slots N             sequences running at once (default 8)\n"
+            "      --batch N             tokens per engine step (default 512)\n"
+            "      --threads N           CPU threads (default: all)\n"
+            "      --queue N             waiting requests at most (default 64)\n"
+            "      --max-tokens-default N  for requests with max_tokens 0 (default 256)\n"
+            "      --grace-seconds N     on SIGTERM/SIGINT, time for running requests (default 30)\n"
+            "      --max-recv-mb N       largest request message in MiB (default 16)\n"
+            "      --cq-threads N        gRPC completion-queue threads (default 2)\n"
+            "      --log-level L         error, warn, info, debug, trace (default info)\n");
+}
+
+static int parse_int(const char *flag, const char *v, int32_t lo, int32_t hi, int32_t *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || end == v || x < lo || x > hi) {
+        fprintf(stderr, "tesserad: %s expects an integer in [%d, %d], got '%s'\n", flag, lo, hi, v);
+        return -1;
+    }
+    *out = (int32_t)x;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, opts *o) {
+    *o = (opts){.slots = 8, .batch = 512, .queue = 64, .max_tokens_default = 256, .grace_s = 30,
+                .max_recv_mb = 16, .cq_threads = 2};
+    ts_log_set_level(TS_LOG_LEVEL_INFO);
+    const char *env = getenv("TESSERA_LOG");
+    if (env && ts_log_parse_level(env) >= 0) ts_log_set_level((ts_log_level)ts_log_parse_level(env));
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 1;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "tesserad: unknown option or missing value: '%s'\n", a);
+            return -1;
+        }
+        const char *v = argv[++i];
+        int rc = 0;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model = v;
+        else if (!strcmp(a, "--listen")) o->listen = v;
+        else if (!strcmp(a, "--ctx")) rc = parse_int(a, v, 1, 1 << 20, &o->n_ctx);
+        else if (!strcmp(a, "--slots")) rc = parse_int(a, v, 1, 1024, &o->slots);
+        else if (!strcmp(a, "--batch")) rc = parse_int(a, v, 1, 65536, &o->batch);
+        else if (!strcmp(a, "--threads")) rc = parse_int(a, v, 1, 1024, &o->threads);
+        else if (!strcmp(a, "--queue")) rc = parse_int(a, v, 1, 1 << 20, &o->queue);
+        else if (!strcmp(a, "--max-tokens-default")) rc = parse_int(a, v, 1, 1 << 20, &o->max_tokens_default);
+        else if (!strcmp(a, "--grace-seconds")) rc = parse_int(a, v, 0, 86400, &o->grace_s);
+        else if (!strcmp(a, "--max-recv-mb")) rc = parse_int(a, v, 1, 1024, &o->max_recv_mb);
+        else if (!strcmp(a, "--cq-threads")) rc = parse_int(a, v, 1, 16, &o->cq_threads);
+        else if (!strcmp(a, "--log-level")) {
+            int l = ts_log_parse_level(v);
+            if (l < 0) {
+                fprintf(stderr, "tesserad: unknown log level '%s'\n", v);
+                return -1;
+            }
+            ts_log_set_level((ts_log_level)l);
+        } else {
+            fprintf(stderr, "tesserad: unknown option '%s'\n", a);
+            return -1;
+        }
+        if (rc) return -1;
+    }
+    if (!o->model || !o->listen) {
+        fprintf(stderr, "tesserad: -m MODEL and --listen HOST:PORT are required\n");
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    opts o;
+    int pr = parse_args(argc, argv, &o);
+    if (pr > 0) return 0;
+    if (pr < 0) return 2;
+
+    /* Block the shutdown signals in every thread (engine, scheduler and gRPC threads
+     * inherit the mask); main sigwait()s. */
+    sigset_t ss;
+    sigemptyset(&ss);
+    sigaddset(&ss, SIGINT);
+    sigaddset(&ss, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &ss, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    ts_sched_params sp = {
+        .engine = {.model_path = o.model, .n_threads = o.threads, .n_ctx = o.n_ctx,
+                   .n_seq_max = o.slots, .n_batch = o.batch},
+        .queue_max = o.queue,
+        .max_tokens_default = o.max_tokens_default,
+    };
+    if (ts_sched_create(&sp, &g_sched) != TS_OK) {
+        fprintf(stderr, "tesserad: %s\n", ts_last_error());
+        return 1;
+    }
+    const ts_config *cfg = ts_sched_config(g_sched);
+    if (cfg->name[0]) {
+        snprintf(g_model_name, sizeof g_model_name, "%s", cfg->name);
+    } else {
+        const char *b = strrchr(o.model, '/');
+        snprintf(g_model_name, sizeof g_model_name, "%s", b ? b + 1 : o.model);
+    }
+    if (ts_sched_start(g_sched) != TS_OK) {
+        fprintf(stderr, "tesserad: %s\n", ts_last_error());
+        ts_sched_destroy(g_sched);
+        return 1;
+    }
+
+    static int stream_flag;
+    ts_rpc_method methods[16];
+    size_t nm = 0;
+    methods[nm++] = (ts_rpc_method){"/" SERVICE "/Generate", handle_generate, NULL};
+    methods[nm++] = (ts_rpc_method){"/" SERVICE "/GenerateStream", handle_generate, &stream_flag};
+    methods[nm++] = (ts_rpc_method){"/" SERVICE "/Cancel", handle_cancel, NULL};
+    methods[nm++] = (ts_rpc_method){"/" SERVICE "/Tokenize", handle_tokenize, NULL};
+    methods[nm++] = (ts_rpc_method){"/" SERVICE "/Detokenize", handle_detokenize, NULL};
+    methods[nm++] = (ts_rpc_method){"/" SERVICE "/ListModels", handle_list_models, NULL};
+    methods[nm++] = (ts_rpc_method){"/" SERVICE "/GetModelInfo", handle_model_info, NULL};
+    methods[nm++] = (ts_rpc_method){"/" SERVICE "/GetClusterInfo", handle_cluster_info, NULL};
+    nm += ts_rpc_health_methods(methods + nm);
+    ts_rpc_health_set("", true);
+    ts_rpc_health_set(SERVICE, true);
+    ts_rpc_server_opts ro = {.listen = o.listen, .max_recv_bytes = o.max_recv_mb << 20,
+                             .max_streams = 1000, .cq_threads = o.cq_threads};
+    int port = ts_rpc_server_start(&ro, methods, nm);
+    if (!port) {
+        fprintf(stderr, "tesserad: cannot serve on %s\n", o.listen);
+        ts_sched_destroy(g_sched);
+        return 1;
+    }
+    char host[256];
+    snprintf(host, sizeof host, "%s", o.listen);
+    char *colon = strrchr(host, ':');
+    if (colon) *colon = '\0';
+    printf("tesserad: serving %s on %s:%d (slots %d, batch %d, queue %d)\n", g_model_name, host,
+           port, o.slots, o.batch, o.queue);
+    fflush(stdout);
+    TS_LOG_INFO("serving %s on %s:%d", g_model_name, host, port);
+
+    int sig = 0;
+    sigwait(&ss, &sig);
+    TS_LOG_INFO("signal %d: draining (grace %d s)", sig, o.grace_s);
+    ts_rpc_health_shutdown();
+    int left = ts_rpc_server_shutdown((int64_t)o.grace_s * 1000);
+    ts_sched_stop(g_sched);
+    ts_rpc_server_destroy();
+    ts_sched_stats st;
+    ts_sched_get_stats(g_sched, &st);
+    ts_sched_destroy(g_sched);
+    TS_LOG_INFO("stopped: %" PRIu64 " completed, %" PRIu64 " cancelled, %" PRIu64
+                " rejected%s", st.completed, st.cancelled, st.rejected,
+                left ? "; calls were cancelled at the end of the grace period" : "");
+    return 0;
+}

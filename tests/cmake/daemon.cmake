@@ -1,0 +1,10 @@
+# tesserad end to end (label `daemon`): C clients, a python3-grpcio client, concurrency,
+# cancellation, deadlines, invalid input, queue-full, drain. Needs TESSERA_RPC.
+if(TESSERA_RPC AND TARGET tesserad)
+  add_test(NAME daemon_e2e COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/daemon/test_daemon.sh
+           $<TARGET_FILE:tessera> $<TARGET_FILE:tesserad> ${CMAKE_SOURCE_DIR})
+  set_tests_properties(daemon_e2e PROPERTIES LABELS "daemon" TIMEOUT 1200 SKIP_RETURN_CODE 77)
+  if(TESSERA_MODEL_270M)
+    set_tests_properties(daemon_e2e PROPERTIES ENVIRONMENT "TESSERA_MODEL_270M=${TESSERA_MODEL_270M}")
+  endif()
+endif()

@@ -1,0 +1,371 @@
+#!/usr/bin/python3
+"""client_test.py: checks tesserad through python3-grpcio (Debian's, so run it with
+/usr/bin/python3), with stubs generated at test time from proto/tessera/v1/inference.proto
+and grpc-proto's health.proto (by test_daemon.sh, into --stubs).
+
+  client_test.py --target HOST:PORT --stubs DIR [--mode main|flood|drain] [--pid PID]
+                 [--conc N] [--max-tokens N]
+
+Prints every failure and "N passed, N failed"; exit status 0 only if none failed.
+"""
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--target", required=True)
+ap.add_argument("--stubs", required=True)
+ap.add_argument("--mode", default="main")
+ap.add_argument("--pid", type=int, default=0)
+ap.add_argument("--conc", type=int, default=32)
+ap.add_argument("--max-tokens", type=int, default=12)
+args = ap.parse_args()
+sys.path.insert(0, args.stubs)
+
+import grpc  # noqa: E402
+from health_v1 import health_pb2, health_pb2_grpc  # noqa: E402
+from tessera.v1 import inference_pb2 as pb, inference_pb2_grpc as pbg  # noqa: E402
+
+passed = failed = 0
+
+
+def check(name, cond, detail=""):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL: {name} {detail}", flush=True)
+
+
+def run(name, fn):
+    try:
+        fn()
+    except Exception as e:  # a crash in a check is a failure, not the end of the run
+        check(name, False, f"exception {type(e).__name__}: {e}")
+
+
+ch = grpc.insecure_channel(args.target)
+stub = pbg.InferenceStub(ch)
+health = health_pb2_grpc.HealthStub(ch)
+MT = args.max_tokens
+
+
+def greedy(max_tokens=MT, **kw):
+    return pb.SamplingParams(temperature=0.0, max_tokens=max_tokens, **kw)
+
+
+def stream_all(req, timeout=120):
+    evs = list(stub.GenerateStream(req, timeout=timeout))
+    text = "".join(e.delta.text for e in evs if e.WhichOneof("event") == "delta")
+    ids = [i for e in evs if e.WhichOneof("event") == "delta" for i in e.delta.token_ids]
+    return evs, text, ids
+
+
+def code_of(fn):
+    try:
+        fn()
+        return grpc.StatusCode.OK, ""
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+
+
+def kv_back(timeout=10.0):
+    """Waits until no request is active and every KV page is free again."""
+    end = time.time() + timeout
+    ci = None
+    while time.time() < end:
+        ci = stub.GetClusterInfo(pb.GetClusterInfoRequest(), timeout=5)
+        if ci.kv_pages_used == 0 and ci.active_requests == 0 and ci.queued_requests == 0:
+            return True, ci
+        time.sleep(0.05)
+    return False, ci
+
+
+def t_health():
+    r = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    check("health ''", r.status == health_pb2.HealthCheckResponse.SERVING, str(r))
+    r = health.Check(health_pb2.HealthCheckRequest(service="tessera.v1.Inference"), timeout=5)
+    check("health service", r.status == health_pb2.HealthCheckResponse.SERVING, str(r))
+    c, _ = code_of(lambda: health.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=5))
+    check("health unknown -> NOT_FOUND", c == grpc.StatusCode.NOT_FOUND, str(c))
+    w = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    first = next(w)
+    check("health Watch first", first.status == health_pb2.HealthCheckResponse.SERVING, str(first))
+    w.cancel()
+
+
+def t_info():
+    mi = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
+    check("model info", mi.context_length > 0 and mi.vocab_size > 0 and mi.ready and mi.name, str(mi))
+    lm = stub.ListModels(pb.ListModelsRequest(), timeout=5)
+    check("list models", len(lm.models) == 1 and lm.models[0].name == mi.name, str(lm))
+    ci = stub.GetClusterInfo(pb.GetClusterInfoRequest(), timeout=5)
+    check("cluster info", ci.plan.startswith("1 rank") and ci.slots > 0 and ci.kv_pages_total > 0
+          and ci.version and ci.pipeline_parallel == 1, str(ci))
+    c, d = code_of(lambda: stub.GetModelInfo(pb.GetModelInfoRequest(model="no-such"), timeout=5))
+    check("unknown model -> NOT_FOUND", c == grpc.StatusCode.NOT_FOUND, f"{c} {d}")
+
+
+def t_generate():
+    prompt = "The capital of France is"
+    r = stub.Generate(pb.GenerateRequest(prompt=prompt, sampling=greedy(), return_token_ids=True),
+                      timeout=120)
+    check("unary", r.finish_reason in (pb.FINISH_REASON_LENGTH, pb.FINISH_REASON_STOP)
+          and r.usage.completion_tokens == len(r.token_ids) and r.usage.prompt_tokens > 0
+          and r.request_id, str(r))
+    r2 = stub.Generate(pb.GenerateRequest(prompt=prompt, sampling=greedy(), return_token_ids=True),
+                       timeout=120)
+    check("unary greedy deterministic", (r.text, list(r.token_ids)) == (r2.text, list(r2.token_ids)))
+    evs, text, ids = stream_all(pb.GenerateRequest(prompt=prompt, sampling=greedy(),
+                                                   request_id="my-id-1"))
+    kinds = [e.WhichOneof("event") for e in evs]
+    check("stream shape", kinds[0] == "started" and kinds[-1] == "finished"
+          and all(k == "delta" for k in kinds[1:-1]), str(kinds))
+    check("stream request_id echoed", evs[0].started.request_id == "my-id-1", str(evs[0]))
+    check("stream == unary", (text, ids) == (r.text, list(r.token_ids)),
+          f"{text!r} {ids} vs {r.text!r} {list(r.token_ids)}")
+    fin = evs[-1].finished
+    check("stream finished usage", fin.usage.completion_tokens == len(ids)
+          and fin.finish_reason == r.finish_reason, str(fin))
+    # seeds: unset -> random and echoed; the echoed seed reproduces the output
+    s1 = stub.Generate(pb.GenerateRequest(prompt=prompt, sampling=pb.SamplingParams(
+        temperature=0.9, max_tokens=MT)), timeout=120)
+    s2 = stub.Generate(pb.GenerateRequest(prompt=prompt, sampling=pb.SamplingParams(
+        temperature=0.9, max_tokens=MT, seed=s1.seed)), timeout=120)
+    check("seed echoed and reproducible", s1.text == s2.text and s2.seed == s1.seed,
+          f"{s1.seed} {s1.text!r} {s2.text!r}")
+    # token-id input == text input
+    tk = stub.Tokenize(pb.TokenizeRequest(prompt=prompt, add_special_tokens=True), timeout=10)
+    check("tokenize", tk.count == len(tk.ids) > 0 and len(tk.pieces) == len(tk.ids), str(tk))
+    rt = stub.Generate(pb.GenerateRequest(tokens=pb.TokenIds(ids=tk.ids), sampling=greedy(),
+                                          return_token_ids=True), timeout=120)
+    check("token-id input", (rt.text, list(rt.token_ids)) == (r.text, list(r.token_ids)),
+          f"{rt.text!r} vs {r.text!r}")
+    dt = stub.Detokenize(pb.DetokenizeRequest(ids=tk.ids[1:]), timeout=10)
+    check("detokenize", dt.text == prompt, repr(dt.text))
+    # chat
+    chat = pb.Chat(messages=[pb.ChatMessage(role=pb.ROLE_USER, parts=[pb.ContentPart(text="Hi!")])],
+                   add_generation_prompt=True)
+    evs, ctext, cids = stream_all(pb.GenerateRequest(chat=chat, sampling=greedy()))
+    check("chat stream", evs[-1].WhichOneof("event") == "finished"
+          and evs[0].started.prompt_tokens > 5, str(evs[0]))
+    rc = stub.Generate(pb.GenerateRequest(chat=chat, sampling=greedy()), timeout=120)
+    check("chat unary == stream", rc.text == ctext, f"{rc.text!r} vs {ctext!r}")
+    img = pb.Chat(messages=[pb.ChatMessage(role=pb.ROLE_USER, parts=[
+        pb.ContentPart(text="what is this?"), pb.ContentPart(image=pb.Image(data=b"\x89PNG"))])])
+    c, d = code_of(lambda: stub.Generate(pb.GenerateRequest(chat=img), timeout=10))
+    check("image -> INVALID_ARGUMENT", c == grpc.StatusCode.INVALID_ARGUMENT and "vision" in d, f"{c} {d}")
+    # stop strings: cut, not included; stop token ids
+    if len(r.text) > 4:
+        stop = r.text[2:4]
+        rs = stub.Generate(pb.GenerateRequest(prompt=prompt, sampling=greedy(stop=[stop])), timeout=120)
+        check("stop string", rs.finish_reason == pb.FINISH_REASON_STOP_SEQUENCE
+              and stop not in rs.text and r.text.startswith(rs.text), f"{stop!r} {rs.text!r}")
+    if len(r.token_ids) > 3:
+        sid = r.token_ids[2]
+        rs = stub.Generate(pb.GenerateRequest(prompt=prompt, sampling=greedy(stop_token_ids=[sid]),
+                                              return_token_ids=True), timeout=120)
+        check("stop token id", rs.finish_reason == pb.FINISH_REASON_STOP_SEQUENCE
+              and sid not in rs.token_ids, str(rs.token_ids))
+    # max_tokens 0 = the server default (bounded by the context)
+    r0 = stub.Generate(pb.GenerateRequest(prompt=prompt, sampling=pb.SamplingParams(
+        temperature=0.0, ignore_eos=True, max_tokens=0)), timeout=300)
+    mi = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
+    check("max_tokens 0 -> default", 0 < r0.usage.completion_tokens <= mi.context_length,
+          str(r0.usage))
+
+
+def t_invalid():
+    cases = [
+        ("empty prompt", pb.GenerateRequest(prompt=""), "prompt"),
+        ("no input", pb.GenerateRequest(), "input"),
+        ("bad temperature", pb.GenerateRequest(prompt="x", sampling=pb.SamplingParams(temperature=500)),
+         "temperature"),
+        ("bad top_p", pb.GenerateRequest(prompt="x", sampling=pb.SamplingParams(top_p=1.5)), "top_p"),
+        ("huge max_tokens", pb.GenerateRequest(prompt="x", sampling=pb.SamplingParams(max_tokens=10**9)),
+         "max_tokens"),
+        ("bad token id", pb.GenerateRequest(tokens=pb.TokenIds(ids=[2, 10**8])), "tokens.ids"),
+        ("long request_id", pb.GenerateRequest(prompt="x", request_id="r" * 200), "request_id"),
+    ]
+    for name, req, field in cases:
+        for meth in (stub.Generate, lambda q, timeout: list(stub.GenerateStream(q, timeout=timeout))):
+            c, d = code_of(lambda: meth(req, timeout=10))
+            check(f"{name} -> INVALID_ARGUMENT", c == grpc.StatusCode.INVALID_ARGUMENT and field in d,
+                  f"{c} {d!r}")
+    c, d = code_of(lambda: stub.Generate(pb.GenerateRequest(prompt="x " * 5000, sampling=greedy()),
+                                         timeout=10))
+    check("prompt over context -> INVALID_ARGUMENT", c == grpc.StatusCode.INVALID_ARGUMENT
+          and "exceeds the context" in d, f"{c} {d}")
+    raw = ch.unary_unary("/tessera.v1.Inference/Generate")  # bytes in, bytes out
+    c, d = code_of(lambda: raw(b"\xff\xff\xff\xff garbage", timeout=10))
+    check("malformed bytes -> INVALID_ARGUMENT", c == grpc.StatusCode.INVALID_ARGUMENT, f"{c} {d}")
+    rawt = ch.unary_unary("/tessera.v1.Inference/Tokenize")
+    c, d = code_of(lambda: rawt(b"\x0a\xff", timeout=10))
+    check("malformed Tokenize -> INVALID_ARGUMENT", c == grpc.StatusCode.INVALID_ARGUMENT, f"{c} {d}")
+    unk = ch.unary_unary("/tessera.v1.Inference/NoSuchMethod")
+    c, d = code_of(lambda: unk(b"", timeout=10))
+    check("unknown method -> UNIMPLEMENTED", c == grpc.StatusCode.UNIMPLEMENTED, f"{c} {d}")
+    unk = ch.unary_unary("/other.Svc/X")
+    c, d = code_of(lambda: unk(b"", timeout=10))
+    check("unknown service -> UNIMPLEMENTED", c == grpc.StatusCode.UNIMPLEMENTED, f"{c} {d}")
+
+
+def t_concurrent():
+    prompts = ["The capital of France is", "Once upon a time", "1, 2, 3, 4,", "Hello, my name is"]
+    solo = {}
+    for p in prompts:
+        r = stub.Generate(pb.GenerateRequest(prompt=p, sampling=greedy(), return_token_ids=True),
+                          timeout=300)
+        solo[p] = list(r.token_ids)
+    results = [None] * args.conc
+    errors = []
+
+    def worker(i):
+        p = prompts[i % len(prompts)]
+        try:
+            _, _, ids = stream_all(pb.GenerateRequest(prompt=p, sampling=greedy()), timeout=600)
+            results[i] = ids
+        except grpc.RpcError as e:
+            errors.append(f"{i}: {e.code()} {e.details()}")
+
+    th = [threading.Thread(target=worker, args=(i,)) for i in range(args.conc)]
+    t0 = time.time()
+    for t in th:
+        t.start()
+    for t in th:
+        t.join()
+    dt = time.time() - t0
+    check(f"{args.conc} concurrent streams: no errors", not errors, str(errors[:3]))
+    diff = [i for i in range(args.conc) if results[i] is not None
+            and results[i] != solo[prompts[i % len(prompts)]]]
+    check(f"{args.conc} concurrent greedy streams == alone", not diff,
+          f"{len(diff)} differ, e.g. #{diff[0] if diff else ''}: "
+          f"{results[diff[0]] if diff else ''} vs {solo[prompts[diff[0] % len(prompts)]] if diff else ''}")
+    print(f"info: {args.conc} concurrent streams of {MT} tokens took {dt:.2f} s", flush=True)
+    ok, ci = kv_back()
+    check("KV free after concurrency", ok, str(ci))
+
+
+def t_cancel():
+    req = pb.GenerateRequest(prompt="Once upon a time", sampling=pb.SamplingParams(
+        temperature=0.0, ignore_eos=True, max_tokens=0))
+    it = stub.GenerateStream(req, timeout=60)
+    n = 0
+    for ev in it:
+        if ev.WhichOneof("event") == "delta":
+            n += 1
+            if n == 2:
+                it.cancel()
+                break
+    c, _ = code_of(lambda: list(it))
+    check("client cancel -> CANCELLED", c == grpc.StatusCode.CANCELLED, str(c))
+    ok, ci = kv_back()
+    check("KV pages back after cancel", ok, str(ci))
+    # a short deadline (in the queue or while generating)
+    c, d = code_of(lambda: list(stub.GenerateStream(req, timeout=0.05)))
+    check("deadline -> DEADLINE_EXCEEDED", c == grpc.StatusCode.DEADLINE_EXCEEDED, f"{c} {d}")
+    c, d = code_of(lambda: stub.Generate(req, timeout=0.05))
+    check("unary deadline -> DEADLINE_EXCEEDED", c == grpc.StatusCode.DEADLINE_EXCEEDED, f"{c} {d}")
+    ok, ci = kv_back()
+    check("KV pages back after deadline", ok, str(ci))
+    # Cancel(request_id) from another RPC ends the stream with FINISH_REASON_CANCELLED
+    req2 = pb.GenerateRequest(prompt="Once upon a time", request_id="cancel-me",
+                              sampling=pb.SamplingParams(temperature=0.0, ignore_eos=True, max_tokens=0))
+    it = stub.GenerateStream(req2, timeout=60)
+    last = None
+    for ev in it:
+        if ev.WhichOneof("event") == "delta" and last is None:
+            cr = stub.Cancel(pb.CancelRequest(request_id="cancel-me"), timeout=5)
+            check("Cancel found", cr.found, str(cr))
+            last = "sent"
+        if ev.WhichOneof("event") == "finished":
+            last = ev.finished.finish_reason
+    check("Cancel -> FINISH_REASON_CANCELLED", last == pb.FINISH_REASON_CANCELLED, str(last))
+    cr = stub.Cancel(pb.CancelRequest(request_id="nope"), timeout=5)
+    check("Cancel unknown id", not cr.found, str(cr))
+    ok, ci = kv_back()
+    check("KV pages back after Cancel", ok, str(ci))
+
+
+def t_still_serving():
+    r = stub.Generate(pb.GenerateRequest(prompt="still there?", sampling=greedy(4)), timeout=60)
+    check("still serving", r.usage.completion_tokens > 0 or r.finish_reason == pb.FINISH_REASON_STOP,
+          str(r))
+    ci = stub.GetClusterInfo(pb.GetClusterInfoRequest(), timeout=5)
+    check("counters", ci.requests_completed > 0 and ci.requests_cancelled >= 3, str(ci))
+
+
+def t_flood():
+    """--slots 1 --queue 1: a burst gets RESOURCE_EXHAUSTED with a retry hint."""
+    codes, pushback, lock = [], [], threading.Lock()
+    req = pb.GenerateRequest(prompt="flood", sampling=pb.SamplingParams(
+        temperature=0.0, ignore_eos=True, max_tokens=64))
+
+    def worker():
+        try:
+            list(stub.GenerateStream(req, timeout=120))
+            c = grpc.StatusCode.OK
+        except grpc.RpcError as e:
+            c = e.code()
+            md = dict(e.trailing_metadata() or ())
+            if "grpc-retry-pushback-ms" in md:
+                with lock:
+                    pushback.append(md["grpc-retry-pushback-ms"])
+        with lock:
+            codes.append(c)
+
+    th = [threading.Thread(target=worker) for _ in range(8)]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join()
+    ex = codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)
+    check("queue full -> RESOURCE_EXHAUSTED", ex >= 1 and codes.count(grpc.StatusCode.OK) >= 1
+          and ex + codes.count(grpc.StatusCode.OK) == len(codes),
+          str(codes))
+    check("retry pushback metadata", len(pushback) == ex and all(p.isdigit() for p in pushback),
+          str(pushback))
+    ok, ci = kv_back()
+    check("KV free after flood", ok and ci.requests_rejected >= 1, str(ci))
+    t_still_serving_simple()
+
+
+def t_still_serving_simple():
+    r = stub.Generate(pb.GenerateRequest(prompt="still there?", sampling=greedy(4)), timeout=60)
+    check("still serving", r.usage.prompt_tokens > 0, str(r))
+
+
+def t_drain():
+    """SIGTERM while a stream runs: it finishes within the grace period."""
+    req = pb.GenerateRequest(prompt="drain", sampling=pb.SamplingParams(
+        temperature=0.0, ignore_eos=True, max_tokens=48))
+    it = stub.GenerateStream(req, timeout=120)
+    last, n = None, 0
+    for ev in it:
+        k = ev.WhichOneof("event")
+        if k == "delta":
+            n += 1
+            if n == 1:
+                os.kill(args.pid, signal.SIGTERM)
+        last = ev
+    check("stream finishes during drain", last is not None and last.WhichOneof("event") == "finished"
+          and last.finished.usage.completion_tokens == 48, str(last))
+    c, d = code_of(lambda: stub.Generate(pb.GenerateRequest(prompt="late"), timeout=5))
+    check("new request after drain -> UNAVAILABLE", c == grpc.StatusCode.UNAVAILABLE, f"{c} {d}")
+
+
+if args.mode == "main":
+    for name, fn in [("health", t_health), ("info", t_info), ("generate", t_generate),
+                     ("invalid", t_invalid), ("concurrent", t_concurrent), ("cancel", t_cancel),
+                     ("still serving", t_still_serving)]:
+        run(name, fn)
+elif args.mode == "flood":
+    run("flood", t_flood)
+elif args.mode == "drain":
+    run("drain", t_drain)
+print(f"{passed} passed, {failed} failed", flush=True)
+sys.exit(1 if failed else 0)

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# test_daemon.sh TESSERA TESSERAD REPO: tesserad end to end on loopback, with a random tiny
+# model (always) and the real Gemma 3 270M (when TESSERA_MODEL_270M is set): the C clients
+# (tessera generate/chat/health/info), then a python3-grpcio client (client_test.py) with
+# stubs generated here; queue-full flooding; graceful drain on SIGTERM; clean exits.
+# Needs Debian's python3-grpcio (/usr/bin/python3), protobuf-compiler-grpc and grpc-proto
+# (scripts/deps.sh); exits 77 (skipped) without them.
+set -u
+bin=$1
+daemon=$2
+repo=$3
+pass=0
+failn=0
+ok() { pass=$((pass + 1)); }
+bad() { echo "FAIL: $*"; failn=$((failn + 1)); }
+py=/usr/bin/python3
+tmp=$(mktemp -d)
+dpid=""
+cleanup() {
+  if [ -n "$dpid" ] && kill -0 "$dpid" 2>/dev/null; then kill -KILL "$dpid"; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+if ! $py -c "import grpc" 2>/dev/null || ! command -v grpc_python_plugin >/dev/null ||
+   [ ! -f /usr/share/grpc-proto/grpc/health/v1/health.proto ]; then
+  echo "SKIP: needs python3-grpcio, protobuf-compiler-grpc and grpc-proto (scripts/deps.sh)"
+  exit 77
+fi
+
+# Python stubs from our .proto and grpc-proto's health.proto
+# (health.proto is copied to health_v1/: a generated top-level `grpc` package would clash
+# with grpcio's own)
+mkdir -p "$tmp/stubs" "$tmp/hp/health_v1"
+cp /usr/share/grpc-proto/grpc/health/v1/health.proto "$tmp/hp/health_v1/"
+plugin=--plugin=protoc-gen-grpc_python="$(command -v grpc_python_plugin)"
+protoc -I "$repo/proto" --python_out="$tmp/stubs" --grpc_python_out="$tmp/stubs" "$plugin" \
+  tessera/v1/inference.proto &&
+protoc -I "$tmp/hp" --python_out="$tmp/stubs" --grpc_python_out="$tmp/stubs" "$plugin" \
+  health_v1/health.proto || { bad "protoc stubs"; exit 1; }
+
+# start_daemon MODEL ARGS...: sets $dpid and $addr; waits for SERVING
+start_daemon() {
+  local model=$1
+  shift
+  : >"$tmp/d.out"
+  "$daemon" -m "$model" --listen 127.0.0.1:0 "$@" >"$tmp/d.out" 2>>"$tmp/d.err" &
+  dpid=$!
+  addr=""
+  for _ in $(seq 1 600); do
+    addr=$(sed -n 's/.* on \(127\.0\.0\.1:[0-9]*\) .*/\1/p' "$tmp/d.out")
+    [ -n "$addr" ] && break
+    kill -0 "$dpid" 2>/dev/null || break
+    sleep 0.2
+  done
+  [ -n "$addr" ] || { bad "tesserad did not start: $(tail -5 "$tmp/d.err")"; return 1; }
+  for _ in $(seq 1 100); do
+    [ "$("$bin" health --server "$addr" 2>/dev/null)" = "SERVING" ] && return 0
+    sleep 0.1
+  done
+  bad "tesserad not SERVING"
+  return 1
+}
+
+# stop_daemon: SIGTERM, expect a clean exit 0 within the grace period
+stop_daemon() {
+  [ -n "$dpid" ] || return
+  kill -TERM "$dpid" 2>/dev/null
+  wait_daemon
+}
+wait_daemon() {
+  local rc
+  for _ in $(seq 1 300); do
+    kill -0 "$dpid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$dpid" 2>/dev/null; then
+    bad "tesserad did not exit after SIGTERM"
+    kill -KILL "$dpid"
+  fi
+  wait "$dpid"
+  rc=$?
+  [ $rc -eq 0 ] && ok || bad "tesserad exit status $rc: $(tail -20 "$tmp/d.err")"
+  if grep -q "ERROR: AddressSanitizer\|runtime error:\|LeakSanitizer" "$tmp/d.err"; then
+    bad "sanitizer report in tesserad's log:"
+    grep -A30 "ERROR: AddressSanitizer\|runtime error:\|LeakSanitizer" "$tmp/d.err" | head -60
+  else
+    ok
+  fi
+  dpid=""
+}
+
+pyrun() { # pyrun ARGS...: runs client_test.py and adds its counts to ours
+  $py "$repo/tests/daemon/client_test.py" --target "$addr" --stubs "$tmp/stubs" "$@" >"$tmp/py.out" 2>&1
+  cat "$tmp/py.out" | grep -v "^info:" | grep -v " passed, " | head -40
+  grep "^info:" "$tmp/py.out"
+  local p f
+  p=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$tmp/py.out")
+  f=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$tmp/py.out")
+  if [ -z "$p" ]; then bad "client_test.py $* crashed"; return; fi
+  pass=$((pass + p))
+  failn=$((failn + f))
+}
+
+c_clients() { # c_clients LABEL
+  local l=$1
+  "$bin" generate --server "$addr" -p "hello world" --temp 0 -n 12 --json >"$tmp/u.json" 2>"$tmp/err" || bad "$l: generate unary: $(cat "$tmp/err")"
+  "$bin" generate --server "$addr" -p "hello world" --temp 0 -n 12 --stream --json >"$tmp/s.json" 2>"$tmp/err" || bad "$l: generate --stream: $(cat "$tmp/err")"
+  $py -c "
+import json; u=json.load(open('$tmp/u.json')); s=json.load(open('$tmp/s.json'))
+assert (u['text'], u['ids']) == (s['text'], s['ids']), (u, s)
+assert u['prompt_tokens'] > 0 and u['finish_reason'] in ('length', 'stop'), u
+" && ok || bad "$l: C client unary == stream"
+  "$bin" generate --server "$addr" -p "hello world" --temp 0 -n 12 --stream >"$tmp/s.txt" 2>"$tmp/err" || bad "$l: generate --stream text"
+  $py -c "
+import json; u=json.load(open('$tmp/u.json')); t=open('$tmp/s.txt', encoding='utf-8', newline='').read()
+assert t == u['text'] + '\n', (t, u['text'])
+" && ok || bad "$l: streamed text == unary text"
+  "$bin" chat --server "$addr" -p "Say hi" --system "Be brief." --temp 0 -n 16 >"$tmp/chat.txt" 2>"$tmp/err" && ok || bad "$l: chat: $(cat "$tmp/err")"
+  "$bin" chat --server "$addr" -p "Say hi" --temp 0 -n 16 --json >"$tmp/chat.json" 2>"$tmp/err" && ok || bad "$l: chat --json"
+  "$bin" info --server "$addr" >"$tmp/info.txt" 2>"$tmp/err" && grep -q "1 rank" "$tmp/info.txt" && ok || bad "$l: info: $(cat "$tmp/err")"
+  "$bin" info --server "$addr" --json | $py -c "import json,sys; d=json.load(sys.stdin); assert d['cluster']['slots'] > 0" && ok || bad "$l: info --json"
+  "$bin" generate --server "$addr" -p "" >/dev/null 2>"$tmp/err"; [ $? -eq 1 ] && grep -q "INVALID_ARGUMENT: prompt" "$tmp/err" && ok || bad "$l: C client empty prompt: $(cat "$tmp/err")"
+  "$bin" generate --server "$addr" -p x --temp 500 >/dev/null 2>"$tmp/err"; [ $? -eq 1 ] && grep -q "temperature" "$tmp/err" && ok || bad "$l: C client bad temperature"
+  "$bin" generate --server "$addr" --tokens 2,100,200 --temp 0 -n 4 --json >/dev/null 2>"$tmp/err" && ok || bad "$l: C client --tokens: $(cat "$tmp/err")"
+  "$bin" health --server "$addr" --service no.such.Service >/dev/null 2>"$tmp/err"; [ $? -eq 1 ] && grep -q NOT_FOUND "$tmp/err" && ok || bad "$l: health unknown service"
+  "$bin" generate >/dev/null 2>&1; [ $? -eq 2 ] && ok || bad "$l: generate usage"
+}
+
+# same_as_run LABEL MODEL: the daemon's greedy output equals `tessera run` on the same model
+same_as_run() {
+  "$bin" generate --server "$addr" -p "The capital of France is" --temp 0 -n 16 --json >"$tmp/g.json" 2>"$tmp/err" || bad "$1: generate"
+  "$bin" run -m "$2" -p "The capital of France is" --temp 0 -n 16 --json >"$tmp/r.json" 2>"$tmp/err" || bad "$1: run"
+  $py -c "
+import json; g=json.load(open('$tmp/g.json')); r=json.load(open('$tmp/r.json'))
+assert (g['ids'], g['text']) == (r['ids'], r['text']), (g, r)
+" && ok || bad "$1: daemon output != tessera run output"
+}
+
+# ---- the tiny random model ----
+"$bin" mkmodel --size tiny --type q8_0 --vocab 1024 --seed 7 -o "$tmp/tiny.gguf" >/dev/null || bad "mkmodel"
+if start_daemon "$tmp/tiny.gguf" --slots 8 --queue 64 --threads 2; then
+  c_clients tiny
+  same_as_run tiny "$tmp/tiny.gguf"
+  pyrun --mode main --conc 32 --max-tokens 12
+  stop_daemon
+fi
+if start_daemon "$tmp/tiny.gguf" --slots 1 --queue 1 --threads 2; then
+  pyrun --mode flood
+  stop_daemon
+fi
+if start_daemon "$tmp/tiny.gguf" --slots 2 --threads 1 --grace-seconds 30; then
+  pyrun --mode drain --pid "$dpid"
+  wait_daemon
+fi
+"$daemon" -m "$tmp/tiny.gguf" >/dev/null 2>&1; [ $? -eq 2 ] && ok || bad "tesserad usage"
+"$daemon" -m /nonexistent.gguf --listen 127.0.0.1:0 >/dev/null 2>"$tmp/err"; [ $? -eq 1 ] && ok || bad "tesserad missing model"
+
+# ---- the real Gemma 3 270M ----
+model=${TESSERA_MODEL_270M:-}
+if [ -n "$model" ] && [ -f "$model" ]; then
+  if start_daemon "$model" --slots 8 --queue 64 --ctx 1024; then
+    c_clients 270m
+    same_as_run 270m "$model"
+    pyrun --mode main --conc ${TESSERA_DAEMON_CONC:-16} --max-tokens 8
+    stop_daemon
+  fi
+else
+  echo "note: TESSERA_MODEL_270M not set; the real-model part is skipped"
+fi
+
+echo "$pass passed, $failn failed"
+[ $failn -eq 0 ]
