@@ -31,7 +31,7 @@ static int cmp_d(const void *a, const void *b) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: tessera bench -m MODEL [-p 512] [-n 128] [--streams S] [--threads N]\n"
-               "                     [--reps R] [--json]\n\n"
+               "                     [--reps R] [--backend cpu|cuda] [--json]\n\n"
                "Prefill (ppP) and decode (tgN) tokens/s with llama-bench's definitions; with\n"
                "--streams S also aggregate decode of S sequences with P-token prompts.\n");
 }
@@ -61,6 +61,7 @@ int ts_cmd_bench(int argc, char **argv) {
     const char *model = NULL;
     long p = 512, n = 128, streams = 1, threads = 0, reps = 3;
     bool json = false;
+    const char *backend = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -84,6 +85,13 @@ int ts_cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--streams")) bad = parse_int(a, v, 1, 4096, &streams);
         else if (!strcmp(a, "--threads")) bad = parse_int(a, v, 1, 1024, &threads);
         else if (!strcmp(a, "--reps")) bad = parse_int(a, v, 1, 1000, &reps);
+        else if (!strcmp(a, "--backend")) {
+            if (strcmp(v, "cpu") && strcmp(v, "cuda")) {
+                fprintf(stderr, "tessera bench: --backend expects cpu or cuda, got '%s'\n", v);
+                return 2;
+            }
+            backend = v;
+        }
         else {
             fprintf(stderr, "tessera bench: unknown option '%s'\n", a);
             return 2;
@@ -101,7 +109,8 @@ int ts_cmd_bench(int argc, char **argv) {
     long batch = p > streams ? p : streams;
     if (batch < 1) batch = 1;
     ts_engine_params ep = {
-        .model_path = model, .n_threads = (int)threads, .n_ctx = (int32_t)(p + n + 1),
+        .model_path = model, .n_threads = (int)threads, .backend = backend,
+        .n_ctx = (int32_t)(p + n + 1),
         .n_seq_max = (int32_t)streams, .n_batch = (int32_t)batch,
         .n_chunk = (int32_t)(p > 0 ? p : 1),
     };

@@ -32,6 +32,7 @@ typedef struct {
     const char *model, *prompt, *system;
     int32_t n_predict, n_ctx, n_threads, n_batch;
     bool chat, json, reference, no_bos, seed_set;
+    const char *backend;
     ts_sampler_params sp;
     const char *stops[MAX_STOPS];
     size_t n_stops;
@@ -59,6 +60,7 @@ static void usage(FILE *f) {
             "      --batch N            prompt tokens per step (default 512)\n"
             "      --no-bos             do not prepend <bos> (raw prompts)\n"
             "      --reference          scalar reference kernels (slow; for checking)\n"
+            "      --backend cpu|cuda   compute backend (default cpu; cuda: GPU 0)\n"
             "      --json               print one JSON object at the end instead of streaming\n",
             MAX_STOPS);
 }
@@ -117,7 +119,8 @@ static int parse_args(int argc, char **argv, run_opts *o) {
         static const char *const with_value[] = {
             "-m", "--model", "-p", "--prompt", "--system", "-n", "--n-predict", "--ctx",
             "--threads", "--batch", "--temp", "--top-k", "--top-p", "--min-p",
-            "--repeat-penalty", "--presence-penalty", "--frequency-penalty", "--seed", "--stop"};
+            "--repeat-penalty", "--presence-penalty", "--frequency-penalty", "--seed", "--stop",
+            "--backend"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
             if (!strcmp(a, with_value[k])) known = true;
@@ -134,6 +137,13 @@ static int parse_args(int argc, char **argv, run_opts *o) {
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model = v;
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) o->prompt = v;
         else if (!strcmp(a, "--system")) o->system = v;
+        else if (!strcmp(a, "--backend")) {
+            if (strcmp(v, "cpu") && strcmp(v, "cuda")) {
+                fprintf(stderr, "tessera run: --backend expects cpu or cuda, got '%s'\n", v);
+                return -1;
+            }
+            o->backend = v;
+        }
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
             if (parse_i32(a, v, 0, 1 << 24, &o->n_predict)) return -1;
         } else if (!strcmp(a, "--ctx")) {
@@ -244,6 +254,7 @@ int ts_cmd_run(int argc, char **argv) {
 
     ts_engine_params ep = {
         .model_path = o.model, .n_threads = o.n_threads, .reference = o.reference,
+        .backend = o.backend,
         .n_ctx = o.n_ctx, .n_seq_max = 1, .n_batch = o.n_batch,
         .progress = isatty(STDERR_FILENO) ? progress : NULL,
     };

@@ -8,6 +8,7 @@
 #ifndef TS_KERNELS_CUDA_H
 #define TS_KERNELS_CUDA_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <cuda_runtime_api.h>
@@ -33,6 +34,68 @@ ts_status ts_k_dequantize_cuda(uint32_t type, const void *src, float *dst, int64
 
 /* True if ts_k_dequantize_cuda supports `type`. */
 int ts_k_dequantize_cuda_supports(uint32_t type);
+
+/* ---- backend ops (kernels/cuda/matmul.cu, ops.cu) ----
+ *
+ * Weight layout on the device ("device layout"): Q4_0 and Q8_0 matrices are split into two
+ * planes so that each block's quants are one aligned 16 (Q4_0) or 32 (Q8_0) byte vector:
+ * [quants: rows * nb blocks * 16|32 bytes][scales: rows * nb fp16], nb = cols / 32,
+ * row-major over (row, block). Every other type keeps the GGUF layout (row r at
+ * w + r * row_stride). ts_k_weight_bytes_cuda gives the device size. */
+
+/* True if `type` is held split (Q4_0, Q8_0). */
+int ts_k_weight_split_cuda(uint32_t type);
+/* True if the matmul / get_rows kernels support `type` (Q4_0, Q8_0, Q5_0, Q4_K, Q6_K, F16,
+ * BF16, F32). */
+int ts_k_matmul_cuda_supports(uint32_t type);
+/* Bytes of a (rows, cols) matrix of `type` in the device layout (0: unsupported or bad
+ * cols). */
+size_t ts_k_weight_bytes_cuda(uint32_t type, int64_t rows, int64_t cols);
+/* Converts GGUF rows (device memory, row_stride bytes apart) to the device layout in dst
+ * (device memory, ts_k_weight_bytes_cuda bytes). Only for split types. */
+ts_status ts_k_weight_repack_cuda(uint32_t type, const void *src, size_t row_stride,
+                                  int64_t rows, int64_t cols, void *dst, cudaStream_t stream);
+
+/* y (n_tok, rows) = x (n_tok, cols) . W^T, W in the device layout. n_tok <= 8: one warp per
+ * row streaming the weights once (decode); larger: 64x64 tiles over (rows, tokens). */
+ts_status ts_k_matmul_cuda(uint32_t type, const void *w, size_t row_stride, int64_t rows,
+                           int64_t cols, const float *x, int64_t n_tok, float *y,
+                           cudaStream_t stream);
+/* out (n, cols) = W rows ids[i] (device ids, checked against rows by the caller) * scale. */
+ts_status ts_k_get_rows_cuda(uint32_t type, const void *w, size_t row_stride, int64_t rows,
+                             int64_t cols, const int32_t *ids, int64_t n, float scale,
+                             float *out, cudaStream_t stream);
+
+ts_status ts_k_rmsnorm_cuda(float *out, const float *x, const float *w, int64_t n_row,
+                            int64_t n, float eps, cudaStream_t stream);
+/* pos: device (n_tok). */
+ts_status ts_k_rope_cuda(float *x, const int32_t *pos, int64_t n_tok, int64_t n_head,
+                         int64_t head_dim, float base, float scale, cudaStream_t stream);
+ts_status ts_k_geglu_cuda(float *out, const float *gate, const float *up, int64_t n,
+                          cudaStream_t stream);
+ts_status ts_k_add_cuda(float *x, const float *y, int64_t n, cudaStream_t stream);
+
+/* Paged KV addressing of one step (device memory): tab[3 t + 0..2] = (pos, off_g, off_l)
+ * of batch token t, then page entries pt = tab + 3 n_tok: the page of position p of token
+ * t's sequence is pt[off_g + p / page_size] (global layers) or
+ * pt[off_l + (p / page_size) % ring] (local layers); slot = page * page_size + p % ps. */
+typedef struct ts_k_kv_args {
+    const int32_t *tab;
+    int64_t n_tok;
+    int32_t page_size, ring, kv_dim;
+    int is_global;
+} ts_k_kv_args;
+
+/* K, V (slots, kv_dim) of one layer <- k, v (n_tok, kv_dim). */
+ts_status ts_k_kv_store_cuda(const ts_k_kv_args *a, float *K, float *V, const float *k,
+                             const float *v, cudaStream_t stream);
+/* out (n_tok, n_head * head_dim) = softmax(q K^T * scale) V over positions
+ * [lo, pos] (lo = 0 global, max(0, pos - window + 1) local), GQA head h -> h / (n_head /
+ * n_head_kv). One block per (token, head), online softmax. head_dim <= 512. */
+ts_status ts_k_attention_cuda(const ts_k_kv_args *a, const float *K, const float *V,
+                              const float *q, float *out, int32_t n_head, int32_t n_head_kv,
+                              int32_t head_dim, int32_t window, float scale,
+                              cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -106,6 +106,10 @@ struct ts_backend {
  * reference kernels throughout (slow; the semantics), else the optimized CPU path. */
 ts_status ts_backend_cpu_create(int n_threads, bool reference, ts_backend **out);
 
+/* The CUDA backend on `device` (shard/backend_cuda.c; built only with CUDA, see
+ * TS_HAVE_CUDA). TS_UNSUPPORTED when there is no CUDA device or driver. */
+ts_status ts_backend_cuda_create(int device, ts_backend **out);
+
 static inline void ts_backend_destroy(ts_backend *b) {
     if (b) b->ops->destroy(b);
 }

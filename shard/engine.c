@@ -124,7 +124,20 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
         goto fail;
     }
 
-    TS_TRY_GOTO(ts_backend_cpu_create(p->n_threads, p->reference, &e->b), rc, fail);
+    if (!p->backend || !strcmp(p->backend, "cpu")) {
+        TS_TRY_GOTO(ts_backend_cpu_create(p->n_threads, p->reference, &e->b), rc, fail);
+    } else if (!strcmp(p->backend, "cuda")) {
+#ifdef TS_HAVE_CUDA
+        TS_TRY_GOTO(ts_backend_cuda_create(p->device, &e->b), rc, fail);
+#else
+        rc = TS_FAIL(TS_UNSUPPORTED, "backend 'cuda': this build has no CUDA support "
+                     "(configure with nvcc available, TESSERA_CUDA=AUTO or ON)");
+        goto fail;
+#endif
+    } else {
+        rc = TS_FAIL(TS_INVAL, "unknown backend '%s' (cpu or cuda)", p->backend);
+        goto fail;
+    }
 
     /* weights */
     TS_TRY_GOTO(load_matrix(e, "token_embd.weight", &e->tok_embd), rc, fail);

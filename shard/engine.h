@@ -36,6 +36,8 @@ typedef struct ts_engine_params {
     const char *model_path;
     int n_threads;           /* <= 0: all CPUs */
     bool reference;          /* scalar reference kernels (slow; exact semantics) */
+    const char *backend;     /* NULL or "cpu": CPU; "cuda": CUDA device `device` */
+    int device;              /* CUDA device ordinal (backend "cuda") */
     int32_t n_ctx;           /* max positions per sequence; 0 = min(model's, 8192) */
     int32_t n_seq_max;       /* sequence slots; 0 = 1 */
     int32_t n_batch;         /* max tokens per step; 0 = 512 */

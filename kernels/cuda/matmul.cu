@@ -1,0 +1,423 @@
+/* matmul.cu: y = x W^T for the CUDA backend, get_rows, and the weight repacking.
+ *
+ * Weight element access is one template per type (wget<T>): GGUF blocks through the
+ * bit-exact element dequantizers of deq.cuh, or, for Q4_0 / Q8_0, the split device layout
+ * (kernels_cuda.h: quants plane + fp16 scales plane).
+ *
+ * Kernels:
+ *  - mv_split <QB, NT> (Q4_0 / Q8_0, n_tok <= 8, decode): one warp per 4 weight rows;
+ *    lane l takes blocks l, l+32, ...: one 16-byte (Q4_0) or 2x16-byte (Q8_0) load of
+ *    quants + one fp16 scale per block and row, so a warp reads 512 (1024) contiguous
+ *    bytes per row and step; x is read as float4 through L1 (at most a few 100 KB, shared
+ *    by every warp of an SM), each x slice serving the 4 rows. fp32 accumulation; the NT
+ *    tokens reuse each decoded block. Warp-shuffle reduction.
+ *  - mv_generic <T, NT>: other types, one warp per row, lane-strided elements.
+ *  - mm_tiled <T> (n_tok > 8, prefill): 64 rows x 64 tokens per block, K in steps of 32;
+ *    each weight element is dequantized once per token tile into shared memory; 4x4 outputs
+ *    per thread, fp32 FMA (no tensor cores yet).
+ */
+#include <cuda_fp16.h>
+
+#include "common.cuh"
+#include "deq.cuh"
+#include "kernels_cuda.h"
+#include "quant.h"
+
+namespace {
+
+using namespace tsdeq;
+
+struct WDesc {
+    const uint8_t *d;
+    int64_t rows, cols;
+    size_t stride;
+};
+
+__device__ __forceinline__ float h2f(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+
+template <uint32_t T> struct WT;
+
+template <> struct WT<TS_TYPE_F32> {
+    static __device__ __forceinline__ float get(const WDesc &w, int64_t r, int64_t k) {
+        return ((const float *)(w.d + (size_t)r * w.stride))[k];
+    }
+};
+template <> struct WT<TS_TYPE_F16> {
+    static __device__ __forceinline__ float get(const WDesc &w, int64_t r, int64_t k) {
+        return ts_dev_fp16_to_fp32(ts_dev_rd_u16(w.d + (size_t)r * w.stride + 2 * k));
+    }
+};
+template <> struct WT<TS_TYPE_BF16> {
+    static __device__ __forceinline__ float get(const WDesc &w, int64_t r, int64_t k) {
+        return ts_dev_bf16_to_fp32(ts_dev_rd_u16(w.d + (size_t)r * w.stride + 2 * k));
+    }
+};
+template <> struct WT<TS_TYPE_Q5_0> {
+    static __device__ __forceinline__ float get(const WDesc &w, int64_t r, int64_t k) {
+        return deq_q5_0(w.d + (size_t)r * w.stride + (k / 32) * sizeof(ts_block_q5_0),
+                        (int)(k & 31));
+    }
+};
+template <> struct WT<TS_TYPE_Q4_K> {
+    static __device__ __forceinline__ float get(const WDesc &w, int64_t r, int64_t k) {
+        return deq_q4_K(w.d + (size_t)r * w.stride + (k / 256) * sizeof(ts_block_q4_K),
+                        (int)(k & 255));
+    }
+};
+template <> struct WT<TS_TYPE_Q6_K> {
+    static __device__ __forceinline__ float get(const WDesc &w, int64_t r, int64_t k) {
+        return deq_q6_K(w.d + (size_t)r * w.stride + (k / 256) * sizeof(ts_block_q6_K),
+                        (int)(k & 255));
+    }
+};
+/* split layouts */
+template <> struct WT<TS_TYPE_Q4_0> {
+    static __device__ __forceinline__ float get(const WDesc &w, int64_t r, int64_t k) {
+        const int64_t nb = w.cols / 32, b = r * nb + k / 32;
+        const int j = (int)(k & 31);
+        const uint8_t byte = w.d[b * 16 + (j & 15)];
+        const int q = (j < 16 ? (byte & 0x0F) : (byte >> 4)) - 8;
+        const uint16_t dh = ((const uint16_t *)(w.d + (size_t)w.rows * nb * 16))[b];
+        return __fmul_rn((float)q, ts_dev_fp16_to_fp32(dh));
+    }
+};
+template <> struct WT<TS_TYPE_Q8_0> {
+    static __device__ __forceinline__ float get(const WDesc &w, int64_t r, int64_t k) {
+        const int64_t nb = w.cols / 32, b = r * nb + k / 32;
+        const int8_t q = (int8_t)w.d[b * 32 + (k & 31)];
+        const uint16_t dh = ((const uint16_t *)(w.d + (size_t)w.rows * nb * 32))[b];
+        return __fmul_rn((float)q, ts_dev_fp16_to_fp32(dh));
+    }
+};
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+constexpr int MV_WARPS = 8;
+
+/* ---- decode: Q4_0 / Q8_0 split ----
+ * One warp per MR rows: lane l takes blocks l, l+32, ... of all MR rows, so each 32-float
+ * slice of x (read through L1 as 8 float4) serves MR weight blocks (x traffic per weight
+ * byte / MR). */
+constexpr int SW = 4, MR = 4; /* warps per block, rows per warp */
+
+__device__ __forceinline__ float dot_q4(const uint32_t *qw, const float4 *xv) {
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float4 lo = __ldg(xv + i), hi = __ldg(xv + 4 + i);
+        const uint32_t w = qw[i];
+        s += (float)((int)(w & 0xF) - 8) * lo.x;
+        s += (float)((int)((w >> 8) & 0xF) - 8) * lo.y;
+        s += (float)((int)((w >> 16) & 0xF) - 8) * lo.z;
+        s += (float)((int)((w >> 24) & 0xF) - 8) * lo.w;
+        s += (float)((int)((w >> 4) & 0xF) - 8) * hi.x;
+        s += (float)((int)((w >> 12) & 0xF) - 8) * hi.y;
+        s += (float)((int)((w >> 20) & 0xF) - 8) * hi.z;
+        s += (float)((int)((w >> 28) & 0xF) - 8) * hi.w;
+    }
+    return s;
+}
+
+__device__ __forceinline__ float dot4_i8(uint32_t w, float4 a) {
+    return (float)(int8_t)(w & 0xFF) * a.x + (float)(int8_t)((w >> 8) & 0xFF) * a.y +
+           (float)(int8_t)((w >> 16) & 0xFF) * a.z + (float)(int8_t)(w >> 24) * a.w;
+}
+
+/* QB = 16 (Q4_0) or 32 (Q8_0) quant bytes per block */
+template <int QB, int NT>
+__global__ void __launch_bounds__(SW * 32)
+    mv_split(const uint8_t *__restrict__ qs, const uint16_t *__restrict__ dpl, int64_t rows,
+             int64_t nb, const float *__restrict__ x, int64_t cols, float *__restrict__ y) {
+    constexpr int NW = QB / 4; /* uint32 words of quants per block */
+    const int lane = threadIdx.x & 31;
+    const int64_t r0 = ((int64_t)blockIdx.x * SW + (threadIdx.x >> 5)) * MR;
+    if (r0 >= rows) return;
+    float acc[MR][NT];
+#pragma unroll
+    for (int m = 0; m < MR; m++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) acc[m][t] = 0.0f;
+    for (int64_t b = lane; b < nb; b += 32) {
+        uint32_t qw[MR][NW];
+        float d[MR];
+#pragma unroll
+        for (int m = 0; m < MR; m++) {
+            const int64_t r = r0 + m < rows ? r0 + m : rows - 1;
+            const uint4 *qp = (const uint4 *)(qs + ((size_t)r * nb + b) * QB);
+#pragma unroll
+            for (int v = 0; v < QB / 16; v++) {
+                const uint4 q4 = __ldg(qp + v);
+                qw[m][4 * v] = q4.x;
+                qw[m][4 * v + 1] = q4.y;
+                qw[m][4 * v + 2] = q4.z;
+                qw[m][4 * v + 3] = q4.w;
+            }
+            d[m] = h2f(__ldg(dpl + (size_t)r * nb + b));
+        }
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            const float4 *xv = (const float4 *)(x + (size_t)t * cols + b * 32);
+            if (QB == 16) {
+#pragma unroll
+                for (int m = 0; m < MR; m++) acc[m][t] += dot_q4(qw[m], xv) * d[m];
+            } else {
+                float4 xr[8];
+#pragma unroll
+                for (int i = 0; i < 8; i++) xr[i] = __ldg(xv + i);
+#pragma unroll
+                for (int m = 0; m < MR; m++) {
+                    float s = 0.0f;
+#pragma unroll
+                    for (int i = 0; i < 8; i++) s += dot4_i8(qw[m][i], xr[i]);
+                    acc[m][t] += s * d[m];
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < MR; m++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            const float v = warp_sum(acc[m][t]);
+            if (lane == 0 && r0 + m < rows) y[(size_t)t * rows + r0 + m] = v;
+        }
+}
+
+/* ---- decode: any type ---- */
+template <uint32_t T, int NT>
+__global__ void __launch_bounds__(MV_WARPS * 32)
+    mv_generic(WDesc w, const float *__restrict__ x, float *__restrict__ y) {
+    const int lane = threadIdx.x & 31;
+    const int64_t r = (int64_t)blockIdx.x * MV_WARPS + (threadIdx.x >> 5);
+    if (r >= w.rows) return;
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
+    for (int64_t k = lane; k < w.cols; k += 32) {
+        const float wv = WT<T>::get(w, r, k);
+#pragma unroll
+        for (int t = 0; t < NT; t++) acc[t] += wv * __ldg(x + (size_t)t * w.cols + k);
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        const float v = warp_sum(acc[t]);
+        if (lane == 0) y[(size_t)t * w.rows + r] = v;
+    }
+}
+
+/* ---- prefill: tiled ---- */
+constexpr int TM = 64, TN = 64, TK = 32;
+
+template <uint32_t T>
+__global__ void __launch_bounds__(256)
+    mm_tiled(WDesc w, const float *__restrict__ x, int64_t n_tok, float *__restrict__ y) {
+    __shared__ float Ws[TK][TM + 4];
+    __shared__ float Xs[TK][TN + 4];
+    const int tid = threadIdx.x;
+    const int64_t r0 = (int64_t)blockIdx.x * TM, t0 = (int64_t)blockIdx.y * TN;
+    const int tr = (tid % 16) * 4, tt = (tid / 16) * 4;
+    float acc[4][4] = {};
+    for (int64_t k0 = 0; k0 < w.cols; k0 += TK) {
+        /* 64 x 32 weights and 64 x 32 activations, 8 of each per thread; k fastest */
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int e = tid + i * 256, rr = e / TK, kk = e % TK;
+            const int64_t r = r0 + rr, t = t0 + rr;
+            Ws[kk][rr] = r < w.rows ? WT<T>::get(w, r, k0 + kk) : 0.0f;
+            Xs[kk][rr] = t < n_tok ? x[(size_t)t * w.cols + k0 + kk] : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll 8
+        for (int kk = 0; kk < TK; kk++) {
+            const float4 a = *(const float4 *)&Ws[kk][tr];
+            const float4 b = *(const float4 *)&Xs[kk][tt];
+            const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) acc[i][j] += av[i] * bv[j];
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const int64_t t = t0 + tt + j;
+        if (t >= n_tok) continue;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int64_t r = r0 + tr + i;
+            if (r < w.rows) y[(size_t)t * w.rows + r] = acc[i][j];
+        }
+    }
+}
+
+/* ---- get_rows ---- */
+template <uint32_t T>
+__global__ void k_get_rows(WDesc w, const int32_t *__restrict__ ids, float scale,
+                           float *__restrict__ out) {
+    const int64_t i = blockIdx.x;
+    const int64_t r = ids[i];
+    for (int64_t k = threadIdx.x; k < w.cols; k += blockDim.x) {
+        float v = WT<T>::get(w, r, k);
+        out[i * w.cols + k] = __fmul_rn(v, scale);
+    }
+}
+
+/* ---- repack ---- */
+template <int QB>
+__global__ void k_repack(const uint8_t *__restrict__ src, size_t stride, int64_t rows,
+                         int64_t nb, uint8_t *__restrict__ dst) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * nb) return;
+    const int64_t r = i / nb, b = i % nb;
+    const uint8_t *blk = src + (size_t)r * stride + (size_t)b * (2 + QB);
+    uint8_t *q = dst + (size_t)i * QB;
+    for (int j = 0; j < QB; j++) q[j] = blk[2 + j];
+    ((uint16_t *)(dst + (size_t)rows * nb * QB))[i] = ts_dev_rd_u16(blk);
+}
+
+int64_t type_qk(uint32_t type) {
+    switch (type) {
+    case TS_TYPE_Q4_0: case TS_TYPE_Q8_0: case TS_TYPE_Q5_0: return 32;
+    case TS_TYPE_Q4_K: case TS_TYPE_Q6_K: return 256;
+    case TS_TYPE_F16: case TS_TYPE_BF16: case TS_TYPE_F32: return 1;
+    default: return 0;
+    }
+}
+
+size_t type_block_bytes(uint32_t type) {
+    switch (type) {
+    case TS_TYPE_Q4_0: return sizeof(ts_block_q4_0);
+    case TS_TYPE_Q8_0: return sizeof(ts_block_q8_0);
+    case TS_TYPE_Q5_0: return sizeof(ts_block_q5_0);
+    case TS_TYPE_Q4_K: return sizeof(ts_block_q4_K);
+    case TS_TYPE_Q6_K: return sizeof(ts_block_q6_K);
+    case TS_TYPE_F16: case TS_TYPE_BF16: return 2;
+    case TS_TYPE_F32: return 4;
+    default: return 0;
+    }
+}
+
+ts_status launched(const char *what) {
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess)
+        return TS_FAIL(TS_CUDA, "%s launch: %s (%s)", what, cudaGetErrorName(err),
+                       cudaGetErrorString(err));
+    return TS_OK;
+}
+
+template <uint32_t T>
+void launch_generic(const WDesc &w, const float *x, int64_t n_tok, float *y, cudaStream_t s) {
+    if (n_tok > 8) {
+        dim3 grid((unsigned)((w.rows + TM - 1) / TM), (unsigned)((n_tok + TN - 1) / TN));
+        mm_tiled<T><<<grid, 256, 0, s>>>(w, x, n_tok, y);
+        return;
+    }
+    const unsigned blocks = (unsigned)((w.rows + MV_WARPS - 1) / MV_WARPS);
+    switch (n_tok) {
+#define C(N) case N: mv_generic<T, N><<<blocks, MV_WARPS * 32, 0, s>>>(w, x, y); break;
+        C(1) C(2) C(3) C(4) C(5) C(6) C(7) C(8)
+#undef C
+    }
+}
+
+template <int QB>
+void launch_split(const WDesc &w, const float *x, int64_t n_tok, float *y, cudaStream_t s) {
+    const int64_t nb = w.cols / 32;
+    const uint8_t *qs = w.d;
+    const uint16_t *dpl = (const uint16_t *)(w.d + (size_t)w.rows * nb * QB);
+    const unsigned blocks = (unsigned)((w.rows + SW * MR - 1) / (SW * MR));
+    switch (n_tok) {
+#define C(N)                                                                               \
+    case N: mv_split<QB, N><<<blocks, SW * 32, 0, s>>>(qs, dpl, w.rows, nb, x, w.cols, y); break;
+        C(1) C(2) C(3) C(4) C(5) C(6) C(7) C(8)
+#undef C
+    }
+}
+
+} // namespace
+
+extern "C" int ts_k_weight_split_cuda(uint32_t type) {
+    return type == TS_TYPE_Q4_0 || type == TS_TYPE_Q8_0;
+}
+
+extern "C" int ts_k_matmul_cuda_supports(uint32_t type) { return type_qk(type) != 0; }
+
+extern "C" size_t ts_k_weight_bytes_cuda(uint32_t type, int64_t rows, int64_t cols) {
+    const int64_t qk = type_qk(type);
+    if (!qk || rows < 0 || cols <= 0 || cols % qk) return 0;
+    return (size_t)rows * (size_t)(cols / qk) * type_block_bytes(type);
+}
+
+extern "C" ts_status ts_k_weight_repack_cuda(uint32_t type, const void *src, size_t row_stride,
+                                             int64_t rows, int64_t cols, void *dst,
+                                             cudaStream_t stream) {
+    if (!ts_k_weight_split_cuda(type)) return TS_FAIL(TS_INVAL, "type %u is not split", type);
+    if (cols % 32 || rows < 0 || !src || !dst) return TS_FAIL(TS_INVAL, "repack arguments");
+    const int64_t nb = cols / 32, n = rows * nb;
+    if (n == 0) return TS_OK;
+    const unsigned blocks = (unsigned)((n + 255) / 256);
+    if (type == TS_TYPE_Q4_0)
+        k_repack<16><<<blocks, 256, 0, stream>>>((const uint8_t *)src, row_stride, rows, nb,
+                                                 (uint8_t *)dst);
+    else
+        k_repack<32><<<blocks, 256, 0, stream>>>((const uint8_t *)src, row_stride, rows, nb,
+                                                 (uint8_t *)dst);
+    return launched("repack");
+}
+
+extern "C" ts_status ts_k_matmul_cuda(uint32_t type, const void *w, size_t row_stride,
+                                      int64_t rows, int64_t cols, const float *x, int64_t n_tok,
+                                      float *y, cudaStream_t stream) {
+    const int64_t qk = type_qk(type);
+    if (!qk) return TS_FAIL(TS_UNSUPPORTED, "CUDA matmul: type %u", type);
+    if (cols <= 0 || cols % qk || rows <= 0 || n_tok < 0 || !w || !x || !y)
+        return TS_FAIL(TS_INVAL, "CUDA matmul: rows %lld cols %lld n_tok %lld", (long long)rows,
+                       (long long)cols, (long long)n_tok);
+    if (n_tok == 0) return TS_OK;
+    if (rows > (int64_t)MV_WARPS * 0x7fffffff || (n_tok + TN - 1) / TN > 65535)
+        return TS_FAIL(TS_INVAL, "CUDA matmul: shape too large");
+    const WDesc wd = {(const uint8_t *)w, rows, cols, row_stride};
+    const bool aligned = ((uintptr_t)x % 16) == 0;
+    switch (type) {
+    case TS_TYPE_Q4_0:
+        if (n_tok <= 8 && aligned) launch_split<16>(wd, x, n_tok, y, stream);
+        else launch_generic<TS_TYPE_Q4_0>(wd, x, n_tok, y, stream);
+        break;
+    case TS_TYPE_Q8_0:
+        if (n_tok <= 8 && aligned) launch_split<32>(wd, x, n_tok, y, stream);
+        else launch_generic<TS_TYPE_Q8_0>(wd, x, n_tok, y, stream);
+        break;
+    case TS_TYPE_Q5_0: launch_generic<TS_TYPE_Q5_0>(wd, x, n_tok, y, stream); break;
+    case TS_TYPE_Q4_K: launch_generic<TS_TYPE_Q4_K>(wd, x, n_tok, y, stream); break;
+    case TS_TYPE_Q6_K: launch_generic<TS_TYPE_Q6_K>(wd, x, n_tok, y, stream); break;
+    case TS_TYPE_F16: launch_generic<TS_TYPE_F16>(wd, x, n_tok, y, stream); break;
+    case TS_TYPE_BF16: launch_generic<TS_TYPE_BF16>(wd, x, n_tok, y, stream); break;
+    case TS_TYPE_F32: launch_generic<TS_TYPE_F32>(wd, x, n_tok, y, stream); break;
+    }
+    return launched("matmul");
+}
+
+extern "C" ts_status ts_k_get_rows_cuda(uint32_t type, const void *w, size_t row_stride,
+                                        int64_t rows, int64_t cols, const int32_t *ids,
+                                        int64_t n, float scale, float *out,
+                                        cudaStream_t stream) {
+    const int64_t qk = type_qk(type);
+    if (!qk) return TS_FAIL(TS_UNSUPPORTED, "CUDA get_rows: type %u", type);
+    if (cols <= 0 || cols % qk || n < 0 || n > 0x7fffffff || !w || !ids || !out)
+        return TS_FAIL(TS_INVAL, "CUDA get_rows arguments");
+    if (n == 0) return TS_OK;
+    const WDesc wd = {(const uint8_t *)w, rows, cols, row_stride};
+    const unsigned g = (unsigned)n;
+    switch (type) {
+#define C(T) case T: k_get_rows<T><<<g, 256, 0, stream>>>(wd, ids, scale, out); break;
+        C(TS_TYPE_Q4_0) C(TS_TYPE_Q8_0) C(TS_TYPE_Q5_0) C(TS_TYPE_Q4_K) C(TS_TYPE_Q6_K)
+        C(TS_TYPE_F16) C(TS_TYPE_BF16) C(TS_TYPE_F32)
+#undef C
+    }
+    return launched("get_rows");
+}

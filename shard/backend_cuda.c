@@ -1,0 +1,458 @@
+/* backend_cuda.c: the CUDA backend (backend.h) on one device, one stream.
+ *
+ * DESIGN
+ * - Memory: activations, weights and KV storage are plain cudaMalloc allocations. Ops are
+ *   enqueued on the backend's stream and return at once; to_host waits (it copies into
+ *   pageable memory and synchronizes), as does sync.
+ * - Weights: load_matrix uploads the rows; Q4_0 and Q8_0 are repacked on the device into
+ *   the split layout (kernels_cuda.h) that the decode kernels read with 16-byte loads, other
+ *   types stay in GGUF block layout. ts_wmat.data is the device buffer; row_stride stays
+ *   the GGUF row size (informational for split types).
+ * - KV: per layer one K and one V array of (pages, page_size, kv_dim) floats, exactly the
+ *   CPU backend's slot mapping. The page tables live on the host (ts_kvcache): per call of
+ *   kv_store / attention the backend builds a small table for the batch (per token: pos
+ *   and the offsets of its sequence's global page list and local ring in a flat page
+ *   array) and uploads it only when its contents changed (so once per step in practice).
+ *   rope's positions and get_rows' ids are uploaded the same way. Uploads go through
+ *   pinned staging buffers guarded by an event (the host waits for the previous copy out
+ *   of a buffer before rewriting it). Device buffers are sized at kv_init from the KV
+ *   layout (a batch holds at most one token per KV slot); a larger request re-sizes them
+ *   after a synchronize (never in a steady-state step).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <cuda_runtime_api.h>
+
+#include "alloc.h"
+#include "backend.h"
+#include "kernels_cuda.h"
+#include "quant.h"
+
+#define CU(call)                                                                           \
+    do {                                                                                   \
+        cudaError_t e_ = (call);                                                           \
+        if (e_ != cudaSuccess) {                                                           \
+            (void)cudaGetLastError();                                                      \
+            return TS_FAIL(TS_CUDA, "%s: %s (%s)", #call, cudaGetErrorName(e_),            \
+                           cudaGetErrorString(e_));                                        \
+        }                                                                                  \
+    } while (0)
+
+/* A host -> device int32 upload whose last contents are remembered. */
+typedef struct {
+    int32_t *host;   /* pinned */
+    int32_t *dev;
+    int64_t cap, n;  /* capacity, last uploaded count (-1: none) */
+    cudaEvent_t ev;
+    bool ev_live;
+} upload;
+
+typedef struct {
+    int device;
+    cudaStream_t st;
+    upload ids, pos, tab;
+    int32_t *tab_tmp;      /* host scratch for building the table */
+    int64_t tab_tmp_cap;
+    int32_t *seg_seq;      /* host: distinct sequences of a batch */
+    int64_t seg_cap;
+    /* KV */
+    bool kv_ready;
+    ts_kv_layout kvl;
+    uint8_t *is_global;
+    float **k, **v;
+} cuda_ctx;
+
+static cuda_ctx *C(ts_backend *b) { return (cuda_ctx *)b->ctx; }
+
+static void upload_free(upload *u) {
+    if (u->host) cudaFreeHost(u->host);
+    if (u->dev) cudaFree(u->dev);
+    if (u->ev_live) cudaEventDestroy(u->ev);
+    memset(u, 0, sizeof *u);
+}
+
+static ts_status upload_reserve(cuda_ctx *c, upload *u, int64_t n) {
+    if (n <= u->cap) return TS_OK;
+    CU(cudaStreamSynchronize(c->st));
+    if (u->host) cudaFreeHost(u->host);
+    if (u->dev) cudaFree(u->dev);
+    u->host = NULL;
+    u->dev = NULL;
+    u->cap = 0;
+    u->n = -1;
+    size_t bytes = sizeof(int32_t) * (size_t)(n > 0 ? n : 1);
+    CU(cudaMallocHost((void **)&u->host, bytes));
+    CU(cudaMalloc((void **)&u->dev, bytes));
+    if (!u->ev_live) {
+        CU(cudaEventCreateWithFlags(&u->ev, cudaEventDisableTiming));
+        u->ev_live = true;
+    }
+    u->cap = n;
+    return TS_OK;
+}
+
+/* Makes u->dev hold src[0..n) (enqueued on the stream), skipping the copy when the last
+ * upload had the same contents. */
+static ts_status upload_ints(cuda_ctx *c, upload *u, const int32_t *src, int64_t n) {
+    if (n == u->n && n <= u->cap && memcmp(u->host, src, sizeof(int32_t) * (size_t)n) == 0)
+        return TS_OK;
+    TS_TRY(upload_reserve(c, u, n));
+    if (!u->ev_live) {
+        CU(cudaEventCreateWithFlags(&u->ev, cudaEventDisableTiming));
+        u->ev_live = true;
+    }
+    CU(cudaEventSynchronize(u->ev)); /* the previous copy out of u->host is done */
+    memcpy(u->host, src, sizeof(int32_t) * (size_t)n);
+    CU(cudaMemcpyAsync(u->dev, u->host, sizeof(int32_t) * (size_t)n, cudaMemcpyHostToDevice,
+                       c->st));
+    CU(cudaEventRecord(u->ev, c->st));
+    u->n = n;
+    return TS_OK;
+}
+
+static void cuda_destroy(ts_backend *b) {
+    if (!b) return;
+    cuda_ctx *c = C(b);
+    if (c) {
+        cudaSetDevice(c->device);
+        if (c->st) cudaStreamSynchronize(c->st);
+        upload_free(&c->ids);
+        upload_free(&c->pos);
+        upload_free(&c->tab);
+        ts_free(c->tab_tmp);
+        ts_free(c->seg_seq);
+        if (c->k)
+            for (int32_t l = 0; l < c->kvl.n_layer; l++) {
+                if (c->k[l]) cudaFree(c->k[l]);
+                if (c->v[l]) cudaFree(c->v[l]);
+            }
+        ts_free(c->k);
+        ts_free(c->v);
+        ts_free(c->is_global);
+        if (c->st) cudaStreamDestroy(c->st);
+        ts_free(c);
+    }
+    ts_free(b);
+}
+
+static ts_status cuda_alloc(ts_backend *b, size_t bytes, void **out) {
+    (void)b;
+    *out = NULL;
+    cudaError_t e = cudaMalloc(out, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        *out = NULL;
+        return TS_FAIL(e == cudaErrorMemoryAllocation ? TS_NOMEM : TS_CUDA,
+                       "CUDA backend: cudaMalloc(%zu): %s", bytes, cudaGetErrorString(e));
+    }
+    return TS_OK;
+}
+
+static void cuda_free(ts_backend *b, void *p) {
+    (void)b;
+    if (p) cudaFree(p);
+}
+
+static ts_status cuda_load_matrix(ts_backend *b, const ts_gguf_tensor *t, int64_t row0,
+                                  int64_t n_rows, ts_wmat *out) {
+    cuda_ctx *c = C(b);
+    int64_t rows = t->n_dims >= 2 ? t->ne[1] : 1;
+    if (row0 < 0 || n_rows <= 0 || row0 + n_rows > rows)
+        return TS_FAIL(TS_INVAL, "tensor '%s': rows [%lld, %lld) outside [0, %lld)", t->name,
+                       (long long)row0, (long long)(row0 + n_rows), (long long)rows);
+    if (!ts_k_matmul_cuda_supports(t->type))
+        return TS_FAIL(TS_UNSUPPORTED, "tensor '%s': type %s has no CUDA kernels", t->name,
+                       ts_type_name(t->type) ? ts_type_name(t->type) : "?");
+    size_t stride;
+    if (!ts_type_row_bytes(t->type, t->ne[0], &stride))
+        return TS_FAIL(TS_FORMAT, "tensor '%s': bad row size", t->name);
+    const size_t raw = stride * (size_t)n_rows;
+    const size_t dev_bytes = ts_k_weight_bytes_cuda(t->type, n_rows, t->ne[0]);
+    if (dev_bytes == 0) return TS_FAIL(TS_FORMAT, "tensor '%s': bad shape", t->name);
+    void *d = NULL;
+    TS_TRY(cuda_alloc(b, dev_bytes, &d));
+    const uint8_t *src = t->data + (size_t)row0 * stride;
+    ts_status rc = TS_OK;
+    if (ts_k_weight_split_cuda(t->type)) {
+        void *tmp = NULL;
+        rc = cuda_alloc(b, raw, &tmp);
+        if (rc == TS_OK) {
+            cudaError_t e = cudaMemcpy(tmp, src, raw, cudaMemcpyHostToDevice);
+            if (e != cudaSuccess)
+                rc = TS_FAIL(TS_CUDA, "upload '%s': %s", t->name, cudaGetErrorString(e));
+            if (rc == TS_OK)
+                rc = ts_k_weight_repack_cuda(t->type, tmp, stride, n_rows, t->ne[0], d, c->st);
+            if (rc == TS_OK) {
+                e = cudaStreamSynchronize(c->st);
+                if (e != cudaSuccess)
+                    rc = TS_FAIL(TS_CUDA, "repack '%s': %s", t->name, cudaGetErrorString(e));
+            }
+            cudaFree(tmp);
+        }
+    } else {
+        cudaError_t e = cudaMemcpy(d, src, raw, cudaMemcpyHostToDevice);
+        if (e != cudaSuccess)
+            rc = TS_FAIL(TS_CUDA, "upload '%s': %s", t->name, cudaGetErrorString(e));
+    }
+    if (rc != TS_OK) {
+        (void)cudaGetLastError();
+        cudaFree(d);
+        return rc;
+    }
+    out->type = t->type;
+    out->rows = n_rows;
+    out->cols = t->ne[0];
+    out->row_stride = stride;
+    out->data = d;
+    return TS_OK;
+}
+
+static ts_status cuda_load_vector(ts_backend *b, const float *src, int64_t n, float **out) {
+    TS_TRY(cuda_alloc(b, sizeof(float) * (size_t)n, (void **)out));
+    CU(cudaMemcpy(*out, src, sizeof(float) * (size_t)n, cudaMemcpyHostToDevice));
+    return TS_OK;
+}
+
+static ts_status cuda_to_host(ts_backend *b, void *dst, const void *src, size_t n) {
+    cuda_ctx *c = C(b);
+    CU(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, c->st));
+    CU(cudaStreamSynchronize(c->st));
+    return TS_OK;
+}
+
+static ts_status cuda_to_device(ts_backend *b, void *dst, const void *src, size_t n) {
+    cuda_ctx *c = C(b);
+    CU(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c->st));
+    CU(cudaStreamSynchronize(c->st));
+    return TS_OK;
+}
+
+static ts_status cuda_copy(ts_backend *b, void *dst, const void *src, size_t n) {
+    cuda_ctx *c = C(b);
+    CU(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, c->st));
+    return TS_OK;
+}
+
+static ts_status cuda_get_rows(ts_backend *b, float *out, const ts_wmat *emb, const int32_t *ids,
+                               int64_t n, float scale) {
+    cuda_ctx *c = C(b);
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= emb->rows)
+            return TS_FAIL(TS_RANGE, "token id %d outside the vocabulary [0, %lld)", ids[i],
+                           (long long)emb->rows);
+    TS_TRY(upload_ints(c, &c->ids, ids, n));
+    return ts_k_get_rows_cuda(emb->type, emb->data, emb->row_stride, emb->rows, emb->cols,
+                              c->ids.dev, n, scale, out, c->st);
+}
+
+static ts_status cuda_matmul(ts_backend *b, float *y, const ts_wmat *w, const float *x,
+                             int64_t n_tok) {
+    cuda_ctx *c = C(b);
+    return ts_k_matmul_cuda(w->type, w->data, w->row_stride, w->rows, w->cols, x, n_tok, y,
+                            c->st);
+}
+
+static ts_status cuda_rmsnorm(ts_backend *b, float *out, const float *x, const float *w,
+                              int64_t n_row, int64_t n, float eps) {
+    return ts_k_rmsnorm_cuda(out, x, w, n_row, n, eps, C(b)->st);
+}
+
+static ts_status cuda_rope(ts_backend *b, float *x, const int32_t *pos, int64_t n_tok,
+                           int64_t n_head, int64_t head_dim, float base, float scale) {
+    cuda_ctx *c = C(b);
+    TS_TRY(upload_ints(c, &c->pos, pos, n_tok));
+    return ts_k_rope_cuda(x, c->pos.dev, n_tok, n_head, head_dim, base, scale, c->st);
+}
+
+static ts_status cuda_geglu(ts_backend *b, float *out, const float *gate, const float *up,
+                            int64_t n) {
+    return ts_k_geglu_cuda(out, gate, up, n, C(b)->st);
+}
+
+static ts_status cuda_add(ts_backend *b, float *x, const float *y, int64_t n) {
+    return ts_k_add_cuda(x, y, n, C(b)->st);
+}
+
+/* ---- KV ---- */
+
+static ts_status cuda_kv_init(ts_backend *b, const ts_kv_layout *l) {
+    cuda_ctx *c = C(b);
+    if (c->kv_ready) return TS_FAIL(TS_INVAL, "KV storage already initialized");
+    c->kvl = *l;
+    c->is_global = ts_malloc((size_t)(l->n_layer > 0 ? l->n_layer : 1));
+    c->k = ts_calloc((size_t)(l->n_layer > 0 ? l->n_layer : 1), sizeof *c->k);
+    c->v = ts_calloc((size_t)(l->n_layer > 0 ? l->n_layer : 1), sizeof *c->v);
+    if (!c->is_global || !c->k || !c->v) return TS_FAIL(TS_NOMEM, "KV tables");
+    memcpy(c->is_global, l->is_global, (size_t)l->n_layer);
+    c->kvl.is_global = c->is_global;
+    c->kv_ready = true;
+    for (int32_t i = 0; i < l->n_layer; i++) {
+        int64_t pages = l->is_global[i] ? l->global_pages : l->local_pages;
+        size_t n;
+        if (!ts_mul_size((size_t)pages * (size_t)l->page_size, (size_t)l->kv_dim, &n) ||
+            !ts_mul_size(n, sizeof(float), &n))
+            return TS_FAIL(TS_NOMEM, "KV layer %d size overflows", i);
+        TS_TRY(cuda_alloc(b, n, (void **)&c->k[i]));
+        TS_TRY(cuda_alloc(b, n, (void **)&c->v[i]));
+        CU(cudaMemsetAsync(c->k[i], 0, n ? n : 1, c->st));
+        CU(cudaMemsetAsync(c->v[i], 0, n ? n : 1, c->st));
+    }
+    /* Step uploads: a batch has at most one token per KV slot; the page lists of its
+     * sequences are at most all pages of both pools. */
+    int64_t gp = l->global_pages, lp = l->local_pages;
+    int64_t max_tok = (gp > lp ? gp : lp) * l->page_size;
+    if (max_tok < 1) max_tok = 1;
+    if (max_tok > (int64_t)l->n_ctx * 64) max_tok = (int64_t)l->n_ctx * 64;
+    TS_TRY(upload_reserve(c, &c->tab, 3 * max_tok + gp + lp + 1));
+    TS_TRY(upload_reserve(c, &c->pos, max_tok));
+    TS_TRY(upload_reserve(c, &c->ids, max_tok));
+    CU(cudaStreamSynchronize(c->st));
+    return TS_OK;
+}
+
+/* Builds and uploads the batch's page table (kernels_cuda.h ts_k_kv_args). */
+static ts_status kv_table(cuda_ctx *c, const int32_t *pos, const int32_t *seq, int64_t n_tok,
+                          const ts_kvcache *kv, bool is_global, ts_k_kv_args *a) {
+    if (!c->kv_ready) return TS_FAIL(TS_INVAL, "KV storage is not initialized");
+    const int32_t ps = ts_kv_page_size(kv);
+    const int32_t ring = ts_kv_ring_pages(kv);
+    const bool have_g = ts_kv_global_pages(kv) > 0, have_l = ts_kv_local_pages(kv) > 0;
+    if (ps != c->kvl.page_size) return TS_FAIL(TS_INVAL, "KV page size mismatch");
+    /* distinct sequences and their highest position in this batch */
+    if (n_tok > c->seg_cap) {
+        int32_t *n = ts_realloc(c->seg_seq, sizeof(int32_t) * 2 * (size_t)n_tok);
+        if (!n) return TS_FAIL(TS_NOMEM, "KV table scratch");
+        c->seg_seq = n;
+        c->seg_cap = n_tok;
+    }
+    int32_t *sseq = c->seg_seq, *smax = c->seg_seq + n_tok;
+    int64_t n_seg = 0, n_entries = 0;
+    for (int64_t t = 0; t < n_tok; t++) {
+        if (pos[t] < 0 || pos[t] >= c->kvl.n_ctx)
+            return TS_FAIL(TS_RANGE, "position %d outside the context of %d", pos[t],
+                           c->kvl.n_ctx);
+        int64_t s = 0;
+        while (s < n_seg && sseq[s] != seq[t]) s++;
+        if (s == n_seg) {
+            sseq[n_seg] = seq[t];
+            smax[n_seg++] = pos[t];
+        } else if (pos[t] > smax[s]) {
+            smax[s] = pos[t];
+        }
+    }
+    for (int64_t s = 0; s < n_seg; s++)
+        n_entries += (have_g ? smax[s] / ps + 1 : 0) + (have_l ? ring : 0);
+    const int64_t total = 3 * n_tok + n_entries;
+    if (total > c->tab_tmp_cap) {
+        int32_t *n = ts_realloc(c->tab_tmp, sizeof(int32_t) * (size_t)total);
+        if (!n) return TS_FAIL(TS_NOMEM, "KV table scratch");
+        c->tab_tmp = n;
+        c->tab_tmp_cap = total;
+    }
+    int32_t *tab = c->tab_tmp, *pt = tab + 3 * n_tok;
+    int64_t off = 0;
+    /* per sequence: [global pages 0..max/ps][ring pages 0..ring-1]; offsets stored in the
+     * sequence's first slot of smax/sseq reuse: goff in sseq order */
+    for (int64_t s = 0; s < n_seg; s++) {
+        int32_t goff = (int32_t)off;
+        if (have_g)
+            for (int32_t pi = 0; pi <= smax[s] / ps; pi++)
+                pt[off++] = ts_kv_global_page(kv, sseq[s], pi * ps);
+        int32_t loff = (int32_t)off;
+        if (have_l)
+            for (int32_t ri = 0; ri < ring; ri++)
+                pt[off++] = ts_kv_local_page(kv, sseq[s], ri * ps);
+        for (int64_t t = 0; t < n_tok; t++)
+            if (seq[t] == sseq[s]) {
+                tab[3 * t] = pos[t];
+                tab[3 * t + 1] = goff;
+                tab[3 * t + 2] = loff;
+            }
+    }
+    if (is_global ? !have_g : !have_l)
+        return TS_FAIL(TS_INVAL, "no %s KV pages", is_global ? "global" : "local");
+    TS_TRY(upload_ints(c, &c->tab, tab, total));
+    a->tab = c->tab.dev;
+    a->n_tok = n_tok;
+    a->page_size = ps;
+    a->ring = ring > 0 ? ring : 1;
+    a->kv_dim = c->kvl.kv_dim;
+    a->is_global = is_global;
+    return TS_OK;
+}
+
+static ts_status cuda_kv_store(ts_backend *b, int32_t layer, bool is_global, const float *k,
+                               const float *v, int64_t n_tok, const int32_t *pos,
+                               const int32_t *seq, const ts_kvcache *kv) {
+    cuda_ctx *c = C(b);
+    if (layer < 0 || layer >= c->kvl.n_layer) return TS_FAIL(TS_INVAL, "layer %d", layer);
+    ts_k_kv_args a;
+    TS_TRY(kv_table(c, pos, seq, n_tok, kv, is_global, &a));
+    return ts_k_kv_store_cuda(&a, c->k[layer], c->v[layer], k, v, c->st);
+}
+
+static ts_status cuda_attention(ts_backend *b, const ts_attn_args *x) {
+    cuda_ctx *c = C(b);
+    if (x->layer < 0 || x->layer >= c->kvl.n_layer) return TS_FAIL(TS_INVAL, "layer %d", x->layer);
+    ts_k_kv_args a;
+    TS_TRY(kv_table(c, x->pos, x->seq, x->n_tok, x->kv, x->is_global, &a));
+    return ts_k_attention_cuda(&a, c->k[x->layer], c->v[x->layer], x->q, x->out, x->n_head,
+                               x->n_head_kv, x->head_dim, x->window, x->scale, c->st);
+}
+
+static ts_status cuda_sync(ts_backend *b) {
+    CU(cudaStreamSynchronize(C(b)->st));
+    return TS_OK;
+}
+
+static const ts_backend_ops g_cuda_ops = {
+    .name = "cuda",
+    .destroy = cuda_destroy,
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .load_matrix = cuda_load_matrix,
+    .load_vector = cuda_load_vector,
+    .to_host = cuda_to_host,
+    .to_device = cuda_to_device,
+    .copy = cuda_copy,
+    .get_rows = cuda_get_rows,
+    .matmul = cuda_matmul,
+    .rmsnorm = cuda_rmsnorm,
+    .rope = cuda_rope,
+    .geglu = cuda_geglu,
+    .add = cuda_add,
+    .kv_init = cuda_kv_init,
+    .kv_store = cuda_kv_store,
+    .attention = cuda_attention,
+    .sync = cuda_sync,
+};
+
+ts_status ts_backend_cuda_create(int device, ts_backend **out) {
+    *out = NULL;
+    int n = 0;
+    TS_TRY(ts_cuda_device_count(&n));
+    if (n == 0) return TS_FAIL(TS_UNSUPPORTED, "CUDA backend: no CUDA device (or no driver)");
+    if (device < 0 || device >= n)
+        return TS_FAIL(TS_INVAL, "CUDA backend: device %d (have %d)", device, n);
+    CU(cudaSetDevice(device));
+    ts_backend *b = ts_calloc(1, sizeof *b);
+    cuda_ctx *c = ts_calloc(1, sizeof *c);
+    if (!b || !c) {
+        ts_free(b);
+        ts_free(c);
+        return TS_FAIL(TS_NOMEM, "CUDA backend");
+    }
+    b->ops = &g_cuda_ops;
+    b->ctx = c;
+    c->device = device;
+    c->ids.n = c->pos.n = c->tab.n = -1;
+    cudaError_t e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking);
+    if (e != cudaSuccess) {
+        c->st = NULL;
+        cuda_destroy(b);
+        return TS_FAIL(TS_CUDA, "cudaStreamCreate: %s", cudaGetErrorString(e));
+    }
+    *out = b;
+    return TS_OK;
+}

@@ -1,0 +1,29 @@
+# The CUDA backend (label `gpu`; each test exits 77 = skipped where there is no GPU or
+# driver). Plain C mains printing "N passed, N failed", registered with add_test directly
+# so that they do not link cmocka (the GPU machine has none).
+if(TS_HAVE_CUDA)
+  # Every backend op against the CPU reference ops, every weight type.
+  add_executable(test_cuda_ops ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_cuda_ops.c)
+  target_link_libraries(test_cuda_ops PRIVATE ts_engine ts_kernels_cuda ts_kernels_cpu)
+  ts_c_target(test_cuda_ops)
+  add_test(NAME test_cuda_ops COMMAND test_cuda_ops)
+  set_tests_properties(test_cuda_ops PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 600)
+
+  # The engine on CUDA: HF fixtures, and the real 270M against the CPU reference engine
+  # (TESSERA_MODEL_270M), extra models from TESSERA_CUDA_CMP_MODELS.
+  add_executable(test_cuda_engine ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_cuda_engine.c)
+  target_link_libraries(test_cuda_engine PRIVATE ts_engine ts_kernels_cuda PkgConfig::JANSSON)
+  target_compile_definitions(test_cuda_engine PRIVATE TS_TEST_DATA="${TS_TEST_DATA}")
+  ts_c_target(test_cuda_engine)
+  add_test(NAME test_cuda_engine COMMAND test_cuda_engine)
+  set_tests_properties(test_cuda_engine PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 1200)
+  if(TESSERA_MODEL_270M)
+    set_tests_properties(test_cuda_engine PROPERTIES
+                         ENVIRONMENT "TESSERA_MODEL_270M=${TESSERA_MODEL_270M}")
+  endif()
+
+  # Benchmark (not a test): GB/s of the decode kernels on the 27B shapes.
+  add_executable(bench_cuda_matmul ${CMAKE_CURRENT_SOURCE_DIR}/bench/bench_cuda_matmul.c)
+  target_link_libraries(bench_cuda_matmul PRIVATE ts_kernels_cuda ts_kernels_cpu)
+  ts_c_target(bench_cuda_matmul)
+endif()
