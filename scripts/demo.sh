@@ -26,6 +26,6 @@ done
 until [ "$("$bin/tessera" health --server "$addr" 2>/dev/null)" = "SERVING" ]; do sleep 0.2; done
 echo "== tesserad serving $(basename "$model") on $addr"
 "$bin/tessera" info --server "$addr" | head -n 12
-prompt=${TESSERA_DEMO_PROMPT:-"Name three colours of the rainbow."}
+prompt=${TESSERA_DEMO_PROMPT:-"What is the capital of France?"}
 echo "== tessera chat: $prompt"
-"$bin/tessera" chat --server "$addr" --temp 0 -n 96 -p "$prompt"
+"$bin/tessera" chat --server "$addr" --temp 0.7 --seed 1 --repeat-penalty 1.3 -n 96 -p "$prompt"
