@@ -5,6 +5,8 @@
  *   tessera chat     --server HOST:PORT -p TEXT [--system TEXT] [--json] [...]
  *   tessera health   --server HOST:PORT [--service NAME]
  *   tessera info     --server HOST:PORT [--json]
+ * Every command also takes --tls-ca FILE (TLS, trusting the CA certificates in FILE) and
+ * --api-key KEY (sent as `authorization: Bearer KEY`; or the TESSERA_API_KEY variable).
  *
  * Exit codes: 0 success, 1 the server answered an error (printed as CODE: message),
  * 2 usage error. Built only with TESSERA_RPC (TS_HAVE_RPC).
@@ -55,7 +57,7 @@ static int report(const char *cmd, const ts_rpc_result *r) {
 }
 
 typedef struct {
-    const char *cmd, *server, *prompt, *system, *tokens, *service;
+    const char *cmd, *server, *prompt, *system, *tokens, *service, *tls_ca, *api_key;
     bool stream, json, ignore_eos, chat;
     long long timeout_ms;
     Tessera__V1__SamplingParams sp;
@@ -64,7 +66,7 @@ typedef struct {
 
 static void usage(const char *cmd, FILE *f) {
     if (!strcmp(cmd, "health") || !strcmp(cmd, "info")) {
-        fprintf(f, "usage: tessera %s --server HOST:PORT [--timeout MS]%s\n", cmd,
+        fprintf(f, "usage: tessera %s --server HOST:PORT [--timeout MS] [--tls-ca FILE] [--api-key KEY]%s\n", cmd,
                 !strcmp(cmd, "health") ? " [--service NAME]" : " [--json]");
         return;
     }
@@ -80,7 +82,10 @@ static void usage(const char *cmd, FILE *f) {
             "  --stop STR               stop string (repeatable, up to %d)\n"
             "  --ignore-eos             do not stop at end-of-turn (benchmarks)\n"
             "  --timeout MS             deadline of the call\n"
-            "  --json                   print one JSON object at the end\n",
+            "  --json                   print one JSON object at the end\n"
+            "  --tls-ca FILE            use TLS, trusting the CA certificate(s) in FILE (PEM)\n"
+            "  --api-key KEY            API key (sent as `authorization: Bearer KEY`; default:\n"
+            "                           $TESSERA_API_KEY)\n",
             cmd, !strcmp(cmd, "chat") ? "-p TEXT" : "(-p TEXT | --tokens IDS)",
             !strcmp(cmd, "chat") ? "the user message (the chat template is applied by the server)"
                                  : "raw prompt text",
@@ -127,6 +132,8 @@ static int parse(int argc, char **argv, cli_opts *o) {
         else if (!strcmp(a, "--system")) o->system = v;
         else if (!strcmp(a, "--tokens")) o->tokens = v;
         else if (!strcmp(a, "--service")) o->service = v;
+        else if (!strcmp(a, "--tls-ca")) o->tls_ca = v;
+        else if (!strcmp(a, "--api-key")) o->api_key = v;
         else if (!strcmp(a, "--timeout")) {
             if (num(cmd, a, v, 1, 1e9, &x)) return -1;
             o->timeout_ms = (long long)x;
@@ -185,7 +192,40 @@ static int parse(int argc, char **argv, cli_opts *o) {
         fprintf(stderr, "tessera %s: --server HOST:PORT is required\n", cmd);
         return -1;
     }
+    if (!o->api_key) o->api_key = getenv("TESSERA_API_KEY");
     return 0;
+}
+
+/* The channel, with TLS (--tls-ca) and the API key (--api-key) when given. */
+static ts_rpc_client *open_client(const cli_opts *o) {
+    char *ca = NULL;
+    if (o->tls_ca) {
+        FILE *f = fopen(o->tls_ca, "rb");
+        if (!f) {
+            fprintf(stderr, "tessera %s: --tls-ca %s: %s\n", o->cmd, o->tls_ca, strerror(errno));
+            return NULL;
+        }
+        size_t cap = 1 << 16, n = 0, got;
+        ca = malloc(cap);
+        while (ca && (got = fread(ca + n, 1, cap - 1 - n, f)) > 0) {
+            n += got;
+            if (n + 1 == cap) {
+                char *q = cap < (16u << 20) ? realloc(ca, cap *= 2) : NULL;
+                if (!q) free(ca);
+                ca = q;
+            }
+        }
+        fclose(f);
+        if (!ca) {
+            fprintf(stderr, "tessera %s: --tls-ca %s: too large\n", o->cmd, o->tls_ca);
+            return NULL;
+        }
+        ca[n] = '\0';
+    }
+    ts_rpc_client *cl = ts_rpc_client_open_ex(o->server, ca, o->api_key);
+    free(ca);
+    if (!cl) fprintf(stderr, "tessera %s: cannot create a channel to %s\n", o->cmd, o->server);
+    return cl;
 }
 
 static int parse_ids(const char *s, uint32_t **out, size_t *n) {
@@ -287,9 +327,8 @@ static int do_generate(cli_opts *o) {
         fprintf(stderr, "tessera %s: -p TEXT or --tokens IDS is required\n", cmd);
         return 2;
     }
-    ts_rpc_client *cl = ts_rpc_client_open(o->server);
+    ts_rpc_client *cl = open_client(o);
     if (!cl) {
-        fprintf(stderr, "tessera %s: cannot create a channel to %s\n", cmd, o->server);
         free(ids);
         return 1;
     }
@@ -394,7 +433,7 @@ int ts_cmd_health(int argc, char **argv) {
     cli_opts o = {.cmd = "health"};
     int pr = parse(argc, argv, &o);
     if (pr) return pr > 0 ? 0 : 2;
-    ts_rpc_client *cl = ts_rpc_client_open(o.server);
+    ts_rpc_client *cl = open_client(&o);
     if (!cl) return 1;
     Grpc__Health__V1__HealthCheckRequest q = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
     q.service = (char *)(o.service ? o.service : "");
@@ -420,7 +459,7 @@ int ts_cmd_info(int argc, char **argv) {
     cli_opts o = {.cmd = "info"};
     int pr = parse(argc, argv, &o);
     if (pr) return pr > 0 ? 0 : 2;
-    ts_rpc_client *cl = ts_rpc_client_open(o.server);
+    ts_rpc_client *cl = open_client(&o);
     if (!cl) return 1;
     int ret = 1;
     Tessera__V1__GetModelInfoRequest mq = TESSERA__V1__GET_MODEL_INFO_REQUEST__INIT;

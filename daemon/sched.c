@@ -23,6 +23,7 @@ struct ts_sched {
     pthread_cond_t cv;
     bool stop;                 /* mu */
     ts_req *qhead;             /* mu: waiting requests, priority order, FIFO ties */
+    char rr_last[TS_REQ_TENANT_MAX]; /* mu: tenant admitted last (fair share) */
     int32_t nq;                /* mu */
     ts_req **running;          /* by slot; scheduler thread (n_active mirrored under mu) */
     uint32_t n_active;         /* mu */
@@ -135,6 +136,21 @@ static int64_t pages_for(const ts_sched *s, int64_t n_pos) {
 }
 
 /* ---- queue (mu held) ---- */
+
+/* Fair share: the queued request to admit next (a link in the queue). The queue is in
+ * priority order, so the candidates are the requests with the head's priority; among them
+ * the first request of the tenant that follows s->rr_last in name order (cyclically). */
+static ts_req **pick_next_locked(ts_sched *s) {
+    if (!s->qhead) return NULL;
+    const int32_t prio = s->qhead->priority;
+    ts_req **best = NULL, **lowest = NULL;
+    for (ts_req **pp = &s->qhead; *pp && (*pp)->priority == prio; pp = &(*pp)->next) {
+        const char *t = (*pp)->tenant;
+        if (!lowest || strcmp(t, (*lowest)->tenant) < 0) lowest = pp; /* first of its tenant */
+        if (strcmp(t, s->rr_last) > 0 && (!best || strcmp(t, (*best)->tenant) < 0)) best = pp;
+    }
+    return best ? best : lowest;
+}
 
 ts_status ts_sched_submit(ts_sched *s, ts_req *r, uint32_t *queue_pos) {
     r->t_submit = ts_now_us();
@@ -333,8 +349,8 @@ static bool admit(ts_sched *s, ts_req *r, int32_t slot) {
     }
     for (size_t i = 0; i < r->n_prompt; i++) (void)ts_sampler_accept(r->smp, r->prompt[i]);
     r->pos = 0;
-    TS_LOG_INFO("request %s: admitted to slot %d (prompt %zu tokens, max_tokens %d, queue %.1f ms)",
-                r->id, slot, r->n_prompt, r->max_tokens, (double)(r->t_admit - r->t_submit) / 1e3);
+    TS_LOG_INFO("request %s: admitted to slot %d (tenant %s, prompt %zu tokens, max_tokens %d, "
+                "queue %.1f ms)", r->id, slot, r->tenant[0] ? r->tenant : "-", r->n_prompt, r->max_tokens, (double)(r->t_admit - r->t_submit) / 1e3);
     return true;
 }
 
@@ -492,12 +508,14 @@ static void *sched_main(void *arg) {
         ts_req *admitted = NULL, **atail = &admitted;
         int64_t free_pages = s->kv_free;
         while (s->qhead && s->n_active < (uint32_t)s->info.n_seq_max) {
-            ts_req *r = s->qhead;
+            ts_req **pp = pick_next_locked(s);
+            ts_req *r = *pp;
             int64_t need = pages_for(s, (int64_t)r->n_prompt + r->max_tokens);
-            if (need > free_pages) break; /* head of line waits for pages */
+            if (need > free_pages) break; /* the chosen request waits for pages */
             free_pages -= need;
-            s->qhead = r->next;
+            *pp = r->next;
             s->nq--;
+            memcpy(s->rr_last, r->tenant, sizeof s->rr_last);
             r->next = NULL;
             *atail = r;
             atail = &r->next;

@@ -3,9 +3,12 @@
  * One scheduler thread owns the engine (ts_engine is not thread-safe); nothing else
  * touches it. Each step packs the next token of every decoding sequence plus chunks of
  * prompts being prefilled, up to n_batch tokens (chunked prefill). A request is admitted
- * from the bounded, priority-ordered queue when a sequence slot is free and the KV cache
- * has the pages for prompt + max_tokens (reserved at admission, so a running request
- * never runs out of KV). Cancelled requests (client cancel, deadline) are dropped at the
+ * from the bounded queue when a sequence slot is free and the KV cache has the pages for
+ * prompt + max_tokens (reserved at admission, so a running request never runs out of KV).
+ * Admission order (fair share): the highest priority present first; among the requests of
+ * that priority, round-robin over the tenants that have queued work (in tenant-name order,
+ * starting after the tenant admitted last), FIFO within a tenant. So one tenant flooding
+ * the queue delays another tenant's request by at most one admission per busy tenant. Cancelled requests (client cancel, deadline) are dropped at the
  * next step and their slot and pages freed.
  *
  * Lifecycle of a ts_req (see docs/daemon.md): created by the RPC handler with two
@@ -35,6 +38,7 @@ extern "C" {
 #define TS_REQ_MAX_STOP_LEN 256
 #define TS_REQ_MAX_STOP_IDS 64
 #define TS_REQ_ID_MAX 128
+#define TS_REQ_TENANT_MAX 64
 
 typedef enum {
     TS_FINISH_STOP = 1,           /* EOS / <end_of_turn> */
@@ -67,6 +71,7 @@ typedef struct ts_req_sink {
 struct ts_req {
     /* ---- set by the front end before submit ---- */
     char id[TS_REQ_ID_MAX + 1];
+    char tenant[TS_REQ_TENANT_MAX]; /* "" = no auth (one shared tenant) */
     int32_t priority;
     int32_t *prompt; /* prompt token ids (owned: ts_free'd with the request) */
     size_t n_prompt;

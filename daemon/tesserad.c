@@ -1,15 +1,23 @@
 /* tesserad.c: the tessera inference daemon (one rank, CPU engine) serving tessera.v1.Inference
  * and grpc.health.v1.Health over gRPC (rpc/, gRPC core C API).
  *
- *   tesserad -m MODEL --listen HOST:PORT [--ctx N] [--slots N] [--batch N] [--threads N]
- *            [--queue N] [--max-tokens-default N] [--grace-seconds N] [--max-recv-mb N]
- *            [--cq-threads N] [--log-level L]
+ *   tesserad [--config FILE] -m MODEL --listen HOST:PORT [--ctx N] [--slots N] [--batch N]
+ *            [--threads N] [--queue N] [--max-tokens-default N] [--grace-seconds N]
+ *            [--max-recv-mb N] [--cq-threads N] [--log-level L] [--api-keys FILE]
+ *            [--tls-cert FILE --tls-key FILE]
  *
- * Threads: main (sigwait for SIGINT/SIGTERM), the scheduler (owns the engine), and the
+ * Every option can also be set in the --config file (libconfig syntax, same names without
+ * the dashes in front: `slots = 4;`); flags override the file. See
+ * deploy/tesserad.conf.example.
+ *
+ * Threads: main (sigwait for SIGINT/SIGTERM; SIGHUP reloads the API keys), the scheduler
+ * (owns the engine), and the
  * completion-queue threads (decode requests, tokenize, validate, queue). See
  * docs/daemon.md for the API, status codes and the request lifecycle.
  */
 #include <errno.h>
+#include <stddef.h>
+#include <strings.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -20,7 +28,10 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <libconfig.h>
+
 #include "alloc.h"
+#include "apikeys.h"
 #include "chat.h"
 #include "log.h"
 #include "sched.h"
@@ -40,8 +51,73 @@ static atomic_uint_fast64_t g_req_counter;
 
 typedef struct {
     int32_t n_ctx, slots, batch, threads, queue, max_tokens_default, grace_s, max_recv_mb, cq_threads;
-    const char *model, *listen;
+    const char *model, *listen, *api_keys, *tls_cert, *tls_key, *log_level, *config;
 } opts;
+
+/* ------------------------------------------------------------------- auth */
+
+/* API keys (--api-keys): NULL table = auth off. Swapped whole on SIGHUP. */
+static pthread_rwlock_t g_keys_mu = PTHREAD_RWLOCK_INITIALIZER;
+static ts_apikeys *g_keys;
+static bool g_auth_on;
+static const char *g_keys_path;
+/* the tenant of the call being handled on this CQ thread (set by authed()) */
+static _Thread_local char t_tenant[TS_TENANT_MAX];
+
+/* Reloads the key file; on error keeps the keys in use. */
+static void keys_reload(void) {
+    char err[512];
+    ts_apikeys *k = ts_apikeys_load(g_keys_path, err, sizeof err);
+    if (!k) {
+        TS_LOG_ERROR("SIGHUP: %s; keeping the keys in use", err);
+        return;
+    }
+    pthread_rwlock_wrlock(&g_keys_mu);
+    ts_apikeys *old = g_keys;
+    g_keys = k;
+    pthread_rwlock_unlock(&g_keys_mu);
+    ts_apikeys_free(old);
+    TS_LOG_INFO("SIGHUP: reloaded %s: %zu keys", g_keys_path, ts_apikeys_count(k));
+}
+
+typedef struct {
+    ts_rpc_handler fn;
+    void *ctx;
+} authed_method;
+
+/* Wraps every tessera.v1.Inference handler: checks `authorization: Bearer KEY` when auth is
+ * on (health and reflection are not wrapped: they need no key) and records the tenant. */
+static void authed(ts_rpc_call *c, void *ctx) {
+    const authed_method *m = ctx;
+    t_tenant[0] = '\0';
+    if (g_auth_on) {
+        char v[320];
+        long n = ts_rpc_call_metadata(c, "authorization", v, sizeof v);
+        char peer[128];
+        if (n < 0) {
+            ts_rpc_call_peer(c, peer, sizeof peer);
+            TS_LOG_WARN("%s from %s: no API key -> UNAUTHENTICATED", ts_rpc_call_path(c), peer);
+            ts_rpc_call_finish(c, GRPC_STATUS_UNAUTHENTICATED,
+                               "missing API key (metadata `authorization: Bearer KEY`)");
+            return;
+        }
+        bool ok = false;
+        if ((size_t)n < sizeof v && n > 7 && !strncasecmp(v, "Bearer ", 7)) {
+            pthread_rwlock_rdlock(&g_keys_mu);
+            ok = ts_apikeys_lookup(g_keys, v + 7, (size_t)n - 7, t_tenant);
+            pthread_rwlock_unlock(&g_keys_mu);
+        }
+        memset(v, 0, sizeof v);
+        if (!ok) {
+            ts_rpc_call_peer(c, peer, sizeof peer);
+            TS_LOG_WARN("%s from %s: invalid API key -> UNAUTHENTICATED", ts_rpc_call_path(c), peer);
+            ts_rpc_call_finish(c, GRPC_STATUS_UNAUTHENTICATED, "invalid API key");
+            return;
+        }
+        TS_LOG_DEBUG("%s: tenant %s", ts_rpc_call_path(c), t_tenant);
+    }
+    m->fn(c, m->ctx);
+}
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -77,11 +153,11 @@ static uint64_t random_seed(void) {
 static bool render_chat(ts_rpc_call *c, const Tessera__V1__Chat *chat, const char *field,
                         char **out, size_t *out_len) {
     if (!chat || chat->n_messages == 0) {
-        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "%s.messages: must not be empty", field);
+        ts_rpc_call_finish_invalid(c, "%s.messages: must not be empty", field);
         return false;
     }
     if (chat->n_messages > 1024) {
-        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "%s.messages: at most 1024", field);
+        ts_rpc_call_finish_invalid(c, "%s.messages: at most 1024", field);
         return false;
     }
     ts_chat_message *msgs = ts_calloc(chat->n_messages, sizeof *msgs);
@@ -101,7 +177,7 @@ static bool render_chat(ts_rpc_call *c, const Tessera__V1__Chat *chat, const cha
         case TESSERA__V1__ROLE__ROLE_USER: msgs[i].role = "user"; break;
         case TESSERA__V1__ROLE__ROLE_MODEL: msgs[i].role = "model"; break;
         default:
-            ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+            ts_rpc_call_finish_invalid(c,
                                "%s.messages[%zu].role: must be SYSTEM, USER or MODEL", field, i);
             goto out;
         }
@@ -110,13 +186,13 @@ static bool render_chat(ts_rpc_call *c, const Tessera__V1__Chat *chat, const cha
         for (size_t k = 0; k < m->n_parts; k++, pi++) {
             const Tessera__V1__ContentPart *p = m->parts[k];
             if (p->part_case == TESSERA__V1__CONTENT_PART__PART_IMAGE) {
-                ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                ts_rpc_call_finish_invalid(c,
                                    "%s.messages[%zu].parts[%zu]: images need the vision model", field,
                                    i, k);
                 goto out;
             }
             if (p->part_case != TESSERA__V1__CONTENT_PART__PART_TEXT) {
-                ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                ts_rpc_call_finish_invalid(c,
                                    "%s.messages[%zu].parts[%zu]: empty part", field, i, k);
                 goto out;
             }
@@ -125,7 +201,7 @@ static bool render_chat(ts_rpc_call *c, const Tessera__V1__Chat *chat, const cha
         }
     }
     if (ts_chat_render(msgs, chat->n_messages, true, true, out, out_len) != TS_OK) {
-        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "%s: %s", field, ts_last_error());
+        ts_rpc_call_finish_invalid(c, "%s: %s", field, ts_last_error());
         goto out;
     }
     ok = true;
@@ -253,7 +329,7 @@ static bool build_request(ts_rpc_call *c, const Tessera__V1__GenerateRequest *q,
     const uint32_t n_vocab = ts_tokenizer_n_vocab(tok);
     const int32_t n_ctx = ts_sched_n_ctx(g_sched);
     if (strlen(q->request_id) > TS_REQ_ID_MAX) {
-        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "request_id: at most %d bytes",
+        ts_rpc_call_finish_invalid(c, "request_id: at most %d bytes",
                            TS_REQ_ID_MAX);
         return false;
     }
@@ -261,6 +337,7 @@ static bool build_request(ts_rpc_call *c, const Tessera__V1__GenerateRequest *q,
         snprintf(r->id, sizeof r->id, "%s", q->request_id);
     else
         snprintf(r->id, sizeof r->id, "req-%" PRIu64, (uint64_t)atomic_fetch_add(&g_req_counter, 1) + 1);
+    snprintf(r->tenant, sizeof r->tenant, "%s", t_tenant);
     r->priority = q->priority;
 
     /* sampling parameters: unset fields take Gemma 3's generation defaults */
@@ -288,14 +365,14 @@ static bool build_request(ts_rpc_call *c, const Tessera__V1__GenerateRequest *q,
             return false;
         }
         if (sp->n_stop > TS_REQ_MAX_STOPS) {
-            ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "sampling.stop: at most %d strings",
+            ts_rpc_call_finish_invalid(c, "sampling.stop: at most %d strings",
                                TS_REQ_MAX_STOPS);
             return false;
         }
         for (size_t i = 0; i < sp->n_stop; i++) {
             size_t l = strlen(sp->stop[i]);
             if (l == 0 || l > TS_REQ_MAX_STOP_LEN) {
-                ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                ts_rpc_call_finish_invalid(c,
                                    "sampling.stop[%zu]: length must be 1..%d bytes", i,
                                    TS_REQ_MAX_STOP_LEN);
                 return false;
@@ -307,13 +384,13 @@ static bool build_request(ts_rpc_call *c, const Tessera__V1__GenerateRequest *q,
             r->n_stops++;
         }
         if (sp->n_stop_token_ids > TS_REQ_MAX_STOP_IDS) {
-            ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+            ts_rpc_call_finish_invalid(c,
                                "sampling.stop_token_ids: at most %d ids", TS_REQ_MAX_STOP_IDS);
             return false;
         }
         for (size_t i = 0; i < sp->n_stop_token_ids; i++) {
             if (sp->stop_token_ids[i] >= n_vocab) {
-                ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                ts_rpc_call_finish_invalid(c,
                                    "sampling.stop_token_ids[%zu]: id %u outside the vocabulary "
                                    "[0, %u)", i, sp->stop_token_ids[i], n_vocab);
                 return false;
@@ -323,7 +400,7 @@ static bool build_request(ts_rpc_call *c, const Tessera__V1__GenerateRequest *q,
     }
     p.seed = sp && sp->_seed_case ? sp->seed : random_seed();
     if (ts_sampler_params_validate(&p) != TS_OK) {
-        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "sampling: %s", ts_last_error());
+        ts_rpc_call_finish_invalid(c, "sampling: %s", ts_last_error());
         return false;
     }
     r->sp = p;
@@ -339,7 +416,7 @@ static bool build_request(ts_rpc_call *c, const Tessera__V1__GenerateRequest *q,
     switch (q->input_case) {
     case TESSERA__V1__GENERATE_REQUEST__INPUT_PROMPT:
         if (!q->prompt[0]) {
-            ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "prompt: must not be empty");
+            ts_rpc_call_finish_invalid(c, "prompt: must not be empty");
             return false;
         }
         rc = ts_tokenize(tok, q->prompt, strlen(q->prompt), TS_TOK_DEFAULT, &t);
@@ -354,33 +431,36 @@ static bool build_request(ts_rpc_call *c, const Tessera__V1__GenerateRequest *q,
     }
     case TESSERA__V1__GENERATE_REQUEST__INPUT_TOKENS:
         if (!q->tokens || q->tokens->n_ids == 0) {
-            ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "tokens.ids: must not be empty");
+            ts_rpc_call_finish_invalid(c, "tokens.ids: must not be empty");
             return false;
         }
         if (q->tokens->n_ids >= (size_t)n_ctx) break; /* reported below */
         for (size_t i = 0; i < q->tokens->n_ids; i++)
             if (q->tokens->ids[i] >= n_vocab) {
-                ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                ts_rpc_call_finish_invalid(c,
                                    "tokens.ids[%zu]: id %u outside the vocabulary [0, %u)", i,
                                    q->tokens->ids[i], n_vocab);
                 return false;
             }
         break;
     default:
-        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+        ts_rpc_call_finish_invalid(c,
                            "input: one of prompt, chat or tokens is required");
         return false;
     }
     if (rc != TS_OK) {
         ts_tokens_free(&t);
-        ts_rpc_call_finish(c, grpc_code_of(rc), "prompt: %s", ts_last_error());
+        if (grpc_code_of(rc) == GRPC_STATUS_INVALID_ARGUMENT)
+            ts_rpc_call_finish_invalid(c, "prompt: %s", ts_last_error());
+        else
+            ts_rpc_call_finish(c, grpc_code_of(rc), "prompt: %s", ts_last_error());
         return false;
     }
     size_t n_prompt = q->input_case == TESSERA__V1__GENERATE_REQUEST__INPUT_TOKENS ? q->tokens->n_ids
                                                                                    : t.n;
     if (n_prompt + (size_t)max_tokens > (size_t)n_ctx || n_prompt >= (size_t)n_ctx) {
         ts_tokens_free(&t);
-        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+        ts_rpc_call_finish_invalid(c,
                            "sampling.max_tokens: prompt of %zu tokens plus max_tokens %u exceeds "
                            "the context of %d tokens", n_prompt, max_tokens, n_ctx);
         return false;
@@ -404,7 +484,7 @@ static bool build_request(ts_rpc_call *c, const Tessera__V1__GenerateRequest *q,
         r->max_tokens = (int32_t)max_tokens;
     }
     if (r->min_tokens > r->max_tokens) {
-        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+        ts_rpc_call_finish_invalid(c,
                            "sampling.min_tokens: %d is above max_tokens %d", r->min_tokens,
                            r->max_tokens);
         return false;
@@ -419,7 +499,7 @@ static void handle_generate(ts_rpc_call *c, void *ctx) {
     Tessera__V1__GenerateRequest *q = (Tessera__V1__GenerateRequest *)ts_rpc_call_unpack(
         c, &tessera__v1__generate_request__descriptor);
     if (!q) {
-        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed GenerateRequest");
+        ts_rpc_call_finish_invalid(c, "malformed GenerateRequest");
         return;
     }
     ts_req *r = NULL;
@@ -445,18 +525,16 @@ static void handle_generate(ts_rpc_call *c, void *ctx) {
     if (!build_request(c, q, r)) goto out;
     /* from here the call and the scheduler share r (two references) */
     ts_rpc_call_set_user(c, r, fe_on_close, NULL);
-    TS_LOG_INFO("request %s: %s, prompt %zu tokens, max_tokens %d, temperature %g, seed %" PRIu64,
-                r->id, stream ? "stream" : "unary", r->n_prompt, r->max_tokens,
+    TS_LOG_INFO("request %s: tenant %s, %s, prompt %zu tokens, max_tokens %d, temperature %g, "
+                "seed %" PRIu64, r->id, r->tenant[0] ? r->tenant : "-", stream ? "stream" : "unary",
+                r->n_prompt, r->max_tokens,
                 (double)r->sp.temperature, r->sp.seed);
     uint32_t pos = 0;
     ts_req *rr = r;
     r = NULL; /* both references are handed over now */
     if (ts_sched_submit(g_sched, rr, &pos) != TS_OK) {
-        char ms[32];
-        snprintf(ms, sizeof ms, "%" PRId64, ts_sched_retry_hint_ms(g_sched));
-        ts_rpc_call_add_trailer(c, "grpc-retry-pushback-ms", ms);
-        ts_rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s; retry in %s ms", ts_last_error(),
-                           ms);
+        int64_t ms = ts_sched_retry_hint_ms(g_sched);
+        ts_rpc_call_finish_retry(c, ms, "%s; retry in %" PRId64 " ms", ts_last_error(), ms);
     }
 out:
     if (r) { /* not submitted: drop both references */
@@ -473,7 +551,7 @@ static void handle_tokenize(ts_rpc_call *c, void *ctx) {
     Tessera__V1__TokenizeRequest *q = (Tessera__V1__TokenizeRequest *)ts_rpc_call_unpack(
         c, &tessera__v1__tokenize_request__descriptor);
     if (!q) {
-        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed TokenizeRequest");
+        ts_rpc_call_finish_invalid(c, "malformed TokenizeRequest");
         return;
     }
     const ts_tokenizer *tok = ts_sched_tokenizer(g_sched);
@@ -493,7 +571,10 @@ static void handle_tokenize(ts_rpc_call *c, void *ctx) {
                          TS_TOK_PARSE_SPECIAL | (q->add_special_tokens ? TS_TOK_ADD_BOS : 0), &t);
     }
     if (rc != TS_OK) {
-        ts_rpc_call_finish(c, grpc_code_of(rc), "prompt: %s", ts_last_error());
+        if (grpc_code_of(rc) == GRPC_STATUS_INVALID_ARGUMENT)
+            ts_rpc_call_finish_invalid(c, "prompt: %s", ts_last_error());
+        else
+            ts_rpc_call_finish(c, grpc_code_of(rc), "prompt: %s", ts_last_error());
         goto out;
     }
     pieces = ts_calloc(t.n ? t.n : 1, sizeof *pieces);
@@ -530,7 +611,7 @@ static void handle_detokenize(ts_rpc_call *c, void *ctx) {
     Tessera__V1__DetokenizeRequest *q = (Tessera__V1__DetokenizeRequest *)ts_rpc_call_unpack(
         c, &tessera__v1__detokenize_request__descriptor);
     if (!q) {
-        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed DetokenizeRequest");
+        ts_rpc_call_finish_invalid(c, "malformed DetokenizeRequest");
         return;
     }
     const ts_tokenizer *tok = ts_sched_tokenizer(g_sched);
@@ -546,7 +627,7 @@ static void handle_detokenize(ts_rpc_call *c, void *ctx) {
     }
     for (size_t i = 0; i < q->n_ids; i++) {
         if (q->ids[i] >= nv) {
-            ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+            ts_rpc_call_finish_invalid(c,
                                "ids[%zu]: id %u outside the vocabulary [0, %u)", i, q->ids[i], nv);
             goto out;
         }
@@ -584,7 +665,7 @@ static void handle_model_info(ts_rpc_call *c, void *ctx) {
     Tessera__V1__GetModelInfoRequest *q = (Tessera__V1__GetModelInfoRequest *)ts_rpc_call_unpack(
         c, &tessera__v1__get_model_info_request__descriptor);
     if (!q) {
-        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed GetModelInfoRequest");
+        ts_rpc_call_finish_invalid(c, "malformed GetModelInfoRequest");
         return;
     }
     if (model_ok(c, q->model)) {
@@ -600,7 +681,7 @@ static void handle_list_models(ts_rpc_call *c, void *ctx) {
     (void)ctx;
     ProtobufCMessage *q = ts_rpc_call_unpack(c, &tessera__v1__list_models_request__descriptor);
     if (!q) {
-        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed ListModelsRequest");
+        ts_rpc_call_finish_invalid(c, "malformed ListModelsRequest");
         return;
     }
     Tessera__V1__ModelInfo m = TESSERA__V1__MODEL_INFO__INIT, *mp = &m;
@@ -617,7 +698,7 @@ static void handle_cluster_info(ts_rpc_call *c, void *ctx) {
     (void)ctx;
     ProtobufCMessage *q = ts_rpc_call_unpack(c, &tessera__v1__get_cluster_info_request__descriptor);
     if (!q) {
-        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed GetClusterInfoRequest");
+        ts_rpc_call_finish_invalid(c, "malformed GetClusterInfoRequest");
         return;
     }
     ts_sched_stats st;
@@ -650,7 +731,7 @@ static void handle_cancel(ts_rpc_call *c, void *ctx) {
     Tessera__V1__CancelRequest *q = (Tessera__V1__CancelRequest *)ts_rpc_call_unpack(
         c, &tessera__v1__cancel_request__descriptor);
     if (!q) {
-        ts_rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed CancelRequest");
+        ts_rpc_call_finish_invalid(c, "malformed CancelRequest");
         return;
     }
     Tessera__V1__CancelResponse r = TESSERA__V1__CANCEL_RESPONSE__INIT;
@@ -664,8 +745,10 @@ static void handle_cancel(ts_rpc_call *c, void *ctx) {
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: tesserad -m MODEL --listen HOST:PORT [options]\n\n"
-            "Serves tessera.v1.Inference and grpc.health.v1.Health (gRPC, plaintext).\n\n"
+            "usage: tesserad [--config FILE] -m MODEL --listen HOST:PORT [options]\n\n"
+            "Serves tessera.v1.Inference, grpc.health.v1.Health and server reflection (gRPC).\n\n"
+            "  -c, --config FILE         settings file (libconfig syntax; the options below\n"
+            "                            without the leading dashes; flags override it)\n"
             "  -m, --model FILE          Gemma 3 GGUF file\n"
             "      --listen HOST:PORT    address to bind (port 0: any free port; printed)\n"
             "      --ctx N               context length per sequence (default min(model, 8192))\n"
@@ -677,75 +760,239 @@ static void usage(FILE *f) {
             "      --grace-seconds N     on SIGTERM/SIGINT, time for running requests (default 30)\n"
             "      --max-recv-mb N       largest request message in MiB (default 16)\n"
             "      --cq-threads N        gRPC completion-queue threads (default 2)\n"
-            "      --log-level L         error, warn, info, debug, trace (default info)\n");
+            "      --log-level L         error, warn, info, debug, trace (default info)\n"
+            "      --api-keys FILE       API keys, `KEY TENANT` per line (SIGHUP reloads);\n"
+            "                            without it there is no authentication\n"
+            "      --tls-cert FILE       TLS certificate chain (PEM); with --tls-key\n"
+            "      --tls-key FILE        its private key (PEM)\n");
 }
 
-static int parse_int(const char *flag, const char *v, int32_t lo, int32_t hi, int32_t *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || *end || end == v || x < lo || x > hi) {
-        fprintf(stderr, "tesserad: %s expects an integer in [%d, %d], got '%s'\n", flag, lo, hi, v);
+/* The options, for the command line (--name) and the config file (name = value;). */
+typedef enum { O_INT, O_STR, O_LOGLEVEL } opt_kind;
+static const struct optdef {
+    const char *name;
+    opt_kind kind;
+    int32_t lo, hi;
+    size_t off;
+} g_optdefs[] = {
+    {"model", O_STR, 0, 0, offsetof(opts, model)},
+    {"listen", O_STR, 0, 0, offsetof(opts, listen)},
+    {"ctx", O_INT, 1, 1 << 20, offsetof(opts, n_ctx)},
+    {"slots", O_INT, 1, 1024, offsetof(opts, slots)},
+    {"batch", O_INT, 1, 65536, offsetof(opts, batch)},
+    {"threads", O_INT, 1, 1024, offsetof(opts, threads)},
+    {"queue", O_INT, 1, 1 << 20, offsetof(opts, queue)},
+    {"max-tokens-default", O_INT, 1, 1 << 20, offsetof(opts, max_tokens_default)},
+    {"grace-seconds", O_INT, 0, 86400, offsetof(opts, grace_s)},
+    {"max-recv-mb", O_INT, 1, 1024, offsetof(opts, max_recv_mb)},
+    {"cq-threads", O_INT, 1, 16, offsetof(opts, cq_threads)},
+    {"log-level", O_LOGLEVEL, 0, 0, offsetof(opts, log_level)},
+    {"api-keys", O_STR, 0, 0, offsetof(opts, api_keys)},
+    {"tls-cert", O_STR, 0, 0, offsetof(opts, tls_cert)},
+    {"tls-key", O_STR, 0, 0, offsetof(opts, tls_key)},
+};
+#define N_OPTDEFS (sizeof g_optdefs / sizeof g_optdefs[0])
+
+static const struct optdef *optdef_find(const char *name) {
+    for (size_t i = 0; i < N_OPTDEFS; i++)
+        if (!strcmp(g_optdefs[i].name, name)) return &g_optdefs[i];
+    return NULL;
+}
+
+/* Sets one option from text (a flag's value). where: "--name" or "FILE:LINE: name". */
+static int opt_set_str(opts *o, const struct optdef *d, const char *where, const char *v) {
+    void *dst = (char *)o + d->off;
+    if (d->kind == O_INT) {
+        char *end;
+        errno = 0;
+        long x = strtol(v, &end, 10);
+        if (errno || *end || end == v || x < d->lo || x > d->hi) {
+            fprintf(stderr, "tesserad: %s expects an integer in [%d, %d], got '%s'\n", where, d->lo,
+                    d->hi, v);
+            return -1;
+        }
+        *(int32_t *)dst = (int32_t)x;
+        return 0;
+    }
+    if (d->kind == O_LOGLEVEL && ts_log_parse_level(v) < 0) {
+        fprintf(stderr, "tesserad: %s: unknown log level '%s'\n", where, v);
         return -1;
     }
-    *out = (int32_t)x;
+    *(const char **)dst = v;
     return 0;
 }
 
-static int parse_args(int argc, char **argv, opts *o) {
+/* The --config file: every setting must be a known option of the right type. Strings
+ * point into cfg (kept until exit). */
+static int load_config(opts *o, const char *path, config_t *cfg) {
+    config_init(cfg);
+    if (config_read_file(cfg, path) != CONFIG_TRUE) {
+        if (config_error_type(cfg) == CONFIG_ERR_FILE_IO)
+            fprintf(stderr, "tesserad: %s: cannot read the file: %s\n", path, strerror(errno));
+        else
+            fprintf(stderr, "tesserad: %s:%d: %s\n", path, config_error_line(cfg),
+                    config_error_text(cfg));
+        return -1;
+    }
+    config_setting_t *root = config_root_setting(cfg);
+    int n = config_setting_length(root);
+    for (int i = 0; i < n; i++) {
+        config_setting_t *st = config_setting_get_elem(root, (unsigned)i);
+        const char *name = config_setting_name(st);
+        int line = (int)config_setting_source_line(st);
+        const struct optdef *d = name ? optdef_find(name) : NULL;
+        if (!d) {
+            fprintf(stderr, "tesserad: %s:%d: unknown setting '%s'\n", path, line,
+                    name ? name : "?");
+            return -1;
+        }
+        int type = config_setting_type(st);
+        char where[512];
+        snprintf(where, sizeof where, "%s:%d: %s", path, line, name);
+        if (d->kind == O_INT) {
+            if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64) {
+                fprintf(stderr, "tesserad: %s must be an integer (e.g. %s = 8;)\n", where, name);
+                return -1;
+            }
+            long long x = config_setting_get_int64(st);
+            if (x < d->lo || x > d->hi) {
+                fprintf(stderr, "tesserad: %s expects an integer in [%d, %d], got %lld\n", where,
+                        d->lo, d->hi, x);
+                return -1;
+            }
+            *(int32_t *)((char *)o + d->off) = (int32_t)x;
+        } else {
+            if (type != CONFIG_TYPE_STRING) {
+                fprintf(stderr, "tesserad: %s must be a string (e.g. %s = \"...\";)\n", where, name);
+                return -1;
+            }
+            if (opt_set_str(o, d, where, config_setting_get_string(st))) return -1;
+        }
+    }
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, opts *o, config_t *cfg, bool *have_cfg) {
     *o = (opts){.slots = 8, .batch = 512, .queue = 64, .max_tokens_default = 256, .grace_s = 30,
                 .max_recv_mb = 16, .cq_threads = 2};
+    *have_cfg = false;
     ts_log_set_level(TS_LOG_LEVEL_INFO);
     const char *env = getenv("TESSERA_LOG");
     if (env && ts_log_parse_level(env) >= 0) ts_log_set_level((ts_log_level)ts_log_parse_level(env));
+    /* the config file first: flags override it */
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             return 1;
         }
+        if ((!strcmp(argv[i], "--config") || !strcmp(argv[i], "-c")) && i + 1 < argc)
+            o->config = argv[i + 1];
+    }
+    if (o->config) {
+        *have_cfg = true;
+        if (load_config(o, o->config, cfg)) return -1;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
         if (i + 1 >= argc) {
             fprintf(stderr, "tesserad: unknown option or missing value: '%s'\n", a);
             return -1;
         }
         const char *v = argv[++i];
-        int rc = 0;
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model = v;
-        else if (!strcmp(a, "--listen")) o->listen = v;
-        else if (!strcmp(a, "--ctx")) rc = parse_int(a, v, 1, 1 << 20, &o->n_ctx);
-        else if (!strcmp(a, "--slots")) rc = parse_int(a, v, 1, 1024, &o->slots);
-        else if (!strcmp(a, "--batch")) rc = parse_int(a, v, 1, 65536, &o->batch);
-        else if (!strcmp(a, "--threads")) rc = parse_int(a, v, 1, 1024, &o->threads);
-        else if (!strcmp(a, "--queue")) rc = parse_int(a, v, 1, 1 << 20, &o->queue);
-        else if (!strcmp(a, "--max-tokens-default")) rc = parse_int(a, v, 1, 1 << 20, &o->max_tokens_default);
-        else if (!strcmp(a, "--grace-seconds")) rc = parse_int(a, v, 0, 86400, &o->grace_s);
-        else if (!strcmp(a, "--max-recv-mb")) rc = parse_int(a, v, 1, 1024, &o->max_recv_mb);
-        else if (!strcmp(a, "--cq-threads")) rc = parse_int(a, v, 1, 16, &o->cq_threads);
-        else if (!strcmp(a, "--log-level")) {
-            int l = ts_log_parse_level(v);
-            if (l < 0) {
-                fprintf(stderr, "tesserad: unknown log level '%s'\n", v);
-                return -1;
-            }
-            ts_log_set_level((ts_log_level)l);
-        } else {
+        if (!strcmp(a, "--config") || !strcmp(a, "-c")) continue;
+        const struct optdef *d = !strcmp(a, "-m") ? optdef_find("model")
+                                 : !strncmp(a, "--", 2) ? optdef_find(a + 2)
+                                                        : NULL;
+        if (!d) {
             fprintf(stderr, "tesserad: unknown option '%s'\n", a);
             return -1;
         }
-        if (rc) return -1;
+        if (opt_set_str(o, d, a, v)) return -1;
     }
+    if (o->log_level) ts_log_set_level((ts_log_level)ts_log_parse_level(o->log_level));
     if (!o->model || !o->listen) {
         fprintf(stderr, "tesserad: -m MODEL and --listen HOST:PORT are required\n");
+        return -1;
+    }
+    if (!o->tls_cert != !o->tls_key) {
+        fprintf(stderr, "tesserad: --tls-cert and --tls-key go together\n");
         return -1;
     }
     return 0;
 }
 
+/* Reads a whole (small) file; NULL with a message on error. */
+static char *slurp(const char *what, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "tesserad: %s %s: %s\n", what, path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *b = malloc(cap);
+    while (b) {
+        if (n + 1 >= cap) {
+            if (cap > (16u << 20)) {
+                fprintf(stderr, "tesserad: %s %s: too large\n", what, path);
+                free(b);
+                b = NULL;
+                break;
+            }
+            char *q = realloc(b, cap *= 2);
+            if (!q) {
+                free(b);
+                b = NULL;
+                break;
+            }
+            b = q;
+        }
+        size_t got = fread(b + n, 1, cap - 1 - n, f);
+        n += got;
+        if (got == 0) break;
+    }
+    fclose(f);
+    if (b) b[n] = '\0';
+    return b;
+}
+
+static bool is_loopback(const char *listen) {
+    static const char *const lo[] = {"127.", "localhost:", "[::1]:", "unix:", "ipv4:127.",
+                                     "ipv6:[::1]:"};
+    for (size_t i = 0; i < sizeof lo / sizeof lo[0]; i++)
+        if (!strncmp(listen, lo[i], strlen(lo[i]))) return true;
+    return false;
+}
+
 int main(int argc, char **argv) {
     opts o;
-    int pr = parse_args(argc, argv, &o);
-    if (pr > 0) return 0;
-    if (pr < 0) return 2;
+    config_t conf;
+    bool have_cfg;
+    int pr = parse_args(argc, argv, &o, &conf, &have_cfg);
+    if (pr != 0) {
+        if (have_cfg) config_destroy(&conf);
+        return pr > 0 ? 0 : 2;
+    }
+    int exit_code = 1;
+    char *tls_cert = NULL, *tls_key = NULL;
+    if (o.api_keys) {
+        char err[512];
+        g_keys_path = o.api_keys;
+        if (!(g_keys = ts_apikeys_load(o.api_keys, err, sizeof err))) {
+            fprintf(stderr, "tesserad: --api-keys %s\n", err);
+            if (have_cfg) config_destroy(&conf);
+            return 2;
+        }
+        g_auth_on = true;
+        if (ts_apikeys_count(g_keys) == 0)
+            TS_LOG_WARN("%s holds no keys: every Inference call will be refused", o.api_keys);
+    }
+    if (o.tls_cert && (!(tls_cert = slurp("--tls-cert", o.tls_cert)) ||
+                       !(tls_key = slurp("--tls-key", o.tls_key)))) {
+        free(tls_cert);
+        ts_apikeys_free(g_keys);
+        if (have_cfg) config_destroy(&conf);
+        return 2;
+    }
 
     /* Block the shutdown signals in every thread (engine, scheduler and gRPC threads
      * inherit the mask); main sigwait()s. */
@@ -753,6 +1000,7 @@ int main(int argc, char **argv) {
     sigemptyset(&ss);
     sigaddset(&ss, SIGINT);
     sigaddset(&ss, SIGTERM);
+    sigaddset(&ss, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &ss, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -764,7 +1012,7 @@ int main(int argc, char **argv) {
     };
     if (ts_sched_create(&sp, &g_sched) != TS_OK) {
         fprintf(stderr, "tesserad: %s\n", ts_last_error());
-        return 1;
+        goto out;
     }
     const ts_config *cfg = ts_sched_config(g_sched);
     if (cfg->name[0]) {
@@ -776,42 +1024,64 @@ int main(int argc, char **argv) {
     if (ts_sched_start(g_sched) != TS_OK) {
         fprintf(stderr, "tesserad: %s\n", ts_last_error());
         ts_sched_destroy(g_sched);
-        return 1;
+        goto out;
     }
 
     static int stream_flag;
+    /* tessera.v1.Inference: every method behind the API key check */
+    static authed_method inf[] = {
+        {handle_generate, NULL}, {handle_generate, &stream_flag}, {handle_cancel, NULL},
+        {handle_tokenize, NULL}, {handle_detokenize, NULL},       {handle_list_models, NULL},
+        {handle_model_info, NULL}, {handle_cluster_info, NULL}};
+    static const char *const inf_names[] = {"Generate", "GenerateStream", "Cancel", "Tokenize",
+                                            "Detokenize", "ListModels", "GetModelInfo",
+                                            "GetClusterInfo"};
+    static char paths[8][64];
     ts_rpc_method methods[16];
     size_t nm = 0;
-    methods[nm++] = (ts_rpc_method){"/" SERVICE "/Generate", handle_generate, NULL};
-    methods[nm++] = (ts_rpc_method){"/" SERVICE "/GenerateStream", handle_generate, &stream_flag};
-    methods[nm++] = (ts_rpc_method){"/" SERVICE "/Cancel", handle_cancel, NULL};
-    methods[nm++] = (ts_rpc_method){"/" SERVICE "/Tokenize", handle_tokenize, NULL};
-    methods[nm++] = (ts_rpc_method){"/" SERVICE "/Detokenize", handle_detokenize, NULL};
-    methods[nm++] = (ts_rpc_method){"/" SERVICE "/ListModels", handle_list_models, NULL};
-    methods[nm++] = (ts_rpc_method){"/" SERVICE "/GetModelInfo", handle_model_info, NULL};
-    methods[nm++] = (ts_rpc_method){"/" SERVICE "/GetClusterInfo", handle_cluster_info, NULL};
+    for (size_t i = 0; i < 8; i++) {
+        snprintf(paths[i], sizeof paths[i], "/" SERVICE "/%s", inf_names[i]);
+        methods[nm++] = (ts_rpc_method){.path = paths[i], .fn = authed, .ctx = &inf[i]};
+    }
     nm += ts_rpc_health_methods(methods + nm);
+    nm += ts_rpc_reflection_methods(methods + nm);
     ts_rpc_health_set("", true);
     ts_rpc_health_set(SERVICE, true);
     ts_rpc_server_opts ro = {.listen = o.listen, .max_recv_bytes = o.max_recv_mb << 20,
-                             .max_streams = 1000, .cq_threads = o.cq_threads};
+                             .max_streams = 1000, .cq_threads = o.cq_threads,
+                             .tls_cert_pem = tls_cert, .tls_key_pem = tls_key};
     int port = ts_rpc_server_start(&ro, methods, nm);
+    if (tls_key) memset(tls_key, 0, strlen(tls_key)); /* core has its own copy */
     if (!port) {
         fprintf(stderr, "tesserad: cannot serve on %s\n", o.listen);
         ts_sched_destroy(g_sched);
-        return 1;
+        goto out;
     }
+    if (!g_auth_on && !is_loopback(o.listen))
+        TS_LOG_WARN("listening on %s without --api-keys: anyone who can reach it may use it",
+                    o.listen);
+    if (g_auth_on && !tls_cert && !is_loopback(o.listen))
+        TS_LOG_WARN("API keys over plaintext on %s: use --tls-cert/--tls-key off a private network",
+                    o.listen);
     char host[256];
     snprintf(host, sizeof host, "%s", o.listen);
     char *colon = strrchr(host, ':');
     if (colon) *colon = '\0';
-    printf("tesserad: serving %s on %s:%d (slots %d, batch %d, queue %d)\n", g_model_name, host,
-           port, o.slots, o.batch, o.queue);
+    printf("tesserad: serving %s on %s:%d (slots %d, batch %d, queue %d%s%s)\n", g_model_name, host,
+           port, o.slots, o.batch, o.queue, tls_cert ? ", tls" : "", g_auth_on ? ", api keys" : "");
     fflush(stdout);
-    TS_LOG_INFO("serving %s on %s:%d", g_model_name, host, port);
+    TS_LOG_INFO("serving %s on %s:%d (tls %s, auth %s)", g_model_name, host, port,
+                tls_cert ? "on" : "off", g_auth_on ? "on" : "off");
 
     int sig = 0;
-    sigwait(&ss, &sig);
+    for (;;) {
+        sigwait(&ss, &sig);
+        if (sig != SIGHUP) break;
+        if (g_auth_on)
+            keys_reload();
+        else
+            TS_LOG_INFO("SIGHUP: no --api-keys file to reload");
+    }
     TS_LOG_INFO("signal %d: draining (grace %d s)", sig, o.grace_s);
     ts_rpc_health_shutdown();
     int left = ts_rpc_server_shutdown((int64_t)o.grace_s * 1000);
@@ -823,5 +1093,12 @@ int main(int argc, char **argv) {
     TS_LOG_INFO("stopped: %" PRIu64 " completed, %" PRIu64 " cancelled, %" PRIu64
                 " rejected%s", st.completed, st.cancelled, st.rejected,
                 left ? "; calls were cancelled at the end of the grace period" : "");
-    return 0;
+    exit_code = 0;
+out:
+    free(tls_cert);
+    free(tls_key);
+    ts_apikeys_free(g_keys);
+    g_keys = NULL;
+    if (have_cfg) config_destroy(&conf);
+    return exit_code;
 }

@@ -2,6 +2,7 @@
 #include "client.h"
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +17,8 @@
 struct ts_rpc_client {
     grpc_channel *ch;
     grpc_completion_queue *cq;
+    grpc_metadata md[1]; /* authorization, when an API key is set */
+    size_t n_md;
 };
 
 struct ts_rpc_stream {
@@ -37,10 +40,36 @@ void ts_rpc_result_free(ts_rpc_result *r) {
 }
 
 ts_rpc_client *ts_rpc_client_open(const char *target) {
+    return ts_rpc_client_open_ex(target, NULL, NULL);
+}
+
+ts_rpc_client *ts_rpc_client_open_ex(const char *target, const char *tls_ca_pem,
+                                     const char *api_key) {
     grpc_init();
     ts_rpc_client *cl = calloc(1, sizeof *cl);
-    if (!cl) return NULL;
-    grpc_channel_credentials *cr = grpc_insecure_credentials_create();
+    if (!cl) {
+        grpc_shutdown();
+        return NULL;
+    }
+    if (api_key) {
+        size_t n = strlen(api_key) + 8;
+        char *v = malloc(n);
+        if (!v) {
+            ts_rpc_client_close(cl);
+            return NULL;
+        }
+        snprintf(v, n, "Bearer %s", api_key);
+        cl->md[0].key = grpc_slice_from_static_string("authorization");
+        cl->md[0].value = grpc_slice_from_copied_string(v);
+        cl->n_md = 1;
+        free(v);
+    }
+    grpc_channel_credentials *cr = tls_ca_pem ? grpc_ssl_credentials_create(tls_ca_pem, NULL, NULL, NULL)
+                                              : grpc_insecure_credentials_create();
+    if (!cr) {
+        ts_rpc_client_close(cl);
+        return NULL;
+    }
     grpc_arg args[] = {
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = 64 << 20}},
     };
@@ -65,6 +94,10 @@ void ts_rpc_client_close(ts_rpc_client *cl) {
         grpc_completion_queue_destroy(cl->cq);
     }
     if (cl->ch) grpc_channel_destroy(cl->ch);
+    for (size_t i = 0; i < cl->n_md; i++) {
+        grpc_slice_unref(cl->md[i].key);
+        grpc_slice_unref(cl->md[i].value);
+    }
     free(cl);
     grpc_shutdown();
 }
@@ -139,6 +172,8 @@ grpc_status_code ts_rpc_unary(ts_rpc_client *cl, const char *path, const Protobu
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = cl->n_md;
+    ops[0].data.send_initial_metadata.metadata = cl->md;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = out;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -188,6 +223,8 @@ ts_rpc_stream *ts_rpc_stream_start(ts_rpc_client *cl, const char *path,
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = cl->n_md;
+    ops[0].data.send_initial_metadata.metadata = cl->md;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = out;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;

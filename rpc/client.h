@@ -1,4 +1,4 @@
-/* client.h: a minimal blocking gRPC client on the gRPC core C API (insecure channel),
+/* client.h: a minimal blocking gRPC client on the gRPC core C API (plaintext or TLS),
  * for the `tessera` client commands and tests. Unary and server-streaming calls with
  * protobuf-c messages. Not thread-safe per object; one channel per ts_rpc_client. */
 #ifndef TS_RPC_CLIENT_H
@@ -26,6 +26,11 @@ void ts_rpc_result_free(ts_rpc_result *r);
 
 /* target: "host:port". NULL on failure. Calls grpc_init (balanced by close). */
 ts_rpc_client *ts_rpc_client_open(const char *target);
+/* Same with options: tls_ca_pem (PEM text of the CA certificates to trust; non-NULL: TLS,
+ * the server's certificate must name the target's host), api_key (non-NULL: every call
+ * sends `authorization: Bearer KEY`). Both are copied. */
+ts_rpc_client *ts_rpc_client_open_ex(const char *target, const char *tls_ca_pem,
+                                     const char *api_key);
 void ts_rpc_client_close(ts_rpc_client *cl);
 
 /* Unary call. timeout_ms <= 0: none. *resp (when code is OK) is decoded with resp_desc

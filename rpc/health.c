@@ -142,7 +142,7 @@ static void handle(ts_rpc_call *c, void *ctx) {
 
 size_t ts_rpc_health_methods(ts_rpc_method *m) {
     static int watch_flag;
-    m[0] = (ts_rpc_method){"/grpc.health.v1.Health/Check", handle, NULL};
-    m[1] = (ts_rpc_method){"/grpc.health.v1.Health/Watch", handle, &watch_flag};
+    m[0] = (ts_rpc_method){"/grpc.health.v1.Health/Check", handle, NULL, NULL};
+    m[1] = (ts_rpc_method){"/grpc.health.v1.Health/Watch", handle, &watch_flag, NULL};
     return 2;
 }

@@ -20,7 +20,7 @@
 
 #include "log.h"
 
-typedef enum { T_ACCEPT, T_CLOSE, T_SEND } tag_kind;
+typedef enum { T_ACCEPT, T_CLOSE, T_SEND, T_RECV } tag_kind;
 
 typedef struct tag {
     struct ts_rpc_call *c;
@@ -42,6 +42,7 @@ struct ts_rpc_call {
     grpc_call_details details; /* unregistered calls */
     grpc_metadata_array req_md;
     grpc_byte_buffer *payload;
+    grpc_byte_buffer *recv_bb; /* bidi: target of GRPC_OP_RECV_MESSAGE */
     int close_cancelled;
     atomic_bool cancelled;
     pthread_mutex_t mu; /* serialises start_batch on the send side and the fields below */
@@ -54,7 +55,7 @@ struct ts_rpc_call {
     char fin_msg[512];
     grpc_metadata trail[MAX_TRAIL];
     size_t ntrail;
-    tag_t t_accept, t_close, t_send;
+    tag_t t_accept, t_close, t_send, t_recv;
     void *user;
     void (*on_close)(void *user, bool cancelled);
     void (*release)(void *user);
@@ -86,6 +87,7 @@ static ts_rpc_call *call_new(int method) {
     c->t_accept = (tag_t){c, T_ACCEPT};
     c->t_close = (tag_t){c, T_CLOSE};
     c->t_send = (tag_t){c, T_SEND};
+    c->t_recv = (tag_t){c, T_RECV};
     c->refs = 1; /* the pending accept */
     atomic_fetch_add(&g_live_calls, 1);
     return c;
@@ -111,6 +113,7 @@ void ts_rpc_call_unref(ts_rpc_call *c) {
     }
     if (c->inflight) grpc_byte_buffer_destroy(c->inflight);
     if (c->payload) grpc_byte_buffer_destroy(c->payload);
+    if (c->recv_bb) grpc_byte_buffer_destroy(c->recv_bb);
     for (size_t i = 0; i < c->ntrail; i++) {
         grpc_slice_unref(c->trail[i].key);
         grpc_slice_unref(c->trail[i].value);
@@ -243,6 +246,40 @@ void ts_rpc_call_add_trailer(ts_rpc_call *c, const char *key, const char *value)
     pthread_mutex_unlock(&c->mu);
 }
 
+void ts_rpc_call_add_trailer_bin(ts_rpc_call *c, const char *key, const void *value, size_t len) {
+    pthread_mutex_lock(&c->mu);
+    if (c->ntrail < MAX_TRAIL && !c->fin_queued) {
+        c->trail[c->ntrail].key = grpc_slice_from_copied_string(key);
+        c->trail[c->ntrail].value = grpc_slice_from_copied_buffer(value, len);
+        c->ntrail++;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+long ts_rpc_call_metadata(const ts_rpc_call *c, const char *key, char *out, size_t outsz) {
+    size_t kl = strlen(key);
+    for (size_t i = 0; i < c->req_md.count; i++) {
+        const grpc_slice *k = &c->req_md.metadata[i].key;
+        if (GRPC_SLICE_LENGTH(*k) != kl || memcmp(GRPC_SLICE_START_PTR(*k), key, kl)) continue;
+        const grpc_slice *v = &c->req_md.metadata[i].value;
+        size_t vl = GRPC_SLICE_LENGTH(*v);
+        if (outsz) {
+            size_t n = vl < outsz - 1 ? vl : outsz - 1;
+            memcpy(out, GRPC_SLICE_START_PTR(*v), n);
+            out[n] = '\0';
+        }
+        return (long)vl;
+    }
+    if (outsz) out[0] = '\0';
+    return -1;
+}
+
+void ts_rpc_call_peer(ts_rpc_call *c, char *out, size_t outsz) {
+    char *p = grpc_call_get_peer(c->call);
+    snprintf(out, outsz, "%s", p ? p : "?");
+    gpr_free(p);
+}
+
 bool ts_rpc_call_cancelled(const ts_rpc_call *c) { return atomic_load(&c->cancelled); }
 
 int64_t ts_rpc_call_deadline_ms(const ts_rpc_call *c) {
@@ -283,12 +320,51 @@ static void request_call(int method) {
                                      &c->t_accept);
     else
         e = grpc_server_request_registered_call(g_server, g_reg[method], &c->call, &c->deadline,
-                                                &c->req_md, &c->payload, g_cq, g_cq,
-                                                &c->t_accept);
+                                                &c->req_md,
+                                                g_methods[method].on_msg ? NULL : &c->payload,
+                                                g_cq, g_cq, &c->t_accept);
     if (e != GRPC_CALL_OK) {
         TS_LOG_ERROR("request_call: %s", grpc_call_error_to_string(e));
         ts_rpc_call_unref(c);
     }
+}
+
+/* Bidi: arms the next RECV_MESSAGE. */
+static void start_recv(ts_rpc_call *c) {
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->recv_bb;
+    pthread_mutex_lock(&c->mu);
+    c->refs++;
+    grpc_call_error e = grpc_call_start_batch(c->call, &op, 1, &c->t_recv, NULL);
+    if (e != GRPC_CALL_OK) c->refs--;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void on_recv(ts_rpc_call *c, int ok) {
+    grpc_byte_buffer *bb = c->recv_bb;
+    c->recv_bb = NULL;
+    if (!ok || atomic_load(&c->cancelled)) {
+        /* call over */
+    } else if (!bb) { /* the client half-closed */
+        ts_rpc_call_finish(c, GRPC_STATUS_OK, NULL);
+    } else {
+        grpc_byte_buffer_reader r;
+        if (grpc_byte_buffer_reader_init(&r, bb)) {
+            grpc_slice s = grpc_byte_buffer_reader_readall(&r);
+            grpc_byte_buffer_reader_destroy(&r);
+            const ts_rpc_method *m = &g_methods[c->method];
+            m->on_msg(c, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), m->ctx);
+            grpc_slice_unref(s);
+        }
+        pthread_mutex_lock(&c->mu);
+        bool fin = c->fin_queued;
+        pthread_mutex_unlock(&c->mu);
+        if (!fin) start_recv(c);
+    }
+    if (bb) grpc_byte_buffer_destroy(bb);
+    ts_rpc_call_unref(c);
 }
 
 static void on_accept(ts_rpc_call *c, int ok) {
@@ -313,7 +389,14 @@ static void on_accept(ts_rpc_call *c, int ok) {
         ts_rpc_call_finish(c, GRPC_STATUS_UNIMPLEMENTED, "method %s is not implemented", m);
         gpr_free(m);
     } else {
-        g_methods[c->method].fn(c, g_methods[c->method].ctx);
+        const ts_rpc_method *m = &g_methods[c->method];
+        if (m->fn) m->fn(c, m->ctx);
+        if (m->on_msg) {
+            pthread_mutex_lock(&c->mu);
+            bool fin = c->fin_queued;
+            pthread_mutex_unlock(&c->mu);
+            if (!fin) start_recv(c);
+        }
     }
     ts_rpc_call_unref(c); /* the accept's reference */
 }
@@ -363,6 +446,7 @@ static void *cq_main(void *arg) {
         case T_ACCEPT: on_accept(t->c, ev.success); break;
         case T_CLOSE: on_close(t->c); break;
         case T_SEND: on_send_done(t->c, ev.success); break;
+        case T_RECV: on_recv(t->c, ev.success); break;
         }
     }
     return NULL;
@@ -392,13 +476,35 @@ int ts_rpc_server_start(const ts_rpc_server_opts *o, const ts_rpc_method *method
         g_methods[i] = methods[i];
         /* host NULL: any :authority; the request message arrives with the call */
         g_reg[i] = grpc_server_register_method(g_server, methods[i].path, NULL,
-                                               GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+                                               methods[i].on_msg
+                                                   ? GRPC_SRM_PAYLOAD_NONE
+                                                   : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+                                               0);
         if (!g_reg[i]) {
             TS_LOG_ERROR("register_method %s failed", methods[i].path);
             return 0;
         }
     }
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds;
+    if (o->tls_cert_pem && o->tls_key_pem) {
+        /* core copies the PEM strings */
+        grpc_ssl_pem_key_cert_pair pair = {o->tls_key_pem, o->tls_cert_pem};
+        creds = grpc_ssl_server_credentials_create_ex(NULL, &pair, 1,
+                                                      GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE, NULL);
+    } else {
+        creds = grpc_insecure_server_credentials_create();
+    }
+    if (!creds) {
+        TS_LOG_ERROR("cannot create the server credentials (TLS certificate or key invalid?)");
+        grpc_server_destroy(g_server);
+        grpc_completion_queue_shutdown(g_cq);
+        while (grpc_completion_queue_next(g_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+               GRPC_QUEUE_SHUTDOWN) {
+        }
+        grpc_completion_queue_destroy(g_cq);
+        grpc_shutdown();
+        return 0;
+    }
     int port = grpc_server_add_http2_port(g_server, o->listen, creds);
     grpc_server_credentials_release(creds);
     if (!port) {

@@ -32,11 +32,17 @@ extern "C" {
 typedef struct ts_rpc_call ts_rpc_call;
 
 typedef void (*ts_rpc_handler)(ts_rpc_call *c, void *ctx);
+/* Bidi methods: one call per request message (data/len; the message bytes), on a CQ
+ * thread; the next message is read after it returns. When the client half-closes, the
+ * call is finished with OK (unless the handler finished it already). */
+typedef void (*ts_rpc_msg_handler)(ts_rpc_call *c, const uint8_t *data, size_t len, void *ctx);
 
 typedef struct ts_rpc_method {
     const char *path; /* "/pkg.Service/Method" */
-    ts_rpc_handler fn;
+    ts_rpc_handler fn;          /* unary / server-streaming: runs once, with the request */
     void *ctx;
+    ts_rpc_msg_handler on_msg;  /* non-NULL: a bidi (or client-streaming) method; fn may be
+                                   NULL or run first, at accept, without a request */
 } ts_rpc_method;
 
 typedef struct ts_rpc_server_opts {
@@ -44,6 +50,8 @@ typedef struct ts_rpc_server_opts {
     int max_recv_bytes;      /* largest request message (core answers RESOURCE_EXHAUSTED) */
     int max_streams;         /* concurrent streams per connection */
     int cq_threads;          /* 1..16 */
+    const char *tls_cert_pem; /* both set: TLS (server certificate chain and its key, PEM */
+    const char *tls_key_pem;  /* text; copied); both NULL: plaintext */
 } ts_rpc_server_opts;
 
 #define TS_RPC_MAX_METHODS 32
@@ -85,6 +93,36 @@ void ts_rpc_call_finish(ts_rpc_call *c, grpc_status_code code, const char *fmt, 
     ;
 /* Adds trailing metadata (before finish; at most 4). */
 void ts_rpc_call_add_trailer(ts_rpc_call *c, const char *key, const char *value);
+/* Same with raw bytes (keys ending in "-bin"; core base64-encodes them on the wire). */
+void ts_rpc_call_add_trailer_bin(ts_rpc_call *c, const char *key, const void *value, size_t len);
+/* Copies the value of request metadata `key` (lower case) into out (NUL-terminated,
+ * truncated to outsz - 1). Returns the value's full length, or -1 if absent. */
+long ts_rpc_call_metadata(const ts_rpc_call *c, const char *key, char *out, size_t outsz);
+/* The peer address (for logs; never for authentication), copied into out. */
+void ts_rpc_call_peer(ts_rpc_call *c, char *out, size_t outsz);
+
+/* ---- rich errors (rpc/errors.c): google.rpc.Status in grpc-status-details-bin ---- */
+/* INVALID_ARGUMENT with a google.rpc.BadRequest field violation. The message follows the
+ * daemon's "field: description" convention; the field is the text before the first ": "
+ * (when it has no spaces), extended by "name = " at the start of the description
+ * ("sampling: temperature = 500 ..." -> field "sampling.temperature"). */
+void ts_rpc_call_finish_invalid(ts_rpc_call *c, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* RESOURCE_EXHAUSTED with google.rpc.RetryInfo{retry_delay = retry_ms} in the details and
+ * grpc-retry-pushback-ms (gRFC A6). */
+void ts_rpc_call_finish_retry(ts_rpc_call *c, int64_t retry_ms, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* ---- server reflection v1 and v1alpha (rpc/reflection.c) ---- */
+/* Appends the two ServerReflectionInfo methods to m (room for 2). Serves the
+ * FileDescriptorSet embedded at build time (tessera.v1, health, reflection). Returns 2. */
+size_t ts_rpc_reflection_methods(ts_rpc_method *m);
 
 /* True once RECV_CLOSE reported a cancel (client cancel, deadline, transport failure). */
 bool ts_rpc_call_cancelled(const ts_rpc_call *c);

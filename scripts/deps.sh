@@ -13,7 +13,7 @@ pkgs=(
   build-essential cmake ninja-build pkg-config git
   libcmocka-dev libjansson-dev libssl-dev
   libopenmpi-dev openmpi-bin
-  libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
+  libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libprotobuf-dev libconfig-dev
   grpc-proto python3-grpcio protobuf-compiler-grpc
   clang-14 libclang-rt-14-dev
   python3 python3-venv python3-pip

@@ -3,8 +3,11 @@
 /usr/bin/python3), with stubs generated at test time from proto/tessera/v1/inference.proto
 and grpc-proto's health.proto (by test_daemon.sh, into --stubs).
 
-  client_test.py --target HOST:PORT --stubs DIR [--mode main|flood|drain] [--pid PID]
-                 [--conc N] [--max-tokens N]
+  client_test.py --target HOST:PORT --stubs DIR [--mode main|flood|drain|auth|reload|tls|fair]
+                 [--pid PID] [--conc N] [--max-tokens N] [--tls-ca FILE]
+
+Modes added with auth/TLS/reflection/fair share (keys are those of test_daemon.sh's key
+file: key-alpha-... tenant alpha, key-beta-... tenant beta, key-gamma-... after reload).
 
 Prints every failure and "N passed, N failed"; exit status 0 only if none failed.
 """
@@ -22,12 +25,16 @@ ap.add_argument("--mode", default="main")
 ap.add_argument("--pid", type=int, default=0)
 ap.add_argument("--conc", type=int, default=32)
 ap.add_argument("--max-tokens", type=int, default=12)
+ap.add_argument("--tls-ca", default="")
 args = ap.parse_args()
 sys.path.insert(0, args.stubs)
 
 import grpc  # noqa: E402
 from health_v1 import health_pb2, health_pb2_grpc  # noqa: E402
 from tessera.v1 import inference_pb2 as pb, inference_pb2_grpc as pbg  # noqa: E402
+from refl_v1 import reflection_pb2 as refl1_pb, reflection_pb2_grpc as refl1_grpc  # noqa: E402
+from refl_v1alpha import reflection_pb2 as refla_pb, reflection_pb2_grpc as refla_grpc  # noqa: E402
+from rpcstatus import status_min_pb2 as status_pb  # noqa: E402
 
 passed = failed = 0
 
@@ -48,7 +55,10 @@ def run(name, fn):
         check(name, False, f"exception {type(e).__name__}: {e}")
 
 
-ch = grpc.insecure_channel(args.target)
+if args.tls_ca:
+    ch = grpc.secure_channel(args.target, grpc.ssl_channel_credentials(open(args.tls_ca, "rb").read()))
+else:
+    ch = grpc.insecure_channel(args.target)
 stub = pbg.InferenceStub(ch)
 health = health_pb2_grpc.HealthStub(ch)
 MT = args.max_tokens
@@ -301,7 +311,7 @@ def t_still_serving():
 
 def t_flood():
     """--slots 1 --queue 1: a burst gets RESOURCE_EXHAUSTED with a retry hint."""
-    codes, pushback, lock = [], [], threading.Lock()
+    codes, pushback, retry, lock = [], [], [], threading.Lock()
     req = pb.GenerateRequest(prompt="flood", sampling=pb.SamplingParams(
         temperature=0.0, ignore_eos=True, max_tokens=64))
 
@@ -315,6 +325,15 @@ def t_flood():
             if "grpc-retry-pushback-ms" in md:
                 with lock:
                     pushback.append(md["grpc-retry-pushback-ms"])
+            st = status_details(e)
+            if st is not None:
+                for any_ in st.details:
+                    if any_.type_url.endswith("/google.rpc.RetryInfo"):
+                        ri = status_pb.RetryInfo()
+                        ri.ParseFromString(any_.value)
+                        with lock:
+                            retry.append((st.code, ri.retry_delay.seconds * 1000
+                                          + ri.retry_delay.nanos // 1000000))
         with lock:
             codes.append(c)
 
@@ -329,9 +348,182 @@ def t_flood():
           str(codes))
     check("retry pushback metadata", len(pushback) == ex and all(p.isdigit() for p in pushback),
           str(pushback))
+    # rich error: google.rpc.Status + RetryInfo in grpc-status-details-bin
+    check("RESOURCE_EXHAUSTED carries RetryInfo", len(retry) == ex and
+          all(code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0] and d > 0 for code, d in retry),
+          str(retry))
     ok, ci = kv_back()
     check("KV free after flood", ok and ci.requests_rejected >= 1, str(ci))
     t_still_serving_simple()
+
+
+def status_details(e):
+    """google.rpc.Status from grpc-status-details-bin, or None."""
+    for k, v in (e.trailing_metadata() or ()):
+        if k == "grpc-status-details-bin":
+            st = status_pb.Status()
+            st.ParseFromString(v)
+            return st
+    return None
+
+
+def bad_request_fields(e):
+    st = status_details(e)
+    out = []
+    if st is None:
+        return None, out
+    for any_ in st.details:
+        if any_.type_url.endswith("/google.rpc.BadRequest"):
+            br = status_pb.BadRequest()
+            br.ParseFromString(any_.value)
+            out += [(fv.field, fv.description) for fv in br.field_violations]
+    return st, out
+
+
+def rpc_error(fn):
+    try:
+        fn()
+    except grpc.RpcError as e:
+        return e
+    return None
+
+
+KEY_A = [("authorization", "Bearer key-alpha-0123456789")]
+KEY_B = [("authorization", "Bearer key-beta-0123456789")]
+KEY_G = [("authorization", "Bearer key-gamma-0123456789")]
+
+
+def t_auth():
+    """--api-keys: Inference needs a key; health and reflection do not."""
+    req = pb.GenerateRequest(prompt="hello", sampling=greedy(4))
+    c, d = code_of(lambda: stub.Generate(req, timeout=30))
+    check("no key -> UNAUTHENTICATED", c == grpc.StatusCode.UNAUTHENTICATED, f"{c} {d}")
+    c, d = code_of(lambda: list(stub.GenerateStream(req, timeout=30)))
+    check("stream no key -> UNAUTHENTICATED", c == grpc.StatusCode.UNAUTHENTICATED, f"{c} {d}")
+    c, d = code_of(lambda: stub.Generate(req, timeout=30, metadata=[("authorization", "Bearer nope-nope-nope")]))
+    check("wrong key -> UNAUTHENTICATED", c == grpc.StatusCode.UNAUTHENTICATED, f"{c} {d}")
+    c, d = code_of(lambda: stub.Generate(req, timeout=30, metadata=[("authorization", "key-alpha-0123456789")]))
+    check("key without Bearer -> UNAUTHENTICATED", c == grpc.StatusCode.UNAUTHENTICATED, f"{c} {d}")
+    c, d = code_of(lambda: stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10))
+    check("GetModelInfo no key -> UNAUTHENTICATED", c == grpc.StatusCode.UNAUTHENTICATED, f"{c} {d}")
+    r = stub.Generate(req, timeout=60, metadata=KEY_A)
+    check("key alpha works", r.usage.prompt_tokens > 0, str(r))
+    r = stub.Generate(req, timeout=60, metadata=KEY_B)
+    check("key beta works", r.usage.prompt_tokens > 0, str(r))
+    h = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    check("health needs no key", h.status == health_pb2.HealthCheckResponse.SERVING, str(h))
+    # rich errors: INVALID_ARGUMENT with BadRequest field violations
+    e = rpc_error(lambda: stub.Generate(pb.GenerateRequest(prompt=""), timeout=10, metadata=KEY_A))
+    st, fv = bad_request_fields(e) if e else (None, [])
+    check("INVALID_ARGUMENT carries BadRequest(prompt)", e is not None and st is not None
+          and st.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and fv and fv[0][0] == "prompt",
+          f"{st} {fv}")
+    e = rpc_error(lambda: stub.Generate(pb.GenerateRequest(
+        prompt="x", sampling=pb.SamplingParams(temperature=500)), timeout=10, metadata=KEY_A))
+    st, fv = bad_request_fields(e) if e else (None, [])
+    check("BadRequest field sampling.temperature", fv and fv[0][0] == "sampling.temperature"
+          and "500" in fv[0][1], str(fv))
+    e = rpc_error(lambda: list(stub.GenerateStream(pb.GenerateRequest(
+        tokens=pb.TokenIds(ids=[2, 10**8])), timeout=10, metadata=KEY_A)))
+    st, fv = bad_request_fields(e) if e else (None, [])
+    check("stream BadRequest field tokens.ids[1]", fv and fv[0][0] == "tokens.ids[1]", str(fv))
+    t_reflection()
+
+
+def refl_call(mod, req):
+    stubr = mod[1].ServerReflectionStub(ch)
+    return list(stubr.ServerReflectionInfo(iter([req]), timeout=10))
+
+
+def t_reflection():
+    from google.protobuf import descriptor_pb2
+    for name, mod in (("v1", (refl1_pb, refl1_grpc)), ("v1alpha", (refla_pb, refla_grpc))):
+        rs = refl_call(mod, mod[0].ServerReflectionRequest(list_services=""))
+        svcs = sorted(s.name for s in rs[0].list_services_response.service)
+        check(f"reflection {name} list services", "tessera.v1.Inference" in svcs
+              and "grpc.health.v1.Health" in svcs and "grpc.reflection.v1.ServerReflection" in svcs
+              and "grpc.reflection.v1alpha.ServerReflection" in svcs, str(svcs))
+        rs = refl_call(mod, mod[0].ServerReflectionRequest(file_containing_symbol="tessera.v1.Inference"))
+        fds = [descriptor_pb2.FileDescriptorProto.FromString(b)
+               for b in rs[0].file_descriptor_response.file_descriptor_proto]
+        main = [f for f in fds if f.name == "tessera/v1/inference.proto"]
+        check(f"reflection {name} file containing tessera.v1.Inference", main and
+              any(sv.name == "Inference" and any(m.name == "GenerateStream" for m in sv.method)
+                  for sv in main[0].service), str([f.name for f in fds]))
+        rs = refl_call(mod, mod[0].ServerReflectionRequest(
+            file_containing_symbol="tessera.v1.GenerateRequest"))
+        check(f"reflection {name} message symbol", len(rs[0].file_descriptor_response.file_descriptor_proto) >= 1,
+              str(rs[0]))
+        rs = refl_call(mod, mod[0].ServerReflectionRequest(file_containing_symbol="no.such.Thing"))
+        check(f"reflection {name} unknown symbol -> NOT_FOUND",
+              rs[0].WhichOneof("message_response") == "error_response"
+              and rs[0].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0], str(rs[0]))
+    # several requests on one stream (what grpcurl does)
+    stubr = refl1_grpc.ServerReflectionStub(ch)
+    reqs = [refl1_pb.ServerReflectionRequest(list_services=""),
+            refl1_pb.ServerReflectionRequest(file_by_filename="grpc/health/v1/health.proto")]
+    rs = list(stubr.ServerReflectionInfo(iter(reqs), timeout=10))
+    check("reflection: 2 requests on one stream", len(rs) == 2
+          and rs[1].file_descriptor_response.file_descriptor_proto, str(rs))
+
+
+def t_reload():
+    """After the key file changed and SIGHUP: gamma added, beta removed, alpha kept."""
+    req = pb.GenerateRequest(prompt="hello", sampling=greedy(4))
+    r = stub.Generate(req, timeout=60, metadata=KEY_G)
+    check("added key works after SIGHUP", r.usage.prompt_tokens > 0, str(r))
+    c, d = code_of(lambda: stub.Generate(req, timeout=30, metadata=KEY_B))
+    check("removed key refused after SIGHUP", c == grpc.StatusCode.UNAUTHENTICATED, f"{c} {d}")
+    r = stub.Generate(req, timeout=60, metadata=KEY_A)
+    check("kept key still works", r.usage.prompt_tokens > 0, str(r))
+
+
+def t_tls():
+    """TLS: this channel (--tls-ca) works; a plaintext one gets UNAVAILABLE."""
+    r = stub.Generate(pb.GenerateRequest(prompt="hello", sampling=greedy(4)), timeout=60)
+    check("TLS Generate", r.usage.prompt_tokens > 0, str(r))
+    evs, _, _ = stream_all(pb.GenerateRequest(prompt="hello", sampling=greedy(4)))
+    check("TLS stream", evs[-1].WhichOneof("event") == "finished", str(evs[-1]))
+    plain = pbg.InferenceStub(grpc.insecure_channel(args.target))
+    c, d = code_of(lambda: plain.Generate(pb.GenerateRequest(prompt="hello"), timeout=10))
+    check("plaintext client on TLS port -> UNAVAILABLE", c == grpc.StatusCode.UNAVAILABLE, f"{c} {d}")
+
+
+def t_fair():
+    """--slots 1: tenant alpha queues 8 long requests, then beta 1 short one; beta is admitted
+    right after the running alpha request, not after alpha's whole queue."""
+    order, lock = [], threading.Lock()
+    started = threading.Semaphore(0)
+    long_req = pb.GenerateRequest(prompt="flood", sampling=pb.SamplingParams(
+        temperature=0.0, ignore_eos=True, max_tokens=160))
+
+    def worker(tag, req, md):
+        try:
+            for ev in stub.GenerateStream(req, timeout=300, metadata=md):
+                if ev.WhichOneof("event") == "started":
+                    started.release()
+            with lock:
+                order.append(tag)
+        except grpc.RpcError as e:
+            with lock:
+                order.append(f"{tag}:{e.code()}")
+            started.release()
+
+    th = [threading.Thread(target=worker, args=(f"A{i}", long_req, KEY_A)) for i in range(8)]
+    for t in th:
+        t.start()
+    for _ in range(8):
+        started.acquire(timeout=60)
+    tb = threading.Thread(target=worker, args=("B", pb.GenerateRequest(
+        prompt="short", sampling=pb.SamplingParams(temperature=0.0, ignore_eos=True, max_tokens=4)), KEY_B))
+    tb.start()
+    th.append(tb)
+    for t in th:
+        t.join()
+    check("fair share: all done", len(order) == 9 and all(":" not in o for o in order), str(order))
+    check("fair share: tenant B not starved (done 2nd or 3rd)", "B" in order and order.index("B") <= 2,
+          str(order))
+    print(f"info: fair-share completion order {order}", flush=True)
 
 
 def t_still_serving_simple():
@@ -367,5 +559,13 @@ elif args.mode == "flood":
     run("flood", t_flood)
 elif args.mode == "drain":
     run("drain", t_drain)
+elif args.mode == "auth":
+    run("auth", t_auth)
+elif args.mode == "reload":
+    run("reload", t_reload)
+elif args.mode == "tls":
+    run("tls", t_tls)
+elif args.mode == "fair":
+    run("fair", t_fair)
 print(f"{passed} passed, {failed} failed", flush=True)
 sys.exit(1 if failed else 0)

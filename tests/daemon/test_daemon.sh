@@ -5,6 +5,8 @@
 # stubs generated here; queue-full flooding; graceful drain on SIGTERM; clean exits.
 # Needs Debian's python3-grpcio (/usr/bin/python3), protobuf-compiler-grpc and grpc-proto
 # (scripts/deps.sh); exits 77 (skipped) without them.
+# Then auth (--api-keys, SIGHUP reload), TLS (a self-signed certificate made here with
+# openssl), --config files, server reflection, rich errors and fair share across tenants.
 set -u
 bin=$1
 daemon=$2
@@ -31,13 +33,18 @@ fi
 # Python stubs from our .proto and grpc-proto's health.proto
 # (health.proto is copied to health_v1/: a generated top-level `grpc` package would clash
 # with grpcio's own)
-mkdir -p "$tmp/stubs" "$tmp/hp/health_v1"
+mkdir -p "$tmp/stubs" "$tmp/hp/health_v1" "$tmp/hp/refl_v1" "$tmp/hp/refl_v1alpha" "$tmp/hp/rpcstatus"
 cp /usr/share/grpc-proto/grpc/health/v1/health.proto "$tmp/hp/health_v1/"
+cp /usr/share/grpc-proto/grpc/reflection/v1/reflection.proto "$tmp/hp/refl_v1/"
+cp /usr/share/grpc-proto/grpc/reflection/v1alpha/reflection.proto "$tmp/hp/refl_v1alpha/"
+cp "$repo/rpc/proto/google/rpc/status_min.proto" "$tmp/hp/rpcstatus/"
 plugin=--plugin=protoc-gen-grpc_python="$(command -v grpc_python_plugin)"
 protoc -I "$repo/proto" --python_out="$tmp/stubs" --grpc_python_out="$tmp/stubs" "$plugin" \
   tessera/v1/inference.proto &&
 protoc -I "$tmp/hp" --python_out="$tmp/stubs" --grpc_python_out="$tmp/stubs" "$plugin" \
-  health_v1/health.proto || { bad "protoc stubs"; exit 1; }
+  health_v1/health.proto refl_v1/reflection.proto refl_v1alpha/reflection.proto &&
+protoc -I "$tmp/hp" -I /usr/include --python_out="$tmp/stubs" rpcstatus/status_min.proto ||
+  { bad "protoc stubs"; exit 1; }
 
 # start_daemon MODEL ARGS...: sets $dpid and $addr; waits for SERVING
 start_daemon() {
@@ -55,7 +62,7 @@ start_daemon() {
   done
   [ -n "$addr" ] || { bad "tesserad did not start: $(tail -5 "$tmp/d.err")"; return 1; }
   for _ in $(seq 1 100); do
-    [ "$("$bin" health --server "$addr" 2>/dev/null)" = "SERVING" ] && return 0
+    [ "$("$bin" health --server "$addr" ${cli_extra:-} 2>/dev/null)" = "SERVING" ] && return 0
     sleep 0.1
   done
   bad "tesserad not SERVING"
@@ -154,6 +161,104 @@ if start_daemon "$tmp/tiny.gguf" --slots 2 --threads 1 --grace-seconds 30; then
   wait_daemon
 fi
 "$daemon" -m "$tmp/tiny.gguf" >/dev/null 2>&1; [ $? -eq 2 ] && ok || bad "tesserad usage"
+
+# ---- auth: API keys (+ reflection and rich errors, which need no key / come with them) ----
+keys=$tmp/keys.txt
+cat >"$keys" <<'EOK'
+# tessera test keys: KEY TENANT
+key-alpha-0123456789 alpha
+key-beta-0123456789	beta   # a trailing comment
+
+EOK
+printf 'key-alpha-0123456789 alpha\njust-one-field\n' >"$tmp/badkeys.txt"
+"$daemon" -m "$tmp/tiny.gguf" --listen 127.0.0.1:0 --api-keys "$tmp/badkeys.txt" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "badkeys.txt:2:" "$tmp/err" && ok || bad "malformed key file refused with its line: $(cat "$tmp/err")"
+if start_daemon "$tmp/tiny.gguf" --slots 1 --queue 16 --threads 2 --api-keys "$keys"; then
+  "$bin" generate --server "$addr" -p "hello" --temp 0 -n 4 >/dev/null 2>"$tmp/err"
+  [ $? -eq 1 ] && grep -q UNAUTHENTICATED "$tmp/err" && ok || bad "C client without key: $(cat "$tmp/err")"
+  "$bin" generate --server "$addr" -p "hello" --temp 0 -n 4 --api-key wrong-key-123456 >/dev/null 2>"$tmp/err"
+  [ $? -eq 1 ] && grep -q "UNAUTHENTICATED: invalid API key" "$tmp/err" && ok || bad "C client wrong key: $(cat "$tmp/err")"
+  "$bin" generate --server "$addr" -p "hello" --temp 0 -n 4 --api-key key-alpha-0123456789 >/dev/null 2>"$tmp/err" && ok || bad "C client with key: $(cat "$tmp/err")"
+  TESSERA_API_KEY=key-beta-0123456789 "$bin" info --server "$addr" >/dev/null 2>"$tmp/err" && ok || bad "C client key from TESSERA_API_KEY: $(cat "$tmp/err")"
+  "$bin" health --server "$addr" >/dev/null 2>&1 && ok || bad "health without key"
+  pyrun --mode auth
+  pyrun --mode fair
+  grep -q "tenant alpha" "$tmp/d.err" && grep -q "tenant beta" "$tmp/d.err" && ok || bad "tenant names in the log"
+  # SIGHUP: add gamma, drop beta
+  printf 'key-alpha-0123456789 alpha\nkey-gamma-0123456789 gamma\n' >"$keys"
+  kill -HUP "$dpid"
+  for _ in $(seq 1 50); do grep -q "SIGHUP: reloaded" "$tmp/d.err" && break; sleep 0.1; done
+  pyrun --mode reload
+  # a broken file on SIGHUP keeps the keys in use
+  printf 'broken\n' >"$keys"
+  kill -HUP "$dpid"
+  for _ in $(seq 1 50); do grep -q "keeping the keys in use" "$tmp/d.err" && break; sleep 0.1; done
+  "$bin" generate --server "$addr" -p "hello" --temp 0 -n 4 --api-key key-gamma-0123456789 >/dev/null 2>"$tmp/err" && ok || bad "keys kept after a bad reload: $(cat "$tmp/err")"
+  stop_daemon
+fi
+
+# ---- TLS: a self-signed certificate for localhost / 127.0.0.1 ----
+if openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/key.pem" -out "$tmp/cert.pem" -days 2 \
+     -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" >/dev/null 2>&1; then
+  cli_extra="--tls-ca $tmp/cert.pem"
+  if start_daemon "$tmp/tiny.gguf" --slots 2 --threads 2 --tls-cert "$tmp/cert.pem" --tls-key "$tmp/key.pem"; then
+    ok # health over TLS (start_daemon)
+    "$bin" generate --server "$addr" -p "hello" --temp 0 -n 4 --stream --tls-ca "$tmp/cert.pem" >/dev/null 2>"$tmp/err" && ok || bad "C client over TLS: $(cat "$tmp/err")"
+    "$bin" health --server "$addr" >/dev/null 2>"$tmp/err"
+    [ $? -eq 1 ] && grep -q UNAVAILABLE "$tmp/err" && ok || bad "plaintext C client on TLS port: $(cat "$tmp/err")"
+    pyrun --mode tls --tls-ca "$tmp/cert.pem"
+    stop_daemon
+  fi
+  cli_extra=""
+  "$daemon" -m "$tmp/tiny.gguf" --listen 127.0.0.1:0 --tls-cert "$tmp/cert.pem" >/dev/null 2>&1; [ $? -eq 2 ] && ok || bad "--tls-cert without --tls-key"
+else
+  bad "openssl could not make a test certificate"
+fi
+
+# ---- --config ----
+cat >"$tmp/d.conf" <<EOC
+# tesserad test config
+slots = 3;
+queue = 5;
+threads = 2;
+max-tokens-default = 7;
+api-keys = "$keys";
+log-level = "info";
+EOC
+printf 'key-alpha-0123456789 alpha\n' >"$keys"
+cli_extra="--api-key key-alpha-0123456789"
+if start_daemon "$tmp/tiny.gguf" --config "$tmp/d.conf"; then
+  "$bin" info --server "$addr" --json $cli_extra >"$tmp/i.json" 2>"$tmp/err"
+  $py -c "import json; d=json.load(open('$tmp/i.json')); assert d['cluster']['slots'] == 3, d" && ok || bad "config slots: $(cat "$tmp/err")"
+  "$bin" generate --server "$addr" -p "hello" --temp 0 --ignore-eos --json $cli_extra >"$tmp/g.json" 2>"$tmp/err"
+  $py -c "import json; d=json.load(open('$tmp/g.json')); assert d['completion_tokens'] == 7, d" && ok || bad "config max-tokens-default: $(cat "$tmp/err")"
+  "$bin" info --server "$addr" >/dev/null 2>&1; [ $? -eq 1 ] && ok || bad "config api-keys applied"
+  stop_daemon
+fi
+if start_daemon "$tmp/tiny.gguf" --config "$tmp/d.conf" --slots 2; then
+  "$bin" info --server "$addr" --json $cli_extra >"$tmp/i.json" 2>"$tmp/err"
+  $py -c "import json; d=json.load(open('$tmp/i.json')); assert d['cluster']['slots'] == 2, d" && ok || bad "flag overrides config"
+  stop_daemon
+fi
+cli_extra=""
+printf 'slots = 2;\nbogus = 1;\n' >"$tmp/bad1.conf"
+"$daemon" -m "$tmp/tiny.gguf" --listen 127.0.0.1:0 --config "$tmp/bad1.conf" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "bad1.conf:2: unknown setting 'bogus'" "$tmp/err" && ok || bad "unknown config key: $(cat "$tmp/err")"
+printf '# c\nqueue = 4;\nslots = "four";\n' >"$tmp/bad2.conf"
+"$daemon" -m "$tmp/tiny.gguf" --listen 127.0.0.1:0 --config "$tmp/bad2.conf" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "bad2.conf:3: slots must be an integer" "$tmp/err" && ok || bad "wrong config type: $(cat "$tmp/err")"
+printf 'model = 5;\n' >"$tmp/bad3.conf"
+"$daemon" --listen 127.0.0.1:0 --config "$tmp/bad3.conf" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "bad3.conf:1: model must be a string" "$tmp/err" && ok || bad "wrong config type (string): $(cat "$tmp/err")"
+printf 'slots = 2\nqueue = ;\n' >"$tmp/bad4.conf"
+"$daemon" -m "$tmp/tiny.gguf" --listen 127.0.0.1:0 --config "$tmp/bad4.conf" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "bad4.conf:[0-9]*: " "$tmp/err" && ok || bad "config syntax error: $(cat "$tmp/err")"
+printf 'slots = 0;\n' >"$tmp/bad5.conf"
+"$daemon" -m "$tmp/tiny.gguf" --listen 127.0.0.1:0 --config "$tmp/bad5.conf" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "bad5.conf:1: slots expects an integer" "$tmp/err" && ok || bad "config out of range: $(cat "$tmp/err")"
+"$daemon" --config "$repo/deploy/tesserad.conf.example" --help >/dev/null 2>&1 && ok || bad "tesserad --help"
+"$daemon" -m "$tmp/tiny.gguf" --config "$repo/deploy/tesserad.conf.example" --listen 127.0.0.1:0 --api-keys "$keys" --tls-cert /nonexistent --tls-key /nonexistent >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "tls-cert /nonexistent" "$tmp/err" && ok || bad "the example config parses: $(cat "$tmp/err")"
 "$daemon" -m /nonexistent.gguf --listen 127.0.0.1:0 >/dev/null 2>"$tmp/err"; [ $? -eq 1 ] && ok || bad "tesserad missing model"
 
 # ---- the real Gemma 3 270M ----
