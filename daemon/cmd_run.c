@@ -5,6 +5,13 @@
  *               [--top-p P] [--min-p P] [--repeat-penalty R] [--presence-penalty X]
  *               [--frequency-penalty X] [--seed S] [--stop STR]... [--ctx N]
  *               [--threads N] [--batch N] [--json] [--reference] [--no-bos]
+ *               [--tp T] [--pp P] [--verbose]
+ *
+ * Distributed (docs/distributed.md): `mpirun -np N tessera run --tp T --pp P ...` splits
+ * the model over the N = T * P ranks (--pp 0 or absent: N / T). Rank 0 tokenizes, samples
+ * and prints exactly what one rank would; the other ranks print nothing but errors. A
+ * transport failure (a peer that stops answering within TESSERA_COMM_TIMEOUT seconds)
+ * prints the rank and the operation and aborts the whole job.
  *
  * With --temp 0 decoding is greedy. With --json nothing streams; one object is printed at
  * the end: {"prompt_ids":[...],"ids":[...],"text":"...","finish_reason":"...","seed":S}.
@@ -25,13 +32,14 @@
 #include "engine.h"
 #include "sampler.h"
 #include "tokenizer.h"
+#include "transport.h"
 
 #define MAX_STOPS 16
 
 typedef struct {
     const char *model, *prompt, *system;
-    int32_t n_predict, n_ctx, n_threads, n_batch;
-    bool chat, json, reference, no_bos, seed_set;
+    int32_t n_predict, n_ctx, n_threads, n_batch, tp, pp;
+    bool chat, json, reference, no_bos, seed_set, verbose;
     const char *backend;
     ts_sampler_params sp;
     const char *stops[MAX_STOPS];
@@ -61,6 +69,9 @@ static void usage(FILE *f) {
             "      --no-bos             do not prepend <bos> (raw prompts)\n"
             "      --reference          scalar reference kernels (slow; for checking)\n"
             "      --backend cpu|cuda   compute backend (default cpu; cuda: GPU 0)\n"
+            "      --tp T, --pp P       tensor / pipeline parallel ranks (under mpirun;\n"
+            "                           default tp 1, pp = ranks / tp)\n"
+            "      --verbose            print the parallel plan (stderr)\n"
             "      --json               print one JSON object at the end instead of streaming\n",
             MAX_STOPS);
 }
@@ -104,12 +115,14 @@ static int parse_args(int argc, char **argv, run_opts *o) {
             return 1;
         }
         bool flag_only = !strcmp(a, "--chat") || !strcmp(a, "--json") ||
-                         !strcmp(a, "--reference") || !strcmp(a, "--no-bos");
+                         !strcmp(a, "--reference") || !strcmp(a, "--no-bos") ||
+                         !strcmp(a, "--verbose");
         if (flag_only) {
             if (!strcmp(a, "--chat")) o->chat = true;
             if (!strcmp(a, "--json")) o->json = true;
             if (!strcmp(a, "--reference")) o->reference = true;
             if (!strcmp(a, "--no-bos")) o->no_bos = true;
+            if (!strcmp(a, "--verbose")) o->verbose = true;
             continue;
         }
         if (a[0] != '-') {
@@ -120,7 +133,7 @@ static int parse_args(int argc, char **argv, run_opts *o) {
             "-m", "--model", "-p", "--prompt", "--system", "-n", "--n-predict", "--ctx",
             "--threads", "--batch", "--temp", "--top-k", "--top-p", "--min-p",
             "--repeat-penalty", "--presence-penalty", "--frequency-penalty", "--seed", "--stop",
-            "--backend"};
+            "--backend", "--tp", "--pp"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
             if (!strcmp(a, with_value[k])) known = true;
@@ -148,6 +161,10 @@ static int parse_args(int argc, char **argv, run_opts *o) {
             if (parse_i32(a, v, 0, 1 << 24, &o->n_predict)) return -1;
         } else if (!strcmp(a, "--ctx")) {
             if (parse_i32(a, v, 1, 1 << 24, &o->n_ctx)) return -1;
+        } else if (!strcmp(a, "--tp")) {
+            if (parse_i32(a, v, 1, 256, &o->tp)) return -1;
+        } else if (!strcmp(a, "--pp")) {
+            if (parse_i32(a, v, 0, 256, &o->pp)) return -1;
         } else if (!strcmp(a, "--threads")) {
             if (parse_i32(a, v, 1, 1024, &o->n_threads)) return -1;
         } else if (!strcmp(a, "--batch")) {
@@ -251,15 +268,54 @@ int ts_cmd_run(int argc, char **argv) {
     int32_t *ids = NULL, *pos = NULL, *seq = NULL;
     sbuf text = {0};
     json_t *jids = NULL;
+    ts_transport *tr = NULL;
+    bool dist = false;
+
+    /* Under mpirun (or with --tp / --pp): one rank of a distributed engine. */
+    if (ts_transport_mpi_launched() || o.tp > 1 || o.pp > 1) {
+#ifdef TS_HAVE_MPI
+        if (ts_transport_mpi_open(o.tp > 0 ? o.tp : 1, &tr) != TS_OK) {
+            fprintf(stderr, "tessera run: %s\n", ts_last_error());
+            return 1;
+        }
+        if (tr->world == 1 && tr->tp == 1 && o.pp <= 1) {
+            ts_transport_close(tr); /* a singleton: the plain one-rank engine */
+            tr = NULL;
+        } else {
+            dist = true;
+        }
+#else
+        fprintf(stderr, "tessera run: --tp / --pp need a build with MPI (Open MPI)\n");
+        return 2;
+#endif
+    }
+    if (dist && tr->rank != 0) o.json = true; /* never stream on other ranks */
 
     ts_engine_params ep = {
         .model_path = o.model, .n_threads = o.n_threads, .reference = o.reference,
         .backend = o.backend,
         .n_ctx = o.n_ctx, .n_seq_max = 1, .n_batch = o.n_batch,
-        .progress = isatty(STDERR_FILENO) ? progress : NULL,
+        .progress = isatty(STDERR_FILENO) && !dist ? progress : NULL,
+        .transport = tr, .tp = o.tp, .pp = o.pp,
     };
-    if (ts_engine_create(&ep, &e) != TS_OK) {
-        fprintf(stderr, "tessera run: %s\n", ts_last_error());
+    ts_status cst = ts_engine_create(&ep, &e);
+    if (cst != TS_OK) {
+        /* plan refusals are the same on every rank: rank 0 reports, all exit; anything
+         * else may be one rank's alone: it reports and ends the job */
+        if (!dist || tr->rank == 0)
+            fprintf(stderr, "tessera run: %s\n", ts_last_error());
+        else if (cst != TS_INVAL)
+            fprintf(stderr, "tessera run: rank %d: %s\n", tr->rank, ts_last_error());
+        if (dist && cst != TS_INVAL) tr->ops->abort(tr, 1);
+        goto out;
+    }
+    if (dist && o.verbose && tr->rank == 0) fputs(ts_engine_plan(e)->desc, stderr);
+    if (dist && tr->rank != 0) {
+        if (ts_engine_serve(e) != TS_OK) {
+            fprintf(stderr, "tessera run: %s\n", ts_last_error());
+            tr->ops->abort(tr, 1);
+        }
+        ret = 0;
         goto out;
     }
     const ts_config *cfg = ts_engine_config(e);
@@ -333,6 +389,7 @@ int ts_cmd_run(int argc, char **argv) {
         ts_batch b = {.n_tokens = n, .token = ids, .pos = pos, .seq = seq};
         if (ts_engine_step(e, &b, logits) != TS_OK) {
             fprintf(stderr, "tessera run: %s\n", ts_last_error());
+            if (dist) tr->ops->abort(tr, 1); /* the other ranks may wait on us */
             goto out;
         }
     }
@@ -387,6 +444,7 @@ int ts_cmd_run(int argc, char **argv) {
         ts_batch b = {.n_tokens = 1, .token = ids, .pos = pos, .seq = seq};
         if (ts_engine_step(e, &b, logits) != TS_OK) {
             fprintf(stderr, "tessera run: %s\n", ts_last_error());
+            if (dist) tr->ops->abort(tr, 1); /* the other ranks may wait on us */
             goto out;
         }
     }
@@ -425,5 +483,6 @@ out:
     ts_sampler_destroy(smp);
     ts_tokenizer_free(tok);
     ts_engine_destroy(e);
+    ts_transport_close(tr);
     return ret;
 }

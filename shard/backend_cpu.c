@@ -301,21 +301,57 @@ static void attn_run(void *ctx, int ith, int nth) {
 }
 
 /* Fast path (llama.cpp order, docs/engine.md): Q is scaled first (ggml_scale), KQ and
- * KQV dot products sum as ggml-cpu's f32 kernels: tinyBLAS (llamafile sgemm) when the
- * right operand is contiguous (KQ for a single token, KQV always): 8 lanes, lane = index
- * % 8, fused multiply-add, lanes summed ((0+4)+(2+6))+((1+5)+(3+7)); ggml_vec_dot_f32
- * (KQ with several tokens): 4 x 8 lanes over blocks of 32, reduced (a0+a2)+(a1+a3) and
- * then lanes as ((0+4)+(1+5))+((2+6)+(3+7)). Softmax: expf, sum in double, scale by the
- * fp32 reciprocal. */
+ * KQV dot products sum as ggml-cpu's f32 kernels. llamafile's sgemm refuses n < 2, so a
+ * single-token step runs ggml_vec_dot_f32 for both KQ and KQV (4 x 8 FMA lanes over
+ * blocks of 32 -- KV cell index j for KQV -- reduced (a0+a2)+(a1+a3), then
+ * ((0+4)+(1+5))+((2+6)+(3+7))); with several tokens KQ stays ggml_vec_dot_f32 (Q is a
+ * permuted, non-contiguous view) and KQV is tinyBLAS (8 FMA lanes, lane = j % 8, summed
+ * ((0+4)+(2+6))+((1+5)+(3+7))). Softmax: ggml_v_expf, per group of 8 cells an fp32
+ * hsum, group sums in double, scaled by the fp32 reciprocal. */
+/* ggml_v_expf (ggml-cpu vec.h, AVX2+FMA branch) for one lane, bit for bit: the ARM
+ * optimized-routines exp (range reduction by n = round(x / ln2), degree-5 polynomial, scale
+ * by 2^n through the exponent bits, special cases for |n| > 126 and > 192). */
+static inline float f_of(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+static inline uint32_t u_of(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+static float ggml_expf(float x) {
+    const float r = 0x1.8p23f;
+    const float z = fmaf(x, 0x1.715476p+0f, r);
+    const float n = z - r;
+    const float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
+    const uint32_t e = u_of(z) << 23;
+    const float k = f_of(e + u_of(1.0f));
+    const bool c = fabsf(n) > 126.0f;
+    const float u = b * b;
+    const float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
+                              fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+                         u, 0x1.ffffecp-1f * b);
+    if (!c) return fmaf(j, k, k);
+    const uint32_t g = n <= 0.0f ? 0x82000000u : 0u;
+    const float s1 = f_of(g + 0x7f000000u);
+    const float s2 = f_of(e - g);
+    if (fabsf(n) > 192.0f) return s1 * s1;
+    return fmaf(s2, j, s2) * s1;
+}
+
 static float hsum8_tb(const float *l) {
     return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
 }
 
-static float dot_tinyblas(const float *x, const float *y, int64_t n) {
-    float l[8] = {0};
-    for (int64_t i = 0; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) l[k] = fmaf(x[i + k], y[i + k], l[k]);
-    return hsum8_tb(l);
+/* GGML_F32_VEC_REDUCE (AVX2) of ggml_vec_dot_f32's 4 x 8 lanes. */
+static float reduce_ggml_f32(float a[4][8]) {
+    float l[8];
+    for (int k = 0; k < 8; k++) l[k] = (a[0][k] + a[2][k]) + (a[1][k] + a[3][k]);
+    float t[4];
+    for (int k = 0; k < 4; k++) t[k] = l[k] + l[k + 4];
+    return (t[0] + t[1]) + (t[2] + t[3]);
 }
 
 static float dot_ggml_f32(const float *x, const float *y, int64_t n) {
@@ -324,11 +360,7 @@ static float dot_ggml_f32(const float *x, const float *y, int64_t n) {
     for (; i + 32 <= n; i += 32)
         for (int j = 0; j < 4; j++)
             for (int k = 0; k < 8; k++) a[j][k] = fmaf(x[i + 8 * j + k], y[i + 8 * j + k], a[j][k]);
-    float l[8];
-    for (int k = 0; k < 8; k++) l[k] = (a[0][k] + a[2][k]) + (a[1][k] + a[3][k]);
-    float t[4];
-    for (int k = 0; k < 4; k++) t[k] = l[k] + l[k + 4];
-    float r = (t[0] + t[1]) + (t[2] + t[3]);
+    float r = reduce_ggml_f32(a);
     for (; i < n; i++) r += x[i] * y[i];
     return r;
 }
@@ -352,26 +384,43 @@ static void attn_run_fast(void *ctx, int ith, int nth) {
         float m = -INFINITY;
         for (int32_t j = lo; j <= p; j++) {
             const float *kr = K + kv_slot(a->kv, a->is_global, s, j) * (size_t)kd + kvh * hd;
-            const float d = a->n_tok == 1 ? dot_tinyblas(kr, qs, hd) : dot_ggml_f32(kr, qs, hd);
+            const float d = dot_ggml_f32(kr, qs, hd);
             score[j - lo] = d;
             if (d > m) m = d;
         }
+        /* ggml_vec_soft_max_f32 (AVX2): ggml_v_expf over groups of 8 KV cells (cell =
+         * position), each group's 8 values summed as hsum_float_8 in fp32, the group sums
+         * added in double. Masked cells give exactly 0 and drop out of the hsum. */
         double sum = 0.0;
-        for (int32_t j = lo; j <= p; j++) {
-            const float e = expf(score[j - lo] - m);
-            score[j - lo] = e;
-            sum += (double)e;
+        for (int32_t g0 = lo & ~7; g0 <= p; g0 += 8) {
+            float l[8] = {0};
+            for (int32_t j = g0 > lo ? g0 : lo; j < g0 + 8 && j <= p; j++) {
+                const float e = ggml_expf(score[j - lo] - m);
+                score[j - lo] = e;
+                l[j - g0] = e;
+            }
+            sum += (double)hsum8_tb(l);
         }
         const float inv = (float)(1.0 / sum);
         for (int32_t j = lo; j <= p; j++) score[j - lo] *= inv;
         float *o = a->out + (tok * a->n_head + h) * hd;
         for (int64_t i = 0; i < hd; i++) {
-            float l[8] = {0};
-            for (int32_t j = lo; j <= p; j++) {
-                const float *vr = V + kv_slot(a->kv, a->is_global, s, j) * (size_t)kd + kvh * hd;
-                l[j & 7] = fmaf(vr[i], score[j - lo], l[j & 7]);
+            if (a->n_tok == 1) { /* ggml_vec_dot_f32 over KV cells: lanes (j % 32) / 8, j % 8 */
+                float l4[4][8] = {{0}};
+                for (int32_t j = lo; j <= p; j++) {
+                    const float *vr = V + kv_slot(a->kv, a->is_global, s, j) * (size_t)kd + kvh * hd;
+                    float *l = l4[(j & 31) >> 3];
+                    l[j & 7] = fmaf(vr[i], score[j - lo], l[j & 7]);
+                }
+                o[i] = reduce_ggml_f32(l4);
+            } else { /* tinyBLAS: lane j % 8 */
+                float l[8] = {0};
+                for (int32_t j = lo; j <= p; j++) {
+                    const float *vr = V + kv_slot(a->kv, a->is_global, s, j) * (size_t)kd + kvh * hd;
+                    l[j & 7] = fmaf(vr[i], score[j - lo], l[j & 7]);
+                }
+                o[i] = hsum8_tb(l);
             }
-            o[i] = hsum8_tb(l);
         }
     }
 }

@@ -7,6 +7,18 @@
  * n_batch tokens. step: embed -> per layer (attention block, FFN block, each with pre and
  * post norms and a residual add) -> final norm and tied LM head for the flagged rows only,
  * in chunks of up to `n_logit_rows` rows.
+ *
+ * Distributed (params.transport set; docs/distributed.md): the plan gives this rank a
+ * layer range and, with TP, head / KV-head / FFN ranges. It loads only those slices
+ * (row ranges through the backend; the column slices of the row-parallel attn_output and
+ * ffn_down are repacked block-wise into owned buffers), keeps KV storage only for its
+ * layers and KV heads (the page bookkeeping is the same on every rank, so admission
+ * agrees), and runs: first stage embeds, others receive the hidden states (n_tok x d
+ * floats) from the previous stage; per layer the partial sums of attn_output and ffn_down
+ * are all-reduced in the TP group before the post-norm; the last stage's TP rank 0
+ * computes the final norm and LM head and sends the logits to rank 0. Rank 0 broadcasts
+ * each command (reserve, release, step with its batch) to the others (ts_engine_serve).
+ * A single rank runs exactly the original sequence of backend calls.
  */
 #include "engine.h"
 
@@ -40,7 +52,21 @@ struct ts_engine {
     int32_t *pos_tmp;
     float *hook_buf;
     int64_t hook_cols;
+    /* distributed */
+    ts_transport *tr;          /* NULL: single rank */
+    ts_plan *plan;
+    const ts_plan_rank *me;
+    ts_plan_rank whole;        /* single rank: everything */
+    void **owned;              /* repacked column slices (host) */
+    int32_t n_owned, cap_owned;
+    int32_t *desc;             /* step descriptor: header + 4 * n_batch */
+    float *xfer;               /* host staging: (n_batch, d) */
+    float *lhost;              /* host staging of logits (n_logit_rows, n_vocab) */
+    bool broken;
 };
+
+enum { CMD_STOP = 1, CMD_STEP = 2, CMD_RESERVE = 3, CMD_RELEASE = 4 };
+enum { DESC_HDR = 4 };
 
 /* ---- loading ---- */
 
@@ -49,6 +75,56 @@ static ts_status load_matrix(ts_engine *e, const char *name, ts_wmat *out) {
     if (!t) return TS_FAIL(TS_FORMAT, "tensor '%s' is missing", name);
     TS_TRY(e->b->ops->load_matrix(e->b, t, 0, t->n_dims >= 2 ? t->ne[1] : 1, out));
     e->weight_bytes += t->nbytes;
+    return TS_OK;
+}
+
+/* Rows [r0, r1) of a matrix (r1 = -1: all). */
+static ts_status load_rows(ts_engine *e, const char *name, int64_t r0, int64_t r1, ts_wmat *out) {
+    const ts_gguf_tensor *t = ts_gguf_find_tensor(e->g, name);
+    if (!t) return TS_FAIL(TS_FORMAT, "tensor '%s' is missing", name);
+    int64_t rows = t->n_dims >= 2 ? t->ne[1] : 1;
+    if (r1 < 0) r1 = rows;
+    TS_TRY(e->b->ops->load_matrix(e->b, t, r0, r1 - r0, out));
+    e->weight_bytes += t->nbytes / (size_t)rows * (size_t)(r1 - r0);
+    return TS_OK;
+}
+
+/* Columns [c0, c1) of every row (the input slice of a row-parallel matrix): the block range
+ * of each row copied into an owned buffer, loaded through the backend as a matrix of its
+ * own. c0 and c1 must be block boundaries (the plan's row_align). */
+static ts_status load_cols(ts_engine *e, const char *name, int64_t c0, int64_t c1, ts_wmat *out) {
+    const ts_gguf_tensor *t = ts_gguf_find_tensor(e->g, name);
+    if (!t) return TS_FAIL(TS_FORMAT, "tensor '%s' is missing", name);
+    if (c0 == 0 && c1 == t->ne[0]) return load_rows(e, name, 0, -1, out);
+    const int64_t rows = t->n_dims >= 2 ? t->ne[1] : 1;
+    const uint32_t be = ts_type_block_elems(t->type), bb = ts_type_block_bytes(t->type);
+    size_t full, part;
+    if (!be || c0 < 0 || c1 <= c0 || c1 > t->ne[0] || c0 % be || (c1 % be && c1 != t->ne[0]) ||
+        !ts_type_row_bytes(t->type, t->ne[0], &full) ||
+        !ts_type_row_bytes(t->type, c1 - c0, &part))
+        return TS_FAIL(TS_INVAL, "tensor '%s' (%s): columns [%lld, %lld) are not whole %u-element "
+                       "blocks of its %lld", name, ts_type_name(t->type), (long long)c0,
+                       (long long)c1, be, (long long)t->ne[0]);
+    if (e->n_owned == e->cap_owned) {
+        int32_t cap = e->cap_owned ? 2 * e->cap_owned : 32;
+        void **n = ts_realloc(e->owned, sizeof(void *) * (size_t)cap);
+        if (!n) return TS_FAIL(TS_NOMEM, "slice table");
+        e->owned = n;
+        e->cap_owned = cap;
+    }
+    uint8_t *buf = ts_malloc(part * (size_t)rows);
+    if (!buf) return TS_FAIL(TS_NOMEM, "slice of '%s' (%zu bytes)", name, part * (size_t)rows);
+    e->owned[e->n_owned++] = buf;
+    const size_t off = (size_t)(c0 / be) * bb;
+    for (int64_t r = 0; r < rows; r++)
+        memcpy(buf + (size_t)r * part, t->data + (size_t)r * full + off, part);
+    ts_gguf_tensor st = *t;
+    st.ne[0] = c1 - c0;
+    st.n_elems = (c1 - c0) * rows;
+    st.nbytes = part * (size_t)rows;
+    st.data = buf;
+    TS_TRY(e->b->ops->load_matrix(e->b, &st, 0, rows, out));
+    e->weight_bytes += st.nbytes;
     return TS_OK;
 }
 
@@ -139,30 +215,87 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
         goto fail;
     }
 
+    /* the plan: this rank's slice (single rank: everything) */
+    e->whole = (ts_plan_rank){.l0 = 0, .l1 = (int32_t)c->n_layer, .h0 = 0,
+                              .h1 = (int32_t)c->n_head, .kv0 = 0, .kv1 = (int32_t)c->n_head_kv,
+                              .f0 = 0, .f1 = (int32_t)c->n_ff, .embed = true, .lm_head = true};
+    e->me = &e->whole;
+    if (p->transport) {
+        e->tr = p->transport;
+        e->plan = ts_malloc(sizeof *e->plan);
+        if (!e->plan) {
+            rc = TS_FAIL(TS_NOMEM, "plan");
+            goto fail;
+        }
+        if (p->plan) {
+            *e->plan = *p->plan;
+        } else {
+            const ts_gguf_tensor *to = ts_gguf_find_tensor(e->g, "blk.0.attn_output.weight"),
+                                 *td = ts_gguf_find_tensor(e->g, "blk.0.ffn_down.weight"),
+                                 *te = ts_gguf_find_tensor(e->g, "token_embd.weight");
+            uint32_t align = 32;
+            if (to && ts_type_block_elems(to->type) > align) align = ts_type_block_elems(to->type);
+            if (td && ts_type_block_elems(td->type) > align) align = ts_type_block_elems(td->type);
+            ts_plan_params pl = {.world = e->tr->world, .tp = p->tp > 0 ? p->tp : e->tr->tp,
+                                 .pp = p->pp, .n_ctx = p->n_ctx, .n_seq = p->n_seq_max,
+                                 .n_chunk = p->n_chunk, .weight_type = td ? td->type : 0,
+                                 .embd_type = te ? te->type : 0, .row_align = align};
+            TS_TRY_GOTO(ts_plan_make(c, &pl, e->plan), rc, fail);
+        }
+        if (e->plan->world != e->tr->world || e->plan->tp != e->tr->tp ||
+            e->tr->rank >= e->plan->world) {
+            rc = TS_FAIL(TS_INVAL, "plan (tp %d x pp %d) does not match the transport (%d ranks, "
+                         "tp %d)", e->plan->tp, e->plan->pp, e->tr->world, e->tr->tp);
+            goto fail;
+        }
+        e->me = &e->plan->rank[e->tr->rank];
+    }
+    const ts_plan_rank *me = e->me;
+    const int64_t hd_ = c->head_dim;
+
     /* weights */
-    TS_TRY_GOTO(load_matrix(e, "token_embd.weight", &e->tok_embd), rc, fail);
-    if (ts_gguf_find_tensor(e->g, "output.weight"))
-        TS_TRY_GOTO(load_matrix(e, "output.weight", &e->output), rc, fail);
-    else
-        e->output = e->tok_embd; /* tied */
-    TS_TRY_GOTO(load_norm(e, "output_norm.weight", c->n_embd, &e->output_norm), rc, fail);
+    if (me->embed || me->lm_head)
+        TS_TRY_GOTO(load_matrix(e, "token_embd.weight", &e->tok_embd), rc, fail);
+    if (me->lm_head) {
+        if (ts_gguf_find_tensor(e->g, "output.weight"))
+            TS_TRY_GOTO(load_matrix(e, "output.weight", &e->output), rc, fail);
+        else
+            e->output = e->tok_embd; /* tied */
+        TS_TRY_GOTO(load_norm(e, "output_norm.weight", c->n_embd, &e->output_norm), rc, fail);
+    }
     e->layers = ts_calloc(c->n_layer, sizeof *e->layers);
     if (!e->layers) {
         rc = TS_FAIL(TS_NOMEM, "layer table");
         goto fail;
     }
-    for (uint32_t i = 0; i < c->n_layer; i++) {
+    for (uint32_t i = (uint32_t)me->l0; i < (uint32_t)me->l1; i++) {
         layer_w *L = &e->layers[i];
         char n[96];
         if (p->progress) p->progress(p->progress_ctx, (float)i / (float)c->n_layer);
 #define M(field, suffix)                                                                   \
     snprintf(n, sizeof n, "blk.%u.%s.weight", i, suffix);                                  \
     TS_TRY_GOTO(load_matrix(e, n, &L->field), rc, fail)
+#define R(field, suffix, r0, r1)                                                           \
+    snprintf(n, sizeof n, "blk.%u.%s.weight", i, suffix);                                  \
+    TS_TRY_GOTO(load_rows(e, n, r0, r1, &L->field), rc, fail)
+#define COLS(field, suffix, c0, c1)                                                        \
+    snprintf(n, sizeof n, "blk.%u.%s.weight", i, suffix);                                  \
+    TS_TRY_GOTO(load_cols(e, n, c0, c1, &L->field), rc, fail)
 #define N(field, suffix, len)                                                              \
     snprintf(n, sizeof n, "blk.%u.%s.weight", i, suffix);                                  \
     TS_TRY_GOTO(load_norm(e, n, len, &L->field), rc, fail)
-        M(q, "attn_q"); M(k, "attn_k"); M(v, "attn_v"); M(o, "attn_output");
-        M(gate, "ffn_gate"); M(up, "ffn_up"); M(down, "ffn_down");
+        if (!e->tr) {
+            M(q, "attn_q"); M(k, "attn_k"); M(v, "attn_v"); M(o, "attn_output");
+            M(gate, "ffn_gate"); M(up, "ffn_up"); M(down, "ffn_down");
+        } else {
+            R(q, "attn_q", me->h0 * hd_, me->h1 * hd_);
+            R(k, "attn_k", me->kv0 * hd_, me->kv1 * hd_);
+            R(v, "attn_v", me->kv0 * hd_, me->kv1 * hd_);
+            COLS(o, "attn_output", me->h0 * hd_, me->h1 * hd_);
+            R(gate, "ffn_gate", me->f0, me->f1);
+            R(up, "ffn_up", me->f0, me->f1);
+            COLS(down, "ffn_down", me->f0, me->f1);
+        }
         N(attn_norm, "attn_norm", c->n_embd);
         N(q_norm, "attn_q_norm", c->head_dim);
         N(k_norm, "attn_k_norm", c->head_dim);
@@ -170,6 +303,8 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
         N(ffn_norm, "ffn_norm", c->n_embd);
         N(post_ffn_norm, "post_ffw_norm", c->n_embd);
 #undef M
+#undef R
+#undef COLS
 #undef N
     }
 
@@ -184,20 +319,24 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
     };
     if (c->n_global == 0) kp.global_pages = 0;
     TS_TRY_GOTO(ts_kv_create(&kp, &e->kv), rc, fail);
+    /* storage only for this rank's layers (indexed il - l0) and KV heads */
     ts_kv_layout kl = {
-        .n_layer = (int32_t)c->n_layer, .is_global = c->is_global,
+        .n_layer = me->l1 - me->l0, .is_global = c->is_global + me->l0,
         .global_pages = ts_kv_global_pages(e->kv), .local_pages = ts_kv_local_pages(e->kv),
-        .page_size = p->page_size, .kv_dim = (int32_t)(c->n_head_kv * c->head_dim),
+        .page_size = p->page_size, .kv_dim = (int32_t)((me->kv1 - me->kv0) * c->head_dim),
         .n_ctx = p->n_ctx,
     };
     TS_TRY_GOTO(e->b->ops->kv_init(e->b, &kl), rc, fail);
+    uint32_t n_glob = 0;
+    for (int32_t il = me->l0; il < me->l1; il++) n_glob += c->is_global[il] ? 1u : 0u;
     e->kv_bytes = 2ull * (uint64_t)kl.kv_dim * sizeof(float) * (uint64_t)kl.page_size *
-                  ((uint64_t)kl.global_pages * c->n_global +
-                   (uint64_t)kl.local_pages * (c->n_layer - c->n_global));
+                  ((uint64_t)kl.global_pages * n_glob +
+                   (uint64_t)kl.local_pages * ((uint32_t)kl.n_layer - n_glob));
 
     /* step buffers */
-    const int64_t B = p->n_batch, d = c->n_embd, qd = (int64_t)c->n_head * c->head_dim,
-                  kd = (int64_t)c->n_head_kv * c->head_dim;
+    const int64_t B = p->n_batch, d = c->n_embd, qd = (int64_t)(me->h1 - me->h0) * c->head_dim,
+                  kd = (int64_t)(me->kv1 - me->kv0) * c->head_dim,
+                  ffr = (int64_t)(me->f1 - me->f0);
     e->n_logit_rows = p->n_seq_max > 8 ? p->n_seq_max : 8;
     if (e->n_logit_rows > B) e->n_logit_rows = (int32_t)B;
     TS_TRY_GOTO(balloc(e, &e->x, B, d), rc, fail);
@@ -207,10 +346,22 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
     TS_TRY_GOTO(balloc(e, &e->v, B, kd), rc, fail);
     TS_TRY_GOTO(balloc(e, &e->att, B, qd), rc, fail);
     TS_TRY_GOTO(balloc(e, &e->o, B, d), rc, fail);
-    TS_TRY_GOTO(balloc(e, &e->gate, B, c->n_ff), rc, fail);
-    TS_TRY_GOTO(balloc(e, &e->up, B, c->n_ff), rc, fail);
-    TS_TRY_GOTO(balloc(e, &e->xs, e->n_logit_rows, d), rc, fail);
-    TS_TRY_GOTO(balloc(e, &e->logits, e->n_logit_rows, c->n_vocab), rc, fail);
+    TS_TRY_GOTO(balloc(e, &e->gate, B, ffr), rc, fail);
+    TS_TRY_GOTO(balloc(e, &e->up, B, ffr), rc, fail);
+    if (me->lm_head) {
+        TS_TRY_GOTO(balloc(e, &e->xs, e->n_logit_rows, d), rc, fail);
+        TS_TRY_GOTO(balloc(e, &e->logits, e->n_logit_rows, c->n_vocab), rc, fail);
+    }
+    if (e->tr) {
+        e->desc = ts_malloc(sizeof(int32_t) * (DESC_HDR + 4 * (size_t)B));
+        e->xfer = ts_malloc(sizeof(float) * (size_t)B * (size_t)d);
+        if (me->lm_head && e->tr->rank != 0)
+            e->lhost = ts_malloc(sizeof(float) * (size_t)e->n_logit_rows * c->n_vocab);
+        if (!e->desc || !e->xfer || (me->lm_head && e->tr->rank != 0 && !e->lhost)) {
+            rc = TS_FAIL(TS_NOMEM, "transfer buffers");
+            goto fail;
+        }
+    }
     e->pos_tmp = ts_malloc(sizeof(int32_t) * (size_t)B);
     if (!e->pos_tmp) {
         rc = TS_FAIL(TS_NOMEM, "position buffer");
@@ -231,8 +382,13 @@ fail:
     return rc;
 }
 
+static ts_status send_cmd(ts_engine *e, int32_t cmd, int32_t a, int32_t b2, int32_t c2);
+
 void ts_engine_destroy(ts_engine *e) {
     if (!e) return;
+    /* rank 0 releases the other ranks from ts_engine_serve */
+    if (e->tr && e->tr->rank == 0 && e->tr->world > 1 && e->desc && !e->broken)
+        (void)send_cmd(e, CMD_STOP, 0, 0, 0);
     if (e->b) {
         float *bufs[] = {e->x, e->h, e->q, e->k, e->v, e->att, e->o, e->gate, e->up, e->xs,
                          e->logits, e->output_norm};
@@ -253,7 +409,29 @@ void ts_engine_destroy(ts_engine *e) {
     ts_gguf_close(e->g);
     ts_free(e->pos_tmp);
     ts_free(e->hook_buf);
+    for (int32_t i = 0; i < e->n_owned; i++) ts_free(e->owned[i]);
+    ts_free(e->owned);
+    ts_free(e->plan);
+    ts_free(e->desc);
+    ts_free(e->xfer);
+    ts_free(e->lhost);
     ts_free(e);
+}
+
+const ts_plan *ts_engine_plan(const ts_engine *e) { return e->plan; }
+const ts_plan_rank *ts_engine_plan_rank(const ts_engine *e) { return e->me; }
+
+/* ---- distributed control: rank 0 broadcasts each command ---- */
+
+static ts_status send_cmd(ts_engine *e, int32_t cmd, int32_t a, int32_t b2, int32_t c2) {
+    int32_t *h = e->desc;
+    h[0] = cmd;
+    h[1] = a;
+    h[2] = b2;
+    h[3] = c2;
+    ts_status rc = e->tr->ops->bcast(e->tr, h, sizeof(int32_t) * DESC_HDR, "command header");
+    if (rc != TS_OK) e->broken = true;
+    return rc;
 }
 
 const ts_config *ts_engine_config(const ts_engine *e) { return &e->cfg; }
@@ -275,9 +453,18 @@ void ts_engine_get_info(const ts_engine *e, ts_engine_info *o) {
 }
 
 ts_status ts_engine_seq_reserve(ts_engine *e, int32_t seq, int32_t n_pos) {
-    return ts_kv_reserve(e->kv, seq, n_pos);
+    if (!e->tr || e->tr->world == 1) return ts_kv_reserve(e->kv, seq, n_pos);
+    if (e->tr->rank != 0) return TS_FAIL(TS_INVAL, "rank %d: only rank 0 reserves", e->tr->rank);
+    if (e->broken) return TS_FAIL(TS_UNAVAILABLE, "the distributed engine is broken");
+    /* every rank keeps the same page bookkeeping: rank 0 decides, the others follow */
+    TS_TRY(ts_kv_reserve(e->kv, seq, n_pos));
+    return send_cmd(e, CMD_RESERVE, seq, n_pos, 0);
 }
-void ts_engine_seq_release(ts_engine *e, int32_t seq) { ts_kv_release(e->kv, seq); }
+void ts_engine_seq_release(ts_engine *e, int32_t seq) {
+    ts_kv_release(e->kv, seq);
+    if (e->tr && e->tr->world > 1 && e->tr->rank == 0 && !e->broken)
+        (void)send_cmd(e, CMD_RELEASE, seq, 0, 0);
+}
 int64_t ts_engine_free_pages(const ts_engine *e) { return ts_kv_free_global_pages(e->kv); }
 
 /* ---- forward ---- */
@@ -321,20 +508,46 @@ static ts_status check_batch(ts_engine *e, const ts_batch *bt) {
     return TS_OK;
 }
 
-ts_status ts_engine_step(ts_engine *e, const ts_batch *bt, float *logits) {
-    TS_TRY(check_batch(e, bt));
+/* Marks the engine broken on a transport failure (rank 0 then skips the STOP broadcast). */
+static ts_status comm(ts_engine *e, ts_status rc) {
+    if (rc != TS_OK) e->broken = true;
+    return rc;
+}
+
+/* The TP all-reduce of a row-parallel matmul's partial sums y (n floats, backend memory). */
+static ts_status tp_allreduce(ts_engine *e, float *y, int64_t n) {
+    if (!e->tr || e->tr->tp == 1) return TS_OK;
+    const size_t bytes = sizeof(float) * (size_t)n;
+    TS_TRY(e->b->ops->to_host(e->b, e->xfer, y, bytes));
+    TS_TRY(e->b->ops->sync(e->b));
+    TS_TRY(comm(e, e->tr->ops->allreduce_sum(e->tr, e->xfer, (size_t)n)));
+    return e->b->ops->to_device(e->b, y, e->xfer, bytes);
+}
+
+/* The forward pass of this rank's part. logits: rank 0 only (NULL elsewhere). */
+static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
     const ts_config *c = &e->cfg;
     const ts_backend_ops *ops = e->b->ops;
     ts_backend *b = e->b;
-    const int64_t T = bt->n_tokens, d = c->n_embd, H = c->n_head, KV = c->n_head_kv,
-                  hd = c->head_dim, qd = H * hd, kd = KV * hd, ff = c->n_ff;
+    const ts_plan_rank *me = e->me;
+    ts_transport *tr = e->tr;
+    const int32_t n_stage = tr ? tr->pp : 1;
+    const int64_t T = bt->n_tokens, d = c->n_embd, H = me->h1 - me->h0,
+                  KV = me->kv1 - me->kv0, hd = c->head_dim, ff = me->f1 - me->f0;
 
-    TS_TRY(ops->get_rows(b, e->x, &e->tok_embd, bt->token, T, c->embd_scale));
-    hook(e, "embed", -1, e->x, T, d);
+    if (me->stage == 0) {
+        TS_TRY(ops->get_rows(b, e->x, &e->tok_embd, bt->token, T, c->embd_scale));
+        hook(e, "embed", -1, e->x, T, d);
+    } else {
+        TS_TRY(comm(e, tr->ops->recv(tr, me->stage - 1, e->xfer, sizeof(float) * (size_t)(T * d),
+                                     TS_TAG_ACTIVATIONS, "activations")));
+        TS_TRY(ops->to_device(b, e->x, e->xfer, sizeof(float) * (size_t)(T * d)));
+    }
 
-    for (uint32_t il = 0; il < c->n_layer; il++) {
+    for (uint32_t il = (uint32_t)me->l0; il < (uint32_t)me->l1; il++) {
         const layer_w *L = &e->layers[il];
         const bool global = c->is_global[il];
+        const int32_t kl = (int32_t)il - me->l0; /* backend KV layer index */
         /* attention block */
         TS_TRY(ops->rmsnorm(b, e->h, e->x, L->attn_norm, T, d, c->rms_eps));
         TS_TRY(ops->matmul(b, e->q, &L->q, e->h, T));
@@ -346,15 +559,16 @@ ts_status ts_engine_step(ts_engine *e, const ts_batch *bt, float *logits) {
         const float scale = global ? c->rope_scale_global : 1.0f;
         TS_TRY(ops->rope(b, e->q, bt->pos, T, H, hd, base, scale));
         TS_TRY(ops->rope(b, e->k, bt->pos, T, KV, hd, base, scale));
-        TS_TRY(ops->kv_store(b, (int32_t)il, global, e->k, e->v, T, bt->pos, bt->seq, e->kv));
+        TS_TRY(ops->kv_store(b, kl, global, e->k, e->v, T, bt->pos, bt->seq, e->kv));
         ts_attn_args a = {
-            .layer = (int32_t)il, .is_global = global, .n_tok = T, .q = e->q, .out = e->att,
+            .layer = kl, .is_global = global, .n_tok = T, .q = e->q, .out = e->att,
             .pos = bt->pos, .seq = bt->seq, .n_head = (int32_t)H, .n_head_kv = (int32_t)KV,
             .head_dim = (int32_t)hd, .window = (int32_t)c->sliding_window,
             .scale = c->attn_scale, .kv = e->kv,
         };
         TS_TRY(ops->attention(b, &a));
         TS_TRY(ops->matmul(b, e->o, &L->o, e->att, T));
+        TS_TRY(tp_allreduce(e, e->o, T * d));
         TS_TRY(ops->rmsnorm(b, e->o, e->o, L->post_attn_norm, T, d, c->rms_eps));
         TS_TRY(ops->add(b, e->x, e->o, T * d));
         /* feed-forward block */
@@ -363,14 +577,23 @@ ts_status ts_engine_step(ts_engine *e, const ts_batch *bt, float *logits) {
         TS_TRY(ops->matmul(b, e->up, &L->up, e->h, T));
         TS_TRY(ops->geglu(b, e->gate, e->gate, e->up, T * ff));
         TS_TRY(ops->matmul(b, e->o, &L->down, e->gate, T));
+        TS_TRY(tp_allreduce(e, e->o, T * d));
         TS_TRY(ops->rmsnorm(b, e->o, e->o, L->post_ffn_norm, T, d, c->rms_eps));
         TS_TRY(ops->add(b, e->x, e->o, T * d));
         hook(e, "layer_out", (int32_t)il, e->x, T, d);
-        (void)qd;
-        (void)kd;
     }
 
-    /* final norm + LM head for the flagged rows, n_logit_rows at a time */
+    if (me->stage < n_stage - 1) {
+        TS_TRY(ops->to_host(b, e->xfer, e->x, sizeof(float) * (size_t)(T * d)));
+        TS_TRY(ops->sync(b));
+        TS_TRY(comm(e, tr->ops->send(tr, me->stage + 1, e->xfer, sizeof(float) * (size_t)(T * d),
+                                     TS_TAG_ACTIVATIONS, "activations")));
+    }
+    const bool is_rank0 = !tr || tr->rank == 0;
+    if (!me->lm_head && !is_rank0) return ops->sync(b);
+
+    /* final norm + LM head for the flagged rows, n_logit_rows at a time; computed by the
+     * last stage's TP rank 0, which sends each chunk to rank 0 unless it is rank 0 */
     int64_t done = 0;
     int64_t i = 0;
     while (i < T) {
@@ -378,16 +601,95 @@ ts_status ts_engine_step(ts_engine *e, const ts_batch *bt, float *logits) {
         for (; i < T && n < e->n_logit_rows; i++) {
             bool want = bt->want_logits ? bt->want_logits[i] != 0 : i == T - 1;
             if (!want) continue;
-            TS_TRY(ops->copy(b, e->xs + n * d, e->x + i * d, sizeof(float) * (size_t)d));
+            if (me->lm_head)
+                TS_TRY(ops->copy(b, e->xs + n * d, e->x + i * d, sizeof(float) * (size_t)d));
             n++;
         }
         if (n == 0) break;
-        TS_TRY(ops->rmsnorm(b, e->xs, e->xs, e->output_norm, n, d, c->rms_eps));
-        hook(e, "final_norm", -1, e->xs, n, d);
-        TS_TRY(ops->matmul(b, e->logits, &e->output, e->xs, n));
-        TS_TRY(ops->to_host(b, logits + done * c->n_vocab, e->logits,
-                            sizeof(float) * (size_t)n * c->n_vocab));
+        const size_t lbytes = sizeof(float) * (size_t)n * c->n_vocab;
+        if (me->lm_head) {
+            TS_TRY(ops->rmsnorm(b, e->xs, e->xs, e->output_norm, n, d, c->rms_eps));
+            hook(e, "final_norm", -1, e->xs, n, d);
+            TS_TRY(ops->matmul(b, e->logits, &e->output, e->xs, n));
+            if (is_rank0) {
+                TS_TRY(ops->to_host(b, logits + done * c->n_vocab, e->logits, lbytes));
+            } else {
+                TS_TRY(ops->to_host(b, e->lhost, e->logits, lbytes));
+                TS_TRY(ops->sync(b));
+                TS_TRY(comm(e, tr->ops->send(tr, 0, e->lhost, lbytes, TS_TAG_LOGITS, "logits")));
+            }
+        } else {
+            TS_TRY(comm(e, tr->ops->recv(tr, n_stage - 1, logits + done * c->n_vocab, lbytes,
+                                         TS_TAG_LOGITS, "logits")));
+        }
         done += n;
     }
     return ops->sync(b);
+}
+
+ts_status ts_engine_step(ts_engine *e, const ts_batch *bt, float *logits) {
+    TS_TRY(check_batch(e, bt));
+    if (e->tr && e->tr->world > 1) {
+        if (e->tr->rank != 0)
+            return TS_FAIL(TS_INVAL, "rank %d: only rank 0 steps (the others serve)", e->tr->rank);
+        if (e->broken) return TS_FAIL(TS_UNAVAILABLE, "the distributed engine is broken");
+        /* the step descriptor: header, then tokens, positions, sequences, flags */
+        const int32_t n = bt->n_tokens;
+        int32_t *pl = e->desc + DESC_HDR;
+        memcpy(pl, bt->token, sizeof(int32_t) * (size_t)n);
+        memcpy(pl + n, bt->pos, sizeof(int32_t) * (size_t)n);
+        memcpy(pl + 2 * n, bt->seq, sizeof(int32_t) * (size_t)n);
+        for (int32_t i = 0; i < n; i++)
+            pl[3 * n + i] = bt->want_logits ? bt->want_logits[i] != 0 : i == n - 1;
+        TS_TRY(send_cmd(e, CMD_STEP, n, 0, 0));
+        TS_TRY(comm(e, e->tr->ops->bcast(e->tr, pl, sizeof(int32_t) * 4 * (size_t)n,
+                                         "step descriptor")));
+    }
+    return forward(e, bt, logits);
+}
+
+ts_status ts_engine_serve(ts_engine *e) {
+    if (!e->tr || e->tr->world == 1) return TS_OK;
+    if (e->tr->rank == 0) return TS_FAIL(TS_INVAL, "rank 0 drives; it does not serve");
+    uint8_t *want = ts_malloc((size_t)e->p.n_batch);
+    if (!want) return TS_FAIL(TS_NOMEM, "serve flags");
+    ts_status rc = TS_OK;
+    for (;;) {
+        rc = comm(e, e->tr->ops->bcast(e->tr, e->desc, sizeof(int32_t) * DESC_HDR,
+                                       "command header"));
+        if (rc != TS_OK) break;
+        const int32_t cmd = e->desc[0], a = e->desc[1], b2 = e->desc[2];
+        if (cmd == CMD_STOP) break;
+        if (cmd == CMD_RESERVE) {
+            rc = ts_kv_reserve(e->kv, a, b2);
+            if (rc != TS_OK) {
+                rc = TS_FAIL(TS_INTERNAL, "rank %d: reserve of %d positions for sequence %d "
+                             "failed where rank 0's succeeded: %s", e->tr->rank, b2, a,
+                             ts_last_error());
+                break;
+            }
+        } else if (cmd == CMD_RELEASE) {
+            if (a >= 0 && a < e->p.n_seq_max) ts_kv_release(e->kv, a);
+        } else if (cmd == CMD_STEP) {
+            if (a <= 0 || a > e->p.n_batch) {
+                rc = TS_FAIL(TS_INTERNAL, "rank %d: step of %d tokens from rank 0", e->tr->rank, a);
+                break;
+            }
+            int32_t *pl = e->desc + DESC_HDR;
+            rc = comm(e, e->tr->ops->bcast(e->tr, pl, sizeof(int32_t) * 4 * (size_t)a,
+                                           "step descriptor"));
+            if (rc != TS_OK) break;
+            for (int32_t i = 0; i < a; i++) want[i] = (uint8_t)(pl[3 * a + i] != 0);
+            ts_batch bt = {.n_tokens = a, .token = pl, .pos = pl + a, .seq = pl + 2 * a,
+                           .want_logits = want};
+            rc = check_batch(e, &bt);
+            if (rc == TS_OK) rc = forward(e, &bt, NULL);
+            if (rc != TS_OK) break;
+        } else {
+            rc = TS_FAIL(TS_INTERNAL, "rank %d: unknown command %d from rank 0", e->tr->rank, cmd);
+            break;
+        }
+    }
+    ts_free(want);
+    return rc;
 }

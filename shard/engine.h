@@ -20,7 +20,9 @@
 #include "backend.h"
 #include "config.h"
 #include "gguf.h"
+#include "plan.h"
 #include "status.h"
+#include "transport.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -46,6 +48,14 @@ typedef struct ts_engine_params {
     int64_t kv_tokens;       /* global-layer KV capacity in tokens; 0 = n_ctx per slot */
     ts_forward_hook hook;
     void *hook_ctx;
+    /* Distributed execution (docs/distributed.md). NULL transport: one rank, the whole
+     * model (unchanged behaviour). Otherwise this rank loads only its slice of the plan:
+     * `plan` if given, else ts_plan_make(config, world, tp, pp = 0: auto). Rank 0 drives
+     * (reserve / release / step broadcast the step descriptor); every other rank calls
+     * ts_engine_serve until rank 0 destroys its engine. The transport is borrowed. */
+    ts_transport *transport;
+    const ts_plan *plan;
+    int32_t tp, pp;
     /* Called while weights load with the fraction done (0..1). */
     void (*progress)(void *ctx, float done);
     void *progress_ctx;
@@ -84,8 +94,18 @@ ts_status ts_engine_seq_reserve(ts_engine *e, int32_t seq, int32_t n_pos);
 void ts_engine_seq_release(ts_engine *e, int32_t seq);
 int64_t ts_engine_free_pages(const ts_engine *e);
 
-/* logits: (number of flagged tokens, n_vocab) host floats. */
+/* logits: (number of flagged tokens, n_vocab) host floats. Distributed: only on rank 0
+ * (TS_INVAL elsewhere); the other ranks take part through ts_engine_serve. */
 ts_status ts_engine_step(ts_engine *e, const ts_batch *b, float *logits);
+
+/* Ranks other than 0 of a distributed engine: executes rank 0's reserve / release / step
+ * commands until rank 0 stops (destroy); returns TS_OK then, or the first failure (a
+ * transport timeout names the peer and the operation: the caller aborts the job). */
+ts_status ts_engine_serve(ts_engine *e);
+
+/* The plan of a distributed engine (NULL for a single rank) and this rank's entry. */
+const ts_plan *ts_engine_plan(const ts_engine *e);
+const ts_plan_rank *ts_engine_plan_rank(const ts_engine *e);
 
 #ifdef __cplusplus
 }

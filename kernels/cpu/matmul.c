@@ -394,7 +394,7 @@ static void scalar_q45k(bool five, const ts_mm_args *a, int64_t r0, int64_t r1) 
             const int8_t *xq = (const int8_t *)XQ(a, t);
             const float *xd = XD(a, t);
             const int16_t *xbs = XBS(a, t);
-            float sumf = 0.0f;
+            float sumf = 0.0f, summf = 0.0f;
             for (int64_t i = 0; i < nk; i++) {
                 const uint8_t *b = w + (size_t)i * bs;
                 const uint8_t *scales = b + 4;
@@ -422,12 +422,19 @@ static void scalar_q45k(bool five, const ts_mm_args *a, int64_t r0, int64_t r1) 
                 }
                 const float d = h2f(b) * xd[i];
                 const float dm = h2f(b + 2) * xd[i];
-                const float p = d * (float)sumi;
-                const float pm = dm * (float)summ;
-                sumf += p;
-                sumf -= pm;
+                if (five) {
+                    const float p = d * (float)sumi;
+                    const float pm = dm * (float)summ;
+                    sumf += p;
+                    sumf -= pm;
+                } else {
+                    /* Q4_K: as ggml's x86 q4_K_8x8 repack gemv/gemm (which llama.cpp runs
+                     * for Q4_K): fused multiply-adds into separate scale and min sums. */
+                    sumf = fmaf((float)sumi, d, sumf);
+                    summf = fmaf((float)summ, dm, summf);
+                }
             }
-            a->y[t * a->rows + r] = sumf;
+            a->y[t * a->rows + r] = five ? sumf : sumf - summf;
         }
     }
 }
@@ -435,7 +442,13 @@ static void scalar_q45k(bool five, const ts_mm_args *a, int64_t r0, int64_t r1) 
 static void k_scalar_q4_K(const ts_mm_args *a, int64_t r0, int64_t r1) { scalar_q45k(false, a, r0, r1); }
 static void k_scalar_q5_K(const ts_mm_args *a, int64_t r0, int64_t r1) { scalar_q45k(true, a, r0, r1); }
 
-/* Q6_K: ql[128] | qh[64] | scales[16] | d. */
+/* hsum_float_8 of ggml's x86 kernels: ((0+4)+(2+6)) + ((1+5)+(3+7)). */
+static float hsum8(const float *l) {
+    return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+
+/* Q6_K: ql[128] | qh[64] | scales[16] | d; summed as ggml_vec_dot_q6_K_q8_K (AVX2): per
+ * superblock 8 exact integer lanes, each added to its float lane by FMA, hsum at the end. */
 static void k_scalar_q6_K(const ts_mm_args *a, int64_t r0, int64_t r1) {
     const int64_t nk = a->cols / 256;
     for (int64_t r = r0; r < r1; r++) {
@@ -443,10 +456,10 @@ static void k_scalar_q6_K(const ts_mm_args *a, int64_t r0, int64_t r1) {
         for (int64_t t = 0; t < a->n_tok; t++) {
             const int8_t *xq = (const int8_t *)XQ(a, t);
             const float *xd = XD(a, t);
-            float sumf = 0.0f;
+            float acc[8] = {0};
             for (int64_t i = 0; i < nk; i++) {
                 const uint8_t *b = w + (size_t)i * sizeof(ts_block_q6_K);
-                int sumi = 0;
+                int lane[8] = {0}; /* ggml's AVX2 int32 lanes: element e in lane (e % 32) / 4 */
                 for (int n = 0; n < 2; n++) {
                     const uint8_t *ql = b + 64 * n;
                     const uint8_t *qh = b + 128 + 32 * n;
@@ -458,15 +471,14 @@ static void k_scalar_q6_K(const ts_mm_args *a, int64_t r0, int64_t r1) {
                         const int q2 = ((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32;
                         const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
                         const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-                        sumi += sc[is + 0] * q1 * y[l] + sc[is + 2] * q2 * y[l + 32] +
-                                sc[is + 4] * q3 * y[l + 64] + sc[is + 6] * q4 * y[l + 96];
+                        lane[(l % 32) / 4] += sc[is + 0] * q1 * y[l] + sc[is + 2] * q2 * y[l + 32] +
+                                              sc[is + 4] * q3 * y[l + 64] + sc[is + 6] * q4 * y[l + 96];
                     }
                 }
                 const float d = h2f(b + 208) * xd[i];
-                const float p = d * (float)sumi;
-                sumf += p;
+                for (int k = 0; k < 8; k++) acc[k] = fmaf(d, (float)lane[k], acc[k]);
             }
-            a->y[t * a->rows + r] = sumf;
+            a->y[t * a->rows + r] = hsum8(acc);
         }
     }
 }

@@ -16,6 +16,7 @@
  */
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "matmul_impl.h"
@@ -146,37 +147,20 @@ INLINE void blk32_tile(const int type, const int NT, const ts_mm_args *a, const 
     const size_t soff = doff + ts_mm_align64((size_t)nb * sizeof(float));
     const int8_t *yq[TS_MM_TILE];
     const float *yd[TS_MM_TILE], *ys[TS_MM_TILE];
-    __m256 acc0[TS_MM_TILE], acc1[TS_MM_TILE];
+    __m256 acc[TS_MM_TILE];
     float summ[TS_MM_TILE];
     for (int i = 0; i < NT; i++) {
         const uint8_t *s = XQ(a, t0 + i);
         yq[i] = (const int8_t *)s;
         yd[i] = (const float *)(s + doff);
         ys[i] = (const float *)(s + soff);
-        acc0[i] = _mm256_setzero_ps();
-        acc1[i] = _mm256_setzero_ps();
+        acc[i] = _mm256_setzero_ps();
         summ[i] = 0.0f;
     }
-    int64_t b = 0;
-    for (; b + 1 < nb; b += 2) {
-        for (int u = 0; u < 2; u++) {
-            float dw, mw = 0.0f;
-            const __m256i qw = decode32(type, w + (size_t)(b + u) * bs, &dw, &mw);
-            const __m256i ax = is_signed ? _mm256_abs_epi8(qw) : qw;
-            for (int i = 0; i < NT; i++) {
-                __m256i y = _mm256_loadu_si256((const __m256i *)(yq[i] + 32 * (b + u)));
-                if (is_signed) y = _mm256_sign_epi8(y, qw);
-                const __m256 p = _mm256_cvtepi32_ps(dot_us(ax, y));
-                const __m256 d = _mm256_set1_ps(dw * yd[i][b + u]);
-                if (u == 0)
-                    acc0[i] = _mm256_fmadd_ps(d, p, acc0[i]);
-                else
-                    acc1[i] = _mm256_fmadd_ps(d, p, acc1[i]);
-                if (has_m) summ[i] += mw * ys[i][b + u];
-            }
-        }
-    }
-    if (b < nb) {
+    /* One accumulator per token, one FMA per block, blocks in order: ggml's AVX2
+     * ggml_vec_dot_<type>_q8_0/1 and llamafile's tinyBLAS_Q0_AVX (which do the same per
+     * output element). */
+    for (int64_t b = 0; b < nb; b++) {
         float dw, mw = 0.0f;
         const __m256i qw = decode32(type, w + (size_t)b * bs, &dw, &mw);
         const __m256i ax = is_signed ? _mm256_abs_epi8(qw) : qw;
@@ -184,11 +168,11 @@ INLINE void blk32_tile(const int type, const int NT, const ts_mm_args *a, const 
             __m256i y = _mm256_loadu_si256((const __m256i *)(yq[i] + 32 * b));
             if (is_signed) y = _mm256_sign_epi8(y, qw);
             const __m256 p = _mm256_cvtepi32_ps(dot_us(ax, y));
-            acc0[i] = _mm256_fmadd_ps(_mm256_set1_ps(dw * yd[i][b]), p, acc0[i]);
+            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(dw * yd[i][b]), p, acc[i]);
             if (has_m) summ[i] += mw * ys[i][b];
         }
     }
-    for (int i = 0; i < NT; i++) out[i] = hsum_f8(_mm256_add_ps(acc0[i], acc1[i])) + summ[i];
+    for (int i = 0; i < NT; i++) out[i] = hsum_f8(acc[i]) + summ[i];
 }
 
 /* The row/token loop shared by every kernel: TILE(NT, w, t0, out) computes NT dots. */
@@ -270,8 +254,8 @@ INLINE void q45k_tile(const int five, const int NT, const ts_mm_args *a, const u
     const size_t bsz = five ? sizeof(ts_block_q5_K) : sizeof(ts_block_q4_K);
     q8k_view v[TS_MM_TILE];
     q8k_views(a, t0, NT, v);
-    float sumf[TS_MM_TILE];
-    for (int i = 0; i < NT; i++) sumf[i] = 0.0f;
+    float sumf[TS_MM_TILE], summf[TS_MM_TILE];
+    for (int i = 0; i < NT; i++) sumf[i] = summf[i] = 0.0f;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m1 = _mm256_set1_epi8(1);
     for (int64_t k = 0; k < nk; k++) {
         const uint8_t *b = w + (size_t)k * bsz;
@@ -310,13 +294,20 @@ INLINE void q45k_tile(const int five, const int NT, const ts_mm_args *a, const u
             const int sumi = hsum_i8(sumv[i]);
             const float d = dw * v[i].d[k];
             const float dm = dmin * v[i].d[k];
-            const float p = d * (float)sumi;
-            const float pm = dm * (float)summ;
-            sumf[i] += p;
-            sumf[i] -= pm;
+            if (five) {
+                const float p = d * (float)sumi;
+                const float pm = dm * (float)summ;
+                sumf[i] += p;
+                sumf[i] -= pm;
+            } else {
+                /* ggml's x86 q4_K 8x8 repack gemv/gemm: FMA into separate scale and min
+                 * accumulators, subtracted at the end (scalar: k_scalar_q4_K). */
+                sumf[i] = fmaf((float)sumi, d, sumf[i]);
+                summf[i] = fmaf((float)summ, dm, summf[i]);
+            }
         }
     }
-    for (int i = 0; i < NT; i++) out[i] = sumf[i];
+    for (int i = 0; i < NT; i++) out[i] = five ? sumf[i] : sumf[i] - summf[i];
 }
 
 INLINE void q6k_tile(const int NT, const ts_mm_args *a, const uint8_t *w, int64_t t0,
@@ -324,9 +315,10 @@ INLINE void q6k_tile(const int NT, const ts_mm_args *a, const uint8_t *w, int64_
     const int64_t nk = a->cols / 256;
     q8k_view v[TS_MM_TILE];
     q8k_views(a, t0, NT, v);
-    float sumf[TS_MM_TILE];
-    for (int i = 0; i < NT; i++) sumf[i] = 0.0f;
+    __m256 acc[TS_MM_TILE];
+    for (int i = 0; i < NT; i++) acc[i] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    const __m256i m32 = _mm256_set1_epi8(32);
     for (int64_t k = 0; k < nk; k++) {
         const uint8_t *b = w + (size_t)k * sizeof(ts_block_q6_K);
         const int8_t *sc = (const int8_t *)(b + 192);
@@ -351,22 +343,23 @@ INLINE void q6k_tile(const int NT, const ts_mm_args *a, const uint8_t *w, int64_
                 for (int i = 0; i < NT; i++) {
                     const __m256i y = _mm256_loadu_si256(
                         (const __m256i *)(v[i].q + 256 * k + 128 * n + 32 * kk));
-                    sumv[i] = _mm256_add_epi32(sumv[i], dot_us_scaled(q[kk], y, s16));
+                    /* (q - 32) y in 16 bits as ggml (maddubs(q, y) - maddubs(32, y)), so
+                     * each int32 lane holds exactly ggml's lane: elements with
+                     * (index % 32) / 4 == lane. */
+                    const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q[kk], y),
+                                                         _mm256_maddubs_epi16(m32, y));
+                    sumv[i] = _mm256_add_epi32(sumv[i], _mm256_madd_epi16(p16, s16));
                 }
             }
         }
         const float dw = h2f(b + 208);
-        for (int i = 0; i < NT; i++) {
-            const int16_t *bsum = v[i].bs + 16 * k;
-            int corr = 0;
-            for (int s = 0; s < 16; s++) corr += sc[s] * bsum[s];
-            const int sumi = hsum_i8(sumv[i]) - 32 * corr;
-            const float d = dw * v[i].d[k];
-            const float p = d * (float)sumi;
-            sumf[i] += p;
-        }
+        /* ggml_vec_dot_q6_K_q8_K (AVX2): the 8 int32 lanes -> float, one FMA per
+         * superblock into 8 float lanes, hsum at the end. */
+        for (int i = 0; i < NT; i++)
+            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(v[i].d[k] * dw), _mm256_cvtepi32_ps(sumv[i]),
+                                     acc[i]);
     }
-    for (int i = 0; i < NT; i++) out[i] = sumf[i];
+    for (int i = 0; i < NT; i++) out[i] = hsum_f8(acc[i]);
 }
 
 #define TILE_k_q4_K(NT, w, t, o) q45k_tile(0, NT, a, w, t, o)

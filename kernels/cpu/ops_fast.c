@@ -73,8 +73,11 @@ void ts_rope_fast(float *x, const int32_t *pos, int64_t n_tok, int64_t n_head, i
             for (int64_t i = 0; i < half; i++) {
                 const float c = cache[2 * i], s = cache[2 * i + 1];
                 const float a = v[i], b = v[i + half];
-                v[i] = a * c - b * s;
-                v[i + half] = a * s + b * c;
+                /* ggml-cpu's rotate_pairs as compiled in llama.cpp's x86 build (GCC
+                 * contracts it; checked in the disassembly of libggml-cpu.so): x0*cos -
+                 * x1*sin = fma(x0, cos, -(x1*sin)), x0*sin + x1*cos = fma(x0, sin, x1*cos). */
+                v[i] = fmaf(a, c, -(b * s));
+                v[i + half] = fmaf(a, s, b * c);
             }
         }
     }
