@@ -61,6 +61,25 @@ ts_status ts_k_weight_repack_cuda(uint32_t type, const void *src, size_t row_str
 ts_status ts_k_matmul_cuda(uint32_t type, const void *w, size_t row_stride, int64_t rows,
                            int64_t cols, const float *x, int64_t n_tok, float *y,
                            cudaStream_t stream);
+/* ---- Q8 activations x integer dot products (decode of Q4_0 / Q8_0) ----
+ * ts_k_quantize_act_cuda quantizes x (n_tok, cols) per 32-block like ts_matmul (the CPU fast
+ * path, ggml-cpu's quantize_row_q8_0): d = amax / 127 (kept as fp16), q = round-half-even(
+ * x * 127 / amax), into xq (device, 16-byte aligned, ts_k_act_q8_bytes_cuda bytes): int8
+ * plane (n_tok * cols) then per block (d as float bits, sum q) int32 pairs.
+ * ts_k_matmul_q8_cuda: y (n_tok, rows) = xq . W^T for W split Q4_0 / Q8_0 and n_tok <= 8
+ * (ts_k_matmul_q8_cuda_supports), __dp4a on the int8 quants, fp32 block sums. Results match
+ * ts_matmul's to the activation rounding (NMSE ~1e-5 against the exact product), not
+ * ts_matmul_ref's fp32 exactness: ts_k_matmul_cuda stays the exact kernel. */
+size_t ts_k_act_q8_bytes_cuda(int64_t n_tok, int64_t cols);
+ts_status ts_k_quantize_act_cuda(const float *x, int64_t n_tok, int64_t cols, void *xq,
+                                 cudaStream_t stream);
+int ts_k_matmul_q8_cuda_supports(uint32_t type, int64_t n_tok);
+ts_status ts_k_matmul_q8_cuda(uint32_t type, const void *w, int64_t rows, int64_t cols,
+                              const void *xq, int64_t n_tok, float *y, cudaStream_t stream);
+/* Benchmarks: weight rows per warp (1, 2, 4; 0 = automatic) and blocks in flight per lane
+ * (1, 2; 0 = automatic) of the Q8 kernel. Process-wide. */
+void ts_k_matmul_q8_cuda_tune(int rows_per_warp, int unroll);
+
 /* out (n, cols) = W rows ids[i] (device ids, checked against rows by the caller) * scale. */
 ts_status ts_k_get_rows_cuda(uint32_t type, const void *w, size_t row_stride, int64_t rows,
                              int64_t cols, const int32_t *ids, int64_t n, float scale,

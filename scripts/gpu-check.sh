@@ -4,7 +4,9 @@
 #   - bench_cuda_matmul: decode-kernel weight GB/s on the 27B matrix shapes vs a measured
 #     device-to-device copy;
 #   - tessera bench --backend cuda on random-weight models made there with tessera mkmodel
-#     (270m q8_0; 27b q4_0, ~15 GB, skipped with GPU_CHECK_NO_27B=1).
+#     (270m q8_0; 27b q4_0, ~15 GB, skipped with GPU_CHECK_NO_27B=1), each with the Q8
+#     integer-dot decode (default) and with TESSERA_CUDA_MMV=fp32 (the exact fp32 kernel).
+# GPU_CHECK_NO_UNIT=1 skips the CPU unit tests.
 # The GPU machine lacks cmocka / jansson (and maybe OpenSSL headers): carry Debian's
 # packages unpacked into .gpudeps/root (see the CUDA backend notes in the lead's docs):
 #   mkdir -p .gpudeps && cd .gpudeps && apt-get download libcmocka0 libcmocka-dev \
@@ -49,10 +51,16 @@ fi
 tail -2 "$LOG/build.log"
 echo "build: $(( $(date +%s) - t0 )) s"
 TS=$B/daemon/tessera
-
-step "random models (tessera mkmodel)"
 M=${GPU_CHECK_MODELS:-/tmp/tessera-models}
 mkdir -p "$M"
+mk27=
+if [ "${GPU_CHECK_NO_27B:-0}" != 1 ]; then   # in the background, while the tests run
+    ( ts=$(date +%s); "$TS" mkmodel --size 27b --type q4_0 -o "$M/27b-q4_0.gguf" > /dev/null &&
+      echo "mkmodel 27b: $(( $(date +%s) - ts )) s" ) > "$LOG/mkmodel-27b.txt" 2>&1 &
+    mk27=$!
+fi
+
+step "random models (tessera mkmodel)"
 "$TS" mkmodel --size tiny --type q8_0 -o "$M/tiny-q8_0.gguf" > /dev/null || fail=1
 "$TS" mkmodel --size tiny --type q4_0 -o "$M/tiny-q4_0.gguf" > /dev/null || fail=1
 "$TS" mkmodel --size 270m --type q8_0 -o "$M/270m-q8_0.gguf" > /dev/null || fail=1
@@ -63,9 +71,11 @@ export TESSERA_CUDA_CMP_MODELS="$M/tiny-q8_0.gguf:$M/tiny-q4_0.gguf:$M/270m-q8_0
 ctest --test-dir "$B" -L gpu --output-on-failure -V > "$LOG/ctest-gpu.log" 2>&1 || fail=1
 grep -E "passed, |worst|^.*info:|FAIL|seed|Test +#|tests passed|skipped" "$LOG/ctest-gpu.log" | head -80
 
-step "ctest -L unit"
-ctest --test-dir "$B" -L unit -j "$jobs" --output-on-failure > "$LOG/ctest-unit.log" 2>&1 || fail=1
-tail -12 "$LOG/ctest-unit.log"
+if [ "${GPU_CHECK_NO_UNIT:-0}" != 1 ]; then
+    step "ctest -L unit"
+    ctest --test-dir "$B" -L unit -j "$jobs" --output-on-failure > "$LOG/ctest-unit.log" 2>&1 || fail=1
+    tail -12 "$LOG/ctest-unit.log"
+fi
 
 step "tiny model: tessera run cpu vs cuda (greedy)"
 for be in cpu cuda; do
@@ -77,16 +87,20 @@ done
 step "bench_cuda_matmul"
 "$B/tests/bench_cuda_matmul" 20 2>&1 | tee "$LOG/bench-matmul.txt" || fail=1
 
-step "tessera bench --backend cuda: 270m q8_0"
-"$TS" bench -m "$M/270m-q8_0.gguf" --backend cuda -p 512 -n 128 2>&1 | tee "$LOG/bench-270m.txt" || fail=1
+for mmv in fp32 q8; do
+    step "tessera bench --backend cuda: 270m q8_0, TESSERA_CUDA_MMV=$mmv"
+    TESSERA_CUDA_MMV=$mmv "$TS" bench -m "$M/270m-q8_0.gguf" --backend cuda -p 512 -n 128 2>&1 |
+        tee "$LOG/bench-270m-$mmv.txt" || fail=1
+done
 
-if [ "${GPU_CHECK_NO_27B:-0}" != 1 ]; then
-    step "tessera bench --backend cuda: 27b q4_0"
-    ts=$(date +%s)
-    "$TS" mkmodel --size 27b --type q4_0 -o "$M/27b-q4_0.gguf" > /dev/null || fail=1
-    echo "mkmodel 27b: $(( $(date +%s) - ts )) s"
-    "$TS" bench -m "$M/27b-q4_0.gguf" --backend cuda -p 512 -n 128 --reps 3 2>&1 |
-        tee "$LOG/bench-27b.txt" || fail=1
+if [ -n "$mk27" ]; then
+    wait "$mk27" || fail=1
+    cat "$LOG/mkmodel-27b.txt"
+    for mmv in fp32 q8; do
+        step "tessera bench --backend cuda: 27b q4_0, TESSERA_CUDA_MMV=$mmv"
+        TESSERA_CUDA_MMV=$mmv "$TS" bench -m "$M/27b-q4_0.gguf" --backend cuda -p 512 -n 128 \
+            --reps ${GPU_CHECK_REPS:-3} 2>&1 | tee "$LOG/bench-27b-$mmv.txt" || fail=1
+    done
     rm -f "$M/27b-q4_0.gguf"
 fi
 

@@ -18,8 +18,17 @@
  *   of a buffer before rewriting it). Device buffers are sized at kv_init from the KV
  *   layout (a batch holds at most one token per KV slot); a larger request re-sizes them
  *   after a synchronize (never in a steady-state step).
+ * - Decode matmuls (n_tok <= 8) of Q4_0 / Q8_0 weights quantize the activations to Q8
+ *   blocks (ts_k_quantize_act_cuda, like the CPU fast path) and use the integer-dot kernel
+ *   (ts_k_matmul_q8_cuda); TESSERA_CUDA_MMV=fp32 selects the exact fp32 kernel instead.
+ *   The quantized activations are cached: a matmul whose x is the same buffer (same
+ *   n_tok, cols) as the previous matmul's, with no other op of this backend in between
+ *   (q/k/v share one, gate/up another), reuses them. Every other op invalidates the
+ *   cache, so device memory must only change through this backend's ops (or call sync,
+ *   which also invalidates) between two such matmuls.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cuda_runtime_api.h>
@@ -61,9 +70,22 @@ typedef struct {
     ts_kv_layout kvl;
     uint8_t *is_global;
     float **k, **v;
+    /* Q8 activations of the decode matmuls */
+    bool mmv_fp32;         /* TESSERA_CUDA_MMV=fp32 */
+    void *xq;
+    size_t xq_cap;
+    const float *xq_src;   /* what xq holds, when xq_valid */
+    int64_t xq_tok, xq_cols;
+    bool xq_valid;
 } cuda_ctx;
 
 static cuda_ctx *C(ts_backend *b) { return (cuda_ctx *)b->ctx; }
+/* Any op other than matmul may change device memory: drop the cached Q8 activations. */
+static cuda_ctx *W(ts_backend *b) {
+    cuda_ctx *c = (cuda_ctx *)b->ctx;
+    c->xq_valid = false;
+    return c;
+}
 
 static void upload_free(upload *u) {
     if (u->host) cudaFreeHost(u->host);
@@ -120,6 +142,7 @@ static void cuda_destroy(ts_backend *b) {
         upload_free(&c->ids);
         upload_free(&c->pos);
         upload_free(&c->tab);
+        if (c->xq) cudaFree(c->xq);
         ts_free(c->tab_tmp);
         ts_free(c->seg_seq);
         if (c->k)
@@ -150,7 +173,7 @@ static ts_status cuda_alloc(ts_backend *b, size_t bytes, void **out) {
 }
 
 static void cuda_free(ts_backend *b, void *p) {
-    (void)b;
+    (void)W(b);
     if (p) cudaFree(p);
 }
 
@@ -178,7 +201,11 @@ static ts_status cuda_load_matrix(ts_backend *b, const ts_gguf_tensor *t, int64_
         void *tmp = NULL;
         rc = cuda_alloc(b, raw, &tmp);
         if (rc == TS_OK) {
-            cudaError_t e = cudaMemcpy(tmp, src, raw, cudaMemcpyHostToDevice);
+            /* On the backend's stream, not cudaMemcpy: a pageable-memory cudaMemcpy returns
+             * once the data is staged, possibly before its DMA lands, and c->st (a
+             * non-blocking stream) does not wait for the legacy stream, so the repack
+             * could read stale bytes (this broke the 270M's layer matrices). */
+            cudaError_t e = cudaMemcpyAsync(tmp, src, raw, cudaMemcpyHostToDevice, c->st);
             if (e != cudaSuccess)
                 rc = TS_FAIL(TS_CUDA, "upload '%s': %s", t->name, cudaGetErrorString(e));
             if (rc == TS_OK)
@@ -191,7 +218,8 @@ static ts_status cuda_load_matrix(ts_backend *b, const ts_gguf_tensor *t, int64_
             cudaFree(tmp);
         }
     } else {
-        cudaError_t e = cudaMemcpy(d, src, raw, cudaMemcpyHostToDevice);
+        cudaError_t e = cudaMemcpyAsync(d, src, raw, cudaMemcpyHostToDevice, c->st);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(c->st);
         if (e != cudaSuccess)
             rc = TS_FAIL(TS_CUDA, "upload '%s': %s", t->name, cudaGetErrorString(e));
     }
@@ -209,8 +237,10 @@ static ts_status cuda_load_matrix(ts_backend *b, const ts_gguf_tensor *t, int64_
 }
 
 static ts_status cuda_load_vector(ts_backend *b, const float *src, int64_t n, float **out) {
+    cuda_ctx *c = C(b);
     TS_TRY(cuda_alloc(b, sizeof(float) * (size_t)n, (void **)out));
-    CU(cudaMemcpy(*out, src, sizeof(float) * (size_t)n, cudaMemcpyHostToDevice));
+    CU(cudaMemcpyAsync(*out, src, sizeof(float) * (size_t)n, cudaMemcpyHostToDevice, c->st));
+    CU(cudaStreamSynchronize(c->st));
     return TS_OK;
 }
 
@@ -222,21 +252,21 @@ static ts_status cuda_to_host(ts_backend *b, void *dst, const void *src, size_t 
 }
 
 static ts_status cuda_to_device(ts_backend *b, void *dst, const void *src, size_t n) {
-    cuda_ctx *c = C(b);
+    cuda_ctx *c = W(b);
     CU(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c->st));
     CU(cudaStreamSynchronize(c->st));
     return TS_OK;
 }
 
 static ts_status cuda_copy(ts_backend *b, void *dst, const void *src, size_t n) {
-    cuda_ctx *c = C(b);
+    cuda_ctx *c = W(b);
     CU(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, c->st));
     return TS_OK;
 }
 
 static ts_status cuda_get_rows(ts_backend *b, float *out, const ts_wmat *emb, const int32_t *ids,
                                int64_t n, float scale) {
-    cuda_ctx *c = C(b);
+    cuda_ctx *c = W(b);
     for (int64_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= emb->rows)
             return TS_FAIL(TS_RANGE, "token id %d outside the vocabulary [0, %lld)", ids[i],
@@ -249,29 +279,56 @@ static ts_status cuda_get_rows(ts_backend *b, float *out, const ts_wmat *emb, co
 static ts_status cuda_matmul(ts_backend *b, float *y, const ts_wmat *w, const float *x,
                              int64_t n_tok) {
     cuda_ctx *c = C(b);
-    return ts_k_matmul_cuda(w->type, w->data, w->row_stride, w->rows, w->cols, x, n_tok, y,
-                            c->st);
+    if (c->mmv_fp32 || !ts_k_matmul_q8_cuda_supports(w->type, n_tok) || w->cols % 32 ||
+        ((uintptr_t)x % 4)) {
+        c->xq_valid = false;
+        return ts_k_matmul_cuda(w->type, w->data, w->row_stride, w->rows, w->cols, x, n_tok,
+                                y, c->st);
+    }
+    if (!(c->xq_valid && c->xq_src == x && c->xq_tok == n_tok && c->xq_cols == w->cols)) {
+        c->xq_valid = false;
+        const size_t need = ts_k_act_q8_bytes_cuda(n_tok, w->cols);
+        if (need > c->xq_cap) {
+            const size_t cap = need > ((size_t)1 << 20) ? need : ((size_t)1 << 20);
+            CU(cudaStreamSynchronize(c->st));
+            if (c->xq) cudaFree(c->xq);
+            c->xq = NULL;
+            c->xq_cap = 0;
+            TS_TRY(cuda_alloc(b, cap, &c->xq));
+            c->xq_cap = cap;
+        }
+        TS_TRY(ts_k_quantize_act_cuda(x, n_tok, w->cols, c->xq, c->st));
+        c->xq_src = x;
+        c->xq_tok = n_tok;
+        c->xq_cols = w->cols;
+        c->xq_valid = true;
+    }
+    ts_status rc = ts_k_matmul_q8_cuda(w->type, w->data, w->rows, w->cols, c->xq, n_tok, y,
+                                       c->st);
+    /* y overlapping x (never in the engine) invalidates */
+    if (rc != TS_OK || (y < x + n_tok * w->cols && x < y + n_tok * w->rows)) c->xq_valid = false;
+    return rc;
 }
 
 static ts_status cuda_rmsnorm(ts_backend *b, float *out, const float *x, const float *w,
                               int64_t n_row, int64_t n, float eps) {
-    return ts_k_rmsnorm_cuda(out, x, w, n_row, n, eps, C(b)->st);
+    return ts_k_rmsnorm_cuda(out, x, w, n_row, n, eps, W(b)->st);
 }
 
 static ts_status cuda_rope(ts_backend *b, float *x, const int32_t *pos, int64_t n_tok,
                            int64_t n_head, int64_t head_dim, float base, float scale) {
-    cuda_ctx *c = C(b);
+    cuda_ctx *c = W(b);
     TS_TRY(upload_ints(c, &c->pos, pos, n_tok));
     return ts_k_rope_cuda(x, c->pos.dev, n_tok, n_head, head_dim, base, scale, c->st);
 }
 
 static ts_status cuda_geglu(ts_backend *b, float *out, const float *gate, const float *up,
                             int64_t n) {
-    return ts_k_geglu_cuda(out, gate, up, n, C(b)->st);
+    return ts_k_geglu_cuda(out, gate, up, n, W(b)->st);
 }
 
 static ts_status cuda_add(ts_backend *b, float *x, const float *y, int64_t n) {
-    return ts_k_add_cuda(x, y, n, C(b)->st);
+    return ts_k_add_cuda(x, y, n, W(b)->st);
 }
 
 /* ---- KV ---- */
@@ -385,7 +442,7 @@ static ts_status kv_table(cuda_ctx *c, const int32_t *pos, const int32_t *seq, i
 static ts_status cuda_kv_store(ts_backend *b, int32_t layer, bool is_global, const float *k,
                                const float *v, int64_t n_tok, const int32_t *pos,
                                const int32_t *seq, const ts_kvcache *kv) {
-    cuda_ctx *c = C(b);
+    cuda_ctx *c = W(b);
     if (layer < 0 || layer >= c->kvl.n_layer) return TS_FAIL(TS_INVAL, "layer %d", layer);
     ts_k_kv_args a;
     TS_TRY(kv_table(c, pos, seq, n_tok, kv, is_global, &a));
@@ -393,7 +450,7 @@ static ts_status cuda_kv_store(ts_backend *b, int32_t layer, bool is_global, con
 }
 
 static ts_status cuda_attention(ts_backend *b, const ts_attn_args *x) {
-    cuda_ctx *c = C(b);
+    cuda_ctx *c = W(b);
     if (x->layer < 0 || x->layer >= c->kvl.n_layer) return TS_FAIL(TS_INVAL, "layer %d", x->layer);
     ts_k_kv_args a;
     TS_TRY(kv_table(c, x->pos, x->seq, x->n_tok, x->kv, x->is_global, &a));
@@ -402,7 +459,7 @@ static ts_status cuda_attention(ts_backend *b, const ts_attn_args *x) {
 }
 
 static ts_status cuda_sync(ts_backend *b) {
-    CU(cudaStreamSynchronize(C(b)->st));
+    CU(cudaStreamSynchronize(W(b)->st));
     return TS_OK;
 }
 
@@ -447,6 +504,8 @@ ts_status ts_backend_cuda_create(int device, ts_backend **out) {
     b->ctx = c;
     c->device = device;
     c->ids.n = c->pos.n = c->tab.n = -1;
+    const char *mmv = getenv("TESSERA_CUDA_MMV");
+    c->mmv_fp32 = mmv && !strcmp(mmv, "fp32");
     cudaError_t e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking);
     if (e != cudaSuccess) {
         c->st = NULL;

@@ -187,6 +187,116 @@ __global__ void __launch_bounds__(SW * 32)
         }
 }
 
+/* ---- decode: Q4_0 / Q8_0 split x Q8 activations, integer dot products ----
+ * The activations are quantized once per matmul (k_quant_act: per 32-block d = amax/127 as
+ * fp16, q = round-half-even(x * 127/amax), like ts_matmul's ggml-cpu quantizer) into an
+ * int8 plane and a (d, sum q) plane. mv_q: one warp per MR weight rows, lane l takes
+ * blocks l, l+32, ... (U blocks per iteration, loads first), one 16-byte (Q4_0) / 2x16-byte
+ * (Q8_0) weight load per block and row, the 32 int8 activations as 2x16 bytes (shared by
+ * the MR rows), __dp4a on nibbles unpacked with masks: a Q4_0 block is
+ * dw * dx * (sum qw*qx - 8 * sum qx), exact in int32. */
+constexpr int QW = 4; /* warps per block */
+
+__global__ void __launch_bounds__(256)
+    k_quant_act(const float *__restrict__ x, int64_t n_blk, int8_t *__restrict__ xq,
+                int2 *__restrict__ xds) {
+    const int lane = threadIdx.x & 31;
+    const int64_t blk = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
+    if (blk >= n_blk) return;
+    const float v = x[blk * 32 + lane];
+    float amax = fabsf(v);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    const float d = amax / 127.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    const int q = __float2int_rn(v * id);
+    xq[blk * 32 + lane] = (int8_t)q;
+    int sum = q;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (lane == 0) xds[blk] = make_int2(__float_as_int(__half2float(__float2half_rn(d))), sum);
+}
+
+template <int QB, int MR, int NT, int U>
+__global__ void __launch_bounds__(QW * 32)
+    mv_q(const uint8_t *__restrict__ qs, const uint16_t *__restrict__ dpl, int64_t rows,
+         int64_t nb, const int8_t *__restrict__ xq, const int2 *__restrict__ xds,
+         float *__restrict__ y) {
+    const int lane = threadIdx.x & 31;
+    const int64_t r0 = ((int64_t)blockIdx.x * QW + (threadIdx.x >> 5)) * MR;
+    if (r0 >= rows) return;
+    float acc[MR][NT];
+#pragma unroll
+    for (int m = 0; m < MR; m++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) acc[m][t] = 0.0f;
+    int64_t rr[MR];
+#pragma unroll
+    for (int m = 0; m < MR; m++) rr[m] = (r0 + m < rows ? r0 + m : rows - 1) * nb;
+    for (int64_t b0 = lane; b0 < nb; b0 += 32 * U) {
+        uint4 w[U][MR][QB / 16];
+        uint16_t dh[U][MR];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int64_t b = b0 + 32 * u < nb ? b0 + 32 * u : b0;
+#pragma unroll
+            for (int m = 0; m < MR; m++) {
+                const uint4 *qp = (const uint4 *)(qs + (size_t)(rr[m] + b) * QB);
+#pragma unroll
+                for (int v = 0; v < QB / 16; v++) w[u][m][v] = __ldg(qp + v);
+                dh[u][m] = __ldg(dpl + rr[m] + b);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int64_t b = b0 + 32 * u;
+            if (u > 0 && b >= nb) continue;
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                const uint4 *xp = (const uint4 *)(xq + ((size_t)t * nb + b) * 32);
+                const uint4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+                const int2 ds = __ldg(xds + (size_t)t * nb + b);
+                const float dx = __int_as_float(ds.x);
+#pragma unroll
+                for (int m = 0; m < MR; m++) {
+                    int s = 0;
+                    if (QB == 16) {
+                        const uint4 q = w[u][m][0];
+                        const int M = 0x0F0F0F0F;
+                        s = __dp4a((int)(q.x & M), (int)x0.x, s);
+                        s = __dp4a((int)(q.y & M), (int)x0.y, s);
+                        s = __dp4a((int)(q.z & M), (int)x0.z, s);
+                        s = __dp4a((int)(q.w & M), (int)x0.w, s);
+                        s = __dp4a((int)((q.x >> 4) & M), (int)x1.x, s);
+                        s = __dp4a((int)((q.y >> 4) & M), (int)x1.y, s);
+                        s = __dp4a((int)((q.z >> 4) & M), (int)x1.z, s);
+                        s = __dp4a((int)((q.w >> 4) & M), (int)x1.w, s);
+                        s -= 8 * ds.y;
+                    } else {
+                        const uint4 q0 = w[u][m][0], q1 = w[u][m][QB / 16 - 1];
+                        s = __dp4a((int)q0.x, (int)x0.x, s);
+                        s = __dp4a((int)q0.y, (int)x0.y, s);
+                        s = __dp4a((int)q0.z, (int)x0.z, s);
+                        s = __dp4a((int)q0.w, (int)x0.w, s);
+                        s = __dp4a((int)q1.x, (int)x1.x, s);
+                        s = __dp4a((int)q1.y, (int)x1.y, s);
+                        s = __dp4a((int)q1.z, (int)x1.z, s);
+                        s = __dp4a((int)q1.w, (int)x1.w, s);
+                    }
+                    acc[m][t] += h2f(dh[u][m]) * dx * (float)s;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < MR; m++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            const float v = warp_sum(acc[m][t]);
+            if (lane == 0 && r0 + m < rows) y[(size_t)t * rows + r0 + m] = v;
+        }
+}
+
 /* ---- decode: any type ---- */
 template <uint32_t T, int NT>
 __global__ void __launch_bounds__(MV_WARPS * 32)
@@ -339,6 +449,40 @@ void launch_split(const WDesc &w, const float *x, int64_t n_tok, float *y, cudaS
     }
 }
 
+int g_q_rows_per_warp = 0; /* 0: automatic */
+int g_q_unroll = 0;
+
+template <int QB, int MR, int U>
+void launch_q_mr(const uint8_t *qs, const uint16_t *dpl, int64_t rows, int64_t nb,
+                 const int8_t *xq, const int2 *xds, int64_t n_tok, float *y, cudaStream_t s) {
+    const unsigned blocks = (unsigned)((rows + QW * MR - 1) / (QW * MR));
+    switch (n_tok) {
+#define C(N) case N: mv_q<QB, MR, N, U><<<blocks, QW * 32, 0, s>>>(qs, dpl, rows, nb, xq, xds, y); break;
+        C(1) C(2) C(3) C(4) C(5) C(6) C(7) C(8)
+#undef C
+    }
+}
+
+template <int QB>
+void launch_q(const WDesc &w, const int8_t *xq, const int2 *xds, int64_t n_tok, float *y,
+              cudaStream_t s) {
+    const int64_t nb = w.cols / 32;
+    const uint8_t *qs = w.d;
+    const uint16_t *dpl = (const uint16_t *)(w.d + (size_t)w.rows * nb * QB);
+    int mr = g_q_rows_per_warp;
+    if (mr <= 0) mr = n_tok > 2 ? 2 : 1; /* see docs: x reuse vs warps in flight */
+    const int u = g_q_unroll > 0 ? g_q_unroll : 2;
+    if (u == 1) {
+        if (mr == 1) launch_q_mr<QB, 1, 1>(qs, dpl, w.rows, nb, xq, xds, n_tok, y, s);
+        else if (mr == 2) launch_q_mr<QB, 2, 1>(qs, dpl, w.rows, nb, xq, xds, n_tok, y, s);
+        else launch_q_mr<QB, 4, 1>(qs, dpl, w.rows, nb, xq, xds, n_tok, y, s);
+    } else {
+        if (mr == 1) launch_q_mr<QB, 1, 2>(qs, dpl, w.rows, nb, xq, xds, n_tok, y, s);
+        else if (mr == 2) launch_q_mr<QB, 2, 2>(qs, dpl, w.rows, nb, xq, xds, n_tok, y, s);
+        else launch_q_mr<QB, 4, 2>(qs, dpl, w.rows, nb, xq, xds, n_tok, y, s);
+    }
+}
+
 } // namespace
 
 extern "C" int ts_k_weight_split_cuda(uint32_t type) {
@@ -420,4 +564,49 @@ extern "C" ts_status ts_k_get_rows_cuda(uint32_t type, const void *w, size_t row
 #undef C
     }
     return launched("get_rows");
+}
+
+extern "C" size_t ts_k_act_q8_bytes_cuda(int64_t n_tok, int64_t cols) {
+    if (n_tok <= 0 || cols <= 0 || cols % 32) return 0;
+    return (size_t)n_tok * (size_t)cols + (size_t)n_tok * (size_t)(cols / 32) * sizeof(int2);
+}
+
+extern "C" ts_status ts_k_quantize_act_cuda(const float *x, int64_t n_tok, int64_t cols,
+                                            void *xq, cudaStream_t stream) {
+    if (n_tok < 0 || cols <= 0 || cols % 32 || !x || !xq || ((uintptr_t)xq % 16))
+        return TS_FAIL(TS_INVAL, "quantize_act: n_tok %lld cols %lld", (long long)n_tok,
+                       (long long)cols);
+    if (n_tok == 0) return TS_OK;
+    const int64_t n_blk = n_tok * (cols / 32);
+    if ((n_blk + 7) / 8 > 0x7fffffff) return TS_FAIL(TS_INVAL, "quantize_act: too large");
+    k_quant_act<<<(unsigned)((n_blk + 7) / 8), 256, 0, stream>>>(
+        x, n_blk, (int8_t *)xq, (int2 *)((uint8_t *)xq + (size_t)n_tok * (size_t)cols));
+    return launched("quantize_act");
+}
+
+extern "C" int ts_k_matmul_q8_cuda_supports(uint32_t type, int64_t n_tok) {
+    return (type == TS_TYPE_Q4_0 || type == TS_TYPE_Q8_0) && n_tok >= 1 && n_tok <= 8;
+}
+
+extern "C" ts_status ts_k_matmul_q8_cuda(uint32_t type, const void *w, int64_t rows, int64_t cols,
+                                         const void *xq, int64_t n_tok, float *y,
+                                         cudaStream_t stream) {
+    if (!ts_k_matmul_q8_cuda_supports(type, n_tok))
+        return TS_FAIL(TS_UNSUPPORTED, "CUDA Q8 matmul: type %u, %lld tokens", type,
+                       (long long)n_tok);
+    if (cols <= 0 || cols % 32 || rows <= 0 || !w || !xq || !y || ((uintptr_t)xq % 16))
+        return TS_FAIL(TS_INVAL, "CUDA Q8 matmul: rows %lld cols %lld", (long long)rows,
+                       (long long)cols);
+    if (rows > (int64_t)QW * 0x7fffffff) return TS_FAIL(TS_INVAL, "CUDA Q8 matmul: too large");
+    const WDesc wd = {(const uint8_t *)w, rows, cols, 0};
+    const int8_t *q = (const int8_t *)xq;
+    const int2 *ds = (const int2 *)(q + (size_t)n_tok * (size_t)cols);
+    if (type == TS_TYPE_Q4_0) launch_q<16>(wd, q, ds, n_tok, y, stream);
+    else launch_q<32>(wd, q, ds, n_tok, y, stream);
+    return launched("matmul_q8");
+}
+
+extern "C" void ts_k_matmul_q8_cuda_tune(int rows_per_warp, int unroll) {
+    g_q_rows_per_warp = rows_per_warp;
+    g_q_unroll = unroll;
 }

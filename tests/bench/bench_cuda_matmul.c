@@ -1,8 +1,12 @@
 /* bench_cuda_matmul.c: the CUDA matmul kernels (kernels_cuda.h) on the Gemma 3 27B matrix
  * shapes: weight GB/s of the decode kernels (T = 1, 8) against a measured device-to-device
- * cudaMemcpy bandwidth, and TFLOP/s of the prefill kernel (T = 512). Weights are random
- * bytes (random fp16 scales), repacked like the backend does. Median of repeated runs
- * (CUDA events). Not a test. Usage: bench_cuda_matmul [reps]
+ * cudaMemcpy bandwidth (bytes read + written), and TFLOP/s of the prefill kernel (T = 512).
+ * Decode rows: "fp32" = the exact kernel (ts_k_matmul_cuda, fp32 activations), "q8" = the
+ * integer-dot kernel on Q8 activations (ts_k_matmul_q8_cuda, what the backend runs), "q8+a"
+ * = q8 plus the activation quantization kernel (the backend quantizes once per distinct
+ * input). Then a sweep of the q8 kernel's rows per warp / blocks in flight at T = 1.
+ * Weights are random bytes (random fp16 scales), repacked like the backend does. Median of
+ * repeated runs (CUDA events). Not a test. Usage: bench_cuda_matmul [reps]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,7 +94,9 @@ int main(int argc, char **argv) {
                            "ffn_gate/up (21504x5376)", "ffn_down (5376x21504)",
                            "attn_k/v (2048x5376)", "lm_head (262144x5376)"};
     const uint32_t types[] = {TS_TYPE_Q4_0, TS_TYPE_Q8_0};
-    printf("\n| type | matrix (rows x cols) | T | us | weight GB/s | %% of copy |\n|---|---|---|---|---|---|\n");
+    printf("\n| type | matrix (rows x cols) | T | kernel | us | weight GB/s | %% of copy |\n|---|---|---|---|---|---|---|\n");
+    void *xq;
+    CK(cudaMalloc(&xq, ts_k_act_q8_bytes_cuda(8, 21504)));
     for (size_t ty = 0; ty < 2; ty++) {
         const uint32_t type = types[ty];
         for (size_t si = 0; si < 6; si++) {
@@ -132,27 +138,61 @@ int main(int argc, char **argv) {
                 CK(cudaMemcpy(x, hx, sizeof(float) * (size_t)(T * cols), cudaMemcpyHostToDevice));
                 free(hx);
                 const int r = T == 512 ? (reps < 5 ? reps : 5) : reps;
-                TK(ts_k_matmul_cuda(type, dw, stride, rows, cols, x, T, y, st)); /* warm */
-                for (int i = 0; i < r; i++) {
-                    CK(cudaEventRecord(ev[2 * i], st));
-                    TK(ts_k_matmul_cuda(type, dw, stride, rows, cols, x, T, y, st));
-                    CK(cudaEventRecord(ev[2 * i + 1], st));
+                /* kinds: 0 fp32 exact, 1 q8, 2 q8 + activation quantization */
+                for (int kind = 0; kind < (T == 512 ? 1 : 3); kind++) {
+#define RUN()                                                                              \
+    do {                                                                                   \
+        if (kind == 0) TK(ts_k_matmul_cuda(type, dw, stride, rows, cols, x, T, y, st));    \
+        else {                                                                             \
+            if (kind == 2) TK(ts_k_quantize_act_cuda(x, T, cols, xq, st));                 \
+            TK(ts_k_matmul_q8_cuda(type, dw, rows, cols, xq, T, y, st));                   \
+        }                                                                                  \
+    } while (0)
+                    if (kind > 0) TK(ts_k_quantize_act_cuda(x, T, cols, xq, st));
+                    RUN(); /* warm */
+                    for (int i = 0; i < r; i++) {
+                        CK(cudaEventRecord(ev[2 * i], st));
+                        RUN();
+                        CK(cudaEventRecord(ev[2 * i + 1], st));
+                    }
+                    CK(cudaStreamSynchronize(st));
+                    ms = median_ms(ev, r);
+                    const double gbs = (double)dev / (ms * 1e-3) / 1e9;
+                    const char *kn = kind == 0 ? (T == 512 ? "tiled" : "fp32") : kind == 1 ? "q8" : "q8+a";
+                    if (T == 512)
+                        printf("| %s | %s | %lld | %s | %.1f | %.0f (%.1f TFLOP/s) | %.0f%% |\n",
+                               ts_type_name(type), names[si], (long long)T, kn, ms * 1e3, gbs,
+                               2.0 * rows * cols * T / (ms * 1e-3) / 1e12, 100.0 * gbs / copy_gbs);
+                    else
+                        printf("| %s | %s | %lld | %s | %.1f | %.0f | %.0f%% |\n", ts_type_name(type),
+                               names[si], (long long)T, kn, ms * 1e3, gbs, 100.0 * gbs / copy_gbs);
+                    /* sweep (T = 1, q8 kernel alone) */
+                    if (T == 1 && kind == 1) {
+                        printf("|   | sweep rows/warp x blocks/lane:");
+                        for (int mr = 1; mr <= 4; mr *= 2)
+                            for (int u = 1; u <= 2; u++) {
+                                ts_k_matmul_q8_cuda_tune(mr, u);
+                                RUN();
+                                for (int i = 0; i < r; i++) {
+                                    CK(cudaEventRecord(ev[2 * i], st));
+                                    RUN();
+                                    CK(cudaEventRecord(ev[2 * i + 1], st));
+                                }
+                                CK(cudaStreamSynchronize(st));
+                                const float m2 = median_ms(ev, r);
+                                printf(" %dx%d %.0f GB/s;", mr, u, (double)dev / (m2 * 1e-3) / 1e9);
+                            }
+                        ts_k_matmul_q8_cuda_tune(0, 0);
+                        printf(" | | | | |\n");
+                    }
+#undef RUN
                 }
-                CK(cudaStreamSynchronize(st));
-                ms = median_ms(ev, r);
-                const double gbs = (double)dev / (ms * 1e-3) / 1e9;
-                if (T == 512)
-                    printf("| %s | %s | %lld | %.1f | %.0f (%.1f TFLOP/s) | %.0f%% |\n",
-                           ts_type_name(type), names[si], (long long)T, ms * 1e3, gbs,
-                           2.0 * rows * cols * T / (ms * 1e-3) / 1e12, 100.0 * gbs / copy_gbs);
-                else
-                    printf("| %s | %s | %lld | %.1f | %.0f | %.0f%% |\n", ts_type_name(type),
-                           names[si], (long long)T, ms * 1e3, gbs, 100.0 * gbs / copy_gbs);
                 CK(cudaFree(x));
                 CK(cudaFree(y));
             }
             CK(cudaFree(dw));
         }
     }
+    CK(cudaFree(xq));
     return 0;
 }

@@ -7,9 +7,15 @@
  * 2. The real Gemma 3 270M (env TESSERA_MODEL_270M, skipped when unset): greedy 32 tokens
  *    on a few prompts equal the CPU engine's reference path, run in the same test.
  * 3. Extra models (env TESSERA_CUDA_CMP_MODELS, colon-separated, e.g. random `tessera
- *    mkmodel` files): CPU reference vs CUDA, teacher-forced on the CPU's greedy tokens,
- *    logits rel err <= 1e-3 at every step (random weights give near-ties, so greedy
- *    equality is only reported).
+ *    mkmodel` files): CUDA vs the CPU reference engine, teacher-forced on the CPU's greedy
+ *    tokens (random weights give near-ties, so greedy equality is only reported), twice:
+ *    CUDA with the exact fp32 decode matmuls (TESSERA_CUDA_MMV=fp32), logits rel err <=
+ *    1e-3 at every step; CUDA's default Q8-activation decode, rel err <= 0.1: activation
+ *    rounding alone moves the logits ~2.4e-2 (the CPU fast engine, which rounds them the
+ *    same way, differs from the reference by 2.4e-2 on tiny q8_0 / q4_0 and the 270M
+ *    shape; the CPU fast engine also differs in GELU and softmax, so it is no tighter
+ *    reference). The kernel itself is checked against ts_matmul in test_cuda_ops.
+ * The real 270M (2.) runs in the fp32 pairing.
  * Exits 77 without a GPU; prints "N passed, N failed". Label `gpu`.
  */
 #include <jansson.h>
@@ -249,8 +255,9 @@ static void on_layer(void *vctx, const char *name, int32_t layer, const float *d
 }
 
 /* CPU reference engine vs CUDA engine on one model. strict: greedy must be equal (real
- * model); else teacher-forced logits within 1e-3. */
-static void compare_model(const char *path, int n_gen, bool strict) {
+ * model); else teacher-forced logits within 1e-3 (fp32) or 0.1 (q8: CUDA's Q8-activation
+ * decode; else its exact fp32 decode). */
+static void compare_model(const char *path, int n_gen, bool strict, bool q8) {
     char what[1024];
     static const int32_t prompts[][8] = {{2, 818, 5279, 529, 7001, 563}, {2, 9259, 236764, 1217},
                                          {2, 3689, 563, 506, 1791, 529, 2866, 236881}};
@@ -259,6 +266,9 @@ static void compare_model(const char *path, int n_gen, bool strict) {
     layer_cap capc = {.on = true}, capg = {.on = true};
     ts_engine_params pc = {.model_path = path, .reference = true, .n_ctx = 128, .n_batch = 64,
                            .hook = on_layer, .hook_ctx = &capc};
+    const char *mode = q8 ? "[cuda q8]" : "[cuda fp32]";
+    const double bound = q8 ? 0.1 : 1e-3;
+    setenv("TESSERA_CUDA_MMV", q8 ? "q8" : "fp32", 1); /* read at backend creation */
     ts_engine_params pg = {.model_path = path, .backend = "cuda", .n_ctx = 128, .n_batch = 64,
                            .hook = on_layer, .hook_ctx = &capg};
     if (ts_engine_create(&pc, &ec) != TS_OK || ts_engine_create(&pg, &eg) != TS_OK) {
@@ -285,7 +295,7 @@ static void compare_model(const char *path, int n_gen, bool strict) {
         bool ok = ts_engine_step(ec, &b, lc) == TS_OK && ts_engine_step(eg, &b, lg) == TS_OK;
         capc.on = capg.on = false;
         if (pi == 0) {
-            printf("info: %s per-layer hidden rel err (prompt 0):", path);
+            printf("info: %s %s per-layer hidden rel err (prompt 0):", path, mode);
             for (int l = 0; l < 80 && capc.h[l] && capg.h[l]; l++) {
                 double mx = 0;
                 for (int64_t i = 0; i < capc.n[l]; i++)
@@ -310,13 +320,14 @@ static void compare_model(const char *path, int n_gen, bool strict) {
                 ok = ts_engine_step(ec, &db, lc) == TS_OK && ts_engine_step(eg, &db, lg) == TS_OK;
         }
         if (strict) {
-            snprintf(what, sizeof what, "%s prompt %d: CUDA greedy %d/%d tokens equal the CPU "
-                     "reference (worst logits rel err %.3g)", path, pi, same, n_gen, worst);
+            snprintf(what, sizeof what, "%s %s prompt %d: CUDA greedy %d/%d tokens equal the CPU "
+                     "(worst logits rel err %.3g)", path, mode, pi, same, n_gen, worst);
             check(ok && same == n_gen, what);
         } else {
-            snprintf(what, sizeof what, "%s prompt %d: teacher-forced logits rel err %.3g "
-                     "(greedy agreed on %d/%d before diverging)", path, pi, worst, same, n_gen);
-            check(ok && worst <= 1e-3, what);
+            snprintf(what, sizeof what, "%s %s prompt %d: teacher-forced logits rel err %.3g "
+                     "(greedy agreed on %d/%d before diverging)", path, mode, pi, worst, same,
+                     n_gen);
+            check(ok && worst <= bound, what);
         }
         printf("info: %s\n", what);
     }
@@ -341,12 +352,15 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++) run_fixture(dir, cfgs[i]);
     printf("worst HF logits rel err %.3g\n", g_worst);
     const char *m = getenv("TESSERA_MODEL_270M");
-    if (m && *m) compare_model(m, 32, true);
+    if (m && *m) compare_model(m, 32, true, false);
     else printf("TESSERA_MODEL_270M not set: the real-model comparison is skipped\n");
     const char *extra = getenv("TESSERA_CUDA_CMP_MODELS");
     if (extra && *extra) {
         char *list = strdup(extra);
-        for (char *p = strtok(list, ":"); p; p = strtok(NULL, ":")) compare_model(p, 16, false);
+        for (char *p = strtok(list, ":"); p; p = strtok(NULL, ":")) {
+            compare_model(p, 16, false, false);
+            compare_model(p, 16, false, true);
+        }
         free(list);
     }
     printf("%d passed, %d failed\n", g_pass, g_fail);
