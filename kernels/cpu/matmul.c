@@ -14,7 +14,9 @@
  *   Q4_K, Q5_K: x -> Q8_K (quantize_row_q8_K_ref); per 256-superblock the exact integers
  *       sumi = sum_j sc_j * sum q_w q_x and summ = sum_j m_j * bsum_j;
  *       y += (d_w * d_x) * sumi; y -= (dmin_w * d_x) * summ.
- *   Q6_K: x -> Q8_K; sumi = sum_j sc_j * sum (q_w - 32) q_x; y += (d_w * d_x) * sumi.
+ *   Q6_K: x -> Q8_K; sumi = sum_j sc_j * sum (q_w - 32) q_x; y += (d_w * d_x) * sumi
+ *       (ggml's lane order, see k_scalar_q6_K; n_tok >= 8: ggml's tiled matmul order,
+ *       y = fma(d_x, d_w * (float)sumi, y), see ts_matmul).
  *   F16: x -> fp16 (round to nearest even); fp32 products and sums.
  *   F32, BF16: fp32 products and sums (BF16 weights widened exactly).
  * The SIMD kernels compute the same integers; the 32-block types and F16/F32/BF16 add
@@ -448,7 +450,10 @@ static float hsum8(const float *l) {
 }
 
 /* Q6_K: ql[128] | qh[64] | scales[16] | d; summed as ggml_vec_dot_q6_K_q8_K (AVX2): per
- * superblock 8 exact integer lanes, each added to its float lane by FMA, hsum at the end. */
+ * superblock 8 exact integer lanes of sc * q * y with the UNSIGNED q (0..63) (element e in
+ * lane (e % 32) / 4), then lane l -= 32 * (sc[2l] * bsum[2l] + sc[2l+1] * bsum[2l+1]) (the
+ * -32 offset through x's bsums, so lanes differ from summing (q - 32) * y); each lane added
+ * to its float lane by FMA, hsum at the end. */
 static void k_scalar_q6_K(const ts_mm_args *a, int64_t r0, int64_t r1) {
     const int64_t nk = a->cols / 256;
     for (int64_t r = r0; r < r1; r++) {
@@ -456,10 +461,11 @@ static void k_scalar_q6_K(const ts_mm_args *a, int64_t r0, int64_t r1) {
         for (int64_t t = 0; t < a->n_tok; t++) {
             const int8_t *xq = (const int8_t *)XQ(a, t);
             const float *xd = XD(a, t);
-            float acc[8] = {0};
+            const int16_t *xbs = XBS(a, t);
+            float acc[8] = {0}; /* ggml_tiled: acc[0] only */
             for (int64_t i = 0; i < nk; i++) {
                 const uint8_t *b = w + (size_t)i * sizeof(ts_block_q6_K);
-                int lane[8] = {0}; /* ggml's AVX2 int32 lanes: element e in lane (e % 32) / 4 */
+                int lane[8] = {0};
                 for (int n = 0; n < 2; n++) {
                     const uint8_t *ql = b + 64 * n;
                     const uint8_t *qh = b + 128 + 32 * n;
@@ -467,18 +473,30 @@ static void k_scalar_q6_K(const ts_mm_args *a, int64_t r0, int64_t r1) {
                     const int8_t *y = xq + 256 * i + 128 * n;
                     for (int l = 0; l < 32; l++) {
                         const int is = l / 16;
-                        const int q1 = ((ql[l] & 15) | (((qh[l] >> 0) & 3) << 4)) - 32;
-                        const int q2 = ((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32;
-                        const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-                        const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                        const int q1 = (ql[l] & 15) | (((qh[l] >> 0) & 3) << 4);
+                        const int q2 = (ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4);
+                        const int q3 = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+                        const int q4 = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
                         lane[(l % 32) / 4] += sc[is + 0] * q1 * y[l] + sc[is + 2] * q2 * y[l + 32] +
                                               sc[is + 4] * q3 * y[l + 64] + sc[is + 6] * q4 * y[l + 96];
                     }
                 }
+                const int8_t *sc = (const int8_t *)(b + 192);
+                const int16_t *bs = xbs + 16 * i;
+                for (int k = 0; k < 8; k++)
+                    lane[k] -= 32 * (sc[2 * k] * bs[2 * k] + sc[2 * k + 1] * bs[2 * k + 1]);
+                if (a->ggml_tiled) {
+                    /* ggml_compute_forward_mul_mat_tiled: whole-superblock integer,
+                     * y = fma(d_x, d_w * (float)S, y) per superblock */
+                    int S = 0;
+                    for (int k = 0; k < 8; k++) S += lane[k];
+                    acc[0] = fmaf(xd[i], h2f(b + 208) * (float)S, acc[0]);
+                    continue;
+                }
                 const float d = h2f(b + 208) * xd[i];
                 for (int k = 0; k < 8; k++) acc[k] = fmaf(d, (float)lane[k], acc[k]);
             }
-            a->y[t * a->rows + r] = hsum8(acc);
+            a->y[t * a->rows + r] = a->ggml_tiled ? acc[0] : hsum8(acc);
         }
     }
 }
@@ -617,6 +635,12 @@ ts_status ts_matmul(ts_threadpool *tp, uint32_t type, const void *w, size_t row_
     j.a.cols = cols;
     j.a.n_tok = n_tok;
     j.a.y = y;
+    /* ggml-cpu (the llama-cpp-python 0.3.36 build) sends MUL_MAT with >= 8 src1 rows and a
+     * non-repacked K-quant src0 to ggml_compute_forward_mul_mat_tiled (GGML_CPU_TILED_MM,
+     * default on): per 256-superblock the exact integer S = sum sc * (q - 32) * q_x, then
+     * y = fma(d_x, d_w * (float)S, y), superblocks in order. On x86 AVX2 that concerns
+     * Q6_K (Q4_K is repacked, q4_K_8x8). Fewer rows: ggml_vec_dot_q6_K_q8_K. */
+    j.a.ggml_tiled = type == TS_TYPE_Q6_K && n_tok >= 8;
     j.act = act;
     j.x = x;
     j.kern = pick_kernel(type);

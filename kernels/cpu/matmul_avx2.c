@@ -316,9 +316,12 @@ INLINE void q6k_tile(const int NT, const ts_mm_args *a, const uint8_t *w, int64_
     q8k_view v[TS_MM_TILE];
     q8k_views(a, t0, NT, v);
     __m256 acc[TS_MM_TILE];
-    for (int i = 0; i < NT; i++) acc[i] = _mm256_setzero_ps();
+    float tacc[TS_MM_TILE];
+    for (int i = 0; i < NT; i++) {
+        acc[i] = _mm256_setzero_ps();
+        tacc[i] = 0.0f;
+    }
     const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
-    const __m256i m32 = _mm256_set1_epi8(32);
     for (int64_t k = 0; k < nk; k++) {
         const uint8_t *b = w + (size_t)k * sizeof(ts_block_q6_K);
         const int8_t *sc = (const int8_t *)(b + 192);
@@ -343,23 +346,37 @@ INLINE void q6k_tile(const int NT, const ts_mm_args *a, const uint8_t *w, int64_
                 for (int i = 0; i < NT; i++) {
                     const __m256i y = _mm256_loadu_si256(
                         (const __m256i *)(v[i].q + 256 * k + 128 * n + 32 * kk));
-                    /* (q - 32) y in 16 bits as ggml (maddubs(q, y) - maddubs(32, y)), so
-                     * each int32 lane holds exactly ggml's lane: elements with
-                     * (index % 32) / 4 == lane. */
-                    const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q[kk], y),
-                                                         _mm256_maddubs_epi16(m32, y));
-                    sumv[i] = _mm256_add_epi32(sumv[i], _mm256_madd_epi16(p16, s16));
+                    /* unsigned q (0..63) times y, as ggml; the -32 offset is taken off
+                     * per lane with the bsums below. Each int32 lane holds exactly
+                     * ggml's lane. */
+                    sumv[i] = _mm256_add_epi32(
+                        sumv[i], _mm256_madd_epi16(_mm256_maddubs_epi16(q[kk], y), s16));
                 }
             }
         }
+        /* ggml_vec_dot_q6_K_q8_K (AVX2, as in llama-cpp-python 0.3.36's ggml): lane l -= 32 * (sc[2l] *
+         * bsum[2l] + sc[2l+1] * bsum[2l+1]) (bsum j = sum of x's q in elements 16j..16j+15). */
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+        for (int i = 0; i < NT; i++) {
+            const __m256i bs = _mm256_loadu_si256((const __m256i *)(v[i].bs + 16 * k));
+            sumv[i] = _mm256_sub_epi32(sumv[i],
+                                       _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5));
+        }
         const float dw = h2f(b + 208);
+        if (a->ggml_tiled) {
+            /* ggml_compute_forward_mul_mat_tiled (>= 8 tokens): whole-superblock integer,
+             * y = fma(d_x, d_w * (float)S, y) (see matmul.c) */
+            for (int i = 0; i < NT; i++)
+                tacc[i] = fmaf(v[i].d[k], dw * (float)hsum_i8(sumv[i]), tacc[i]);
+            continue;
+        }
         /* ggml_vec_dot_q6_K_q8_K (AVX2): the 8 int32 lanes -> float, one FMA per
          * superblock into 8 float lanes, hsum at the end. */
         for (int i = 0; i < NT; i++)
             acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(v[i].d[k] * dw), _mm256_cvtepi32_ps(sumv[i]),
                                      acc[i]);
     }
-    for (int i = 0; i < NT; i++) out[i] = hsum_f8(acc[i]);
+    for (int i = 0; i < NT; i++) out[i] = a->ggml_tiled ? tacc[i] : hsum_f8(acc[i]);
 }
 
 #define TILE_k_q4_K(NT, w, t, o) q45k_tile(0, NT, a, w, t, o)

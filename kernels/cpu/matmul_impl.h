@@ -25,6 +25,9 @@ typedef struct {
     const uint8_t *xq;
     size_t xq_stride;
     float *y; /* (n_tok, rows) */
+    /* Q6_K with n_tok >= 8: ggml-cpu's tiled K-quant matmul numerics (see matmul.c
+     * ggml_tiled_q6k) instead of ggml_vec_dot_q6_K_q8_K's. */
+    int ggml_tiled;
 } ts_mm_args;
 
 /* Computes y[t][r] for r in [r0, r1) and every token t. */
