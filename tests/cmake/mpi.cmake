@@ -37,3 +37,11 @@ add_test(NAME mpi_kill_rank
          COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/mpi/test_kill_rank.sh $<TARGET_FILE:tessera>
                  ${MPIEXEC_EXECUTABLE})
 set_tests_properties(mpi_kill_rank PROPERTIES LABELS "mpi" TIMEOUT 300 SKIP_RETURN_CODE 77)
+
+# Two hosts in network namespaces joined by veth links (root only; skipped otherwise): the
+# same tokens as one rank for pp 2 and tp 2, and a cut link ends the job within seconds.
+add_test(NAME mpi_multihost
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/mpi/test_multihost.sh $<TARGET_FILE:tessera>
+                 ${MPIEXEC_EXECUTABLE})
+set_tests_properties(mpi_multihost PROPERTIES LABELS "mpi" TIMEOUT 400 SKIP_RETURN_CODE 77
+                     RUN_SERIAL TRUE)
