@@ -39,7 +39,7 @@
 typedef struct {
     const char *model, *prompt, *system;
     int32_t n_predict, n_ctx, n_threads, n_batch, tp, pp;
-    bool chat, json, reference, no_bos, seed_set, verbose;
+    bool chat, json, reference, llamacpp_batch, no_bos, seed_set, verbose;
     const char *backend;
     ts_sampler_params sp;
     const char *stops[MAX_STOPS];
@@ -68,6 +68,8 @@ static void usage(FILE *f) {
             "      --batch N            prompt tokens per step (default 512)\n"
             "      --no-bos             do not prepend <bos> (raw prompts)\n"
             "      --reference          scalar reference kernels (slow; for checking)\n"
+            "      --llamacpp-batch     batched prompts with llama.cpp's batch-size-dependent\n"
+            "                           kernels (its exact numerics; see docs/engine.md)\n"
             "      --backend cpu|cuda   compute backend (default cpu; cuda: GPU 0)\n"
             "      --tp T, --pp P       tensor / pipeline parallel ranks (under mpirun;\n"
             "                           default tp 1, pp = ranks / tp)\n"
@@ -115,12 +117,13 @@ static int parse_args(int argc, char **argv, run_opts *o) {
             return 1;
         }
         bool flag_only = !strcmp(a, "--chat") || !strcmp(a, "--json") ||
-                         !strcmp(a, "--reference") || !strcmp(a, "--no-bos") ||
+                         !strcmp(a, "--reference") || !strcmp(a, "--llamacpp-batch") || !strcmp(a, "--no-bos") ||
                          !strcmp(a, "--verbose");
         if (flag_only) {
             if (!strcmp(a, "--chat")) o->chat = true;
             if (!strcmp(a, "--json")) o->json = true;
             if (!strcmp(a, "--reference")) o->reference = true;
+            if (!strcmp(a, "--llamacpp-batch")) o->llamacpp_batch = true;
             if (!strcmp(a, "--no-bos")) o->no_bos = true;
             if (!strcmp(a, "--verbose")) o->verbose = true;
             continue;
@@ -293,6 +296,7 @@ int ts_cmd_run(int argc, char **argv) {
 
     ts_engine_params ep = {
         .model_path = o.model, .n_threads = o.n_threads, .reference = o.reference,
+        .llamacpp_batch = o.llamacpp_batch,
         .backend = o.backend,
         .n_ctx = o.n_ctx, .n_seq_max = 1, .n_batch = o.n_batch,
         .progress = isatty(STDERR_FILENO) && !dist ? progress : NULL,

@@ -105,6 +105,9 @@ struct ts_backend {
 /* The CPU backend. n_threads <= 0: all online CPUs. reference = true uses the scalar
  * reference kernels throughout (slow; the semantics), else the optimized CPU path. */
 ts_status ts_backend_cpu_create(int n_threads, bool reference, ts_backend **out);
+/* Fast path only: choose kernels by batch size as llama.cpp does (its batched prompt
+ * numerics) instead of the default batch-invariant kernels. See docs/engine.md. */
+void ts_backend_cpu_set_llamacpp_batch(ts_backend *b, bool on);
 
 /* The CUDA backend on `device` (shard/backend_cuda.c; built only with CUDA, see
  * TS_HAVE_CUDA). TS_UNSUPPORTED when there is no CUDA device or driver. */

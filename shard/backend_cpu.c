@@ -21,6 +21,7 @@ typedef struct {
     ts_threadpool *tp;
     int n_threads;
     bool reference;
+    bool llamacpp_batch;    /* batch-size-dependent kernels as llama.cpp (not invariant) */
     void *scratch;          /* matmul scratch (quantized activations) */
     size_t scratch_bytes;
     float *row_scratch;     /* (n_threads, max cols): reference matmul / get_rows */
@@ -170,8 +171,9 @@ static ts_status cpu_matmul(ts_backend *b, float *y, const ts_wmat *w, const flo
         c->scratch = n;
         c->scratch_bytes = need;
     }
-    return ts_matmul(c->tp, w->type, w->data, w->row_stride, w->rows, w->cols, x, n_tok, y,
-                     c->scratch);
+    return ts_matmul_ex(c->tp, w->type, w->data, w->row_stride, w->rows, w->cols, x, n_tok, y,
+                     c->scratch,
+                        c->llamacpp_batch ? TS_MM_LLAMACPP_BATCH : 0u);
 }
 
 static ts_status cpu_rmsnorm(ts_backend *b, float *out, const float *x, const float *w,
@@ -405,7 +407,8 @@ static void attn_run_fast(void *ctx, int ith, int nth) {
         for (int32_t j = lo; j <= p; j++) score[j - lo] *= inv;
         float *o = a->out + (tok * a->n_head + h) * hd;
         for (int64_t i = 0; i < hd; i++) {
-            if (a->n_tok == 1) { /* ggml_vec_dot_f32 over KV cells: lanes (j % 32) / 8, j % 8 */
+            /* batch-invariant default: every token as llama.cpp's single-token step */
+            if (!c->llamacpp_batch || a->n_tok == 1) { /* ggml_vec_dot_f32 over KV cells: lanes (j % 32) / 8, j % 8 */
                 float l4[4][8] = {{0}};
                 for (int32_t j = lo; j <= p; j++) {
                     const float *vr = V + kv_slot(a->kv, a->is_global, s, j) * (size_t)kd + kvh * hd;
@@ -484,4 +487,8 @@ ts_status ts_backend_cpu_create(int n_threads, bool reference, ts_backend **out)
     c->n_threads = ts_threadpool_size(c->tp);
     *out = b;
     return TS_OK;
+}
+
+void ts_backend_cpu_set_llamacpp_batch(ts_backend *b, bool on) {
+    if (b && b->ops == &g_cpu_ops) C(b)->llamacpp_batch = on;
 }

@@ -202,6 +202,7 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
 
     if (!p->backend || !strcmp(p->backend, "cpu")) {
         TS_TRY_GOTO(ts_backend_cpu_create(p->n_threads, p->reference, &e->b), rc, fail);
+        ts_backend_cpu_set_llamacpp_batch(e->b, p->llamacpp_batch);
     } else if (!strcmp(p->backend, "cuda")) {
 #ifdef TS_HAVE_CUDA
         TS_TRY_GOTO(ts_backend_cuda_create(p->device, &e->b), rc, fail);

@@ -38,6 +38,8 @@ typedef struct ts_engine_params {
     const char *model_path;
     int n_threads;           /* <= 0: all CPUs */
     bool reference;          /* scalar reference kernels (slow; exact semantics) */
+    bool llamacpp_batch;     /* CPU fast path: llama.cpp's batch-size-dependent kernels
+                              * (matches its batched prompt numerics; not batch-invariant) */
     const char *backend;     /* NULL or "cpu": CPU; "cuda": CUDA device `device` */
     int device;              /* CUDA device ordinal (backend "cuda") */
     int32_t n_ctx;           /* max positions per sequence; 0 = min(model's, 8192) */

@@ -612,6 +612,12 @@ static void mm_task(void *ctx, int ith, int nth) {
 ts_status ts_matmul(ts_threadpool *tp, uint32_t type, const void *w, size_t row_stride,
                     int64_t rows, int64_t cols, const float *x, int64_t n_tok, float *y,
                     void *scratch) {
+    return ts_matmul_ex(tp, type, w, row_stride, rows, cols, x, n_tok, y, scratch, 0);
+}
+
+ts_status ts_matmul_ex(ts_threadpool *tp, uint32_t type, const void *w, size_t row_stride,
+                       int64_t rows, int64_t cols, const float *x, int64_t n_tok, float *y,
+                       void *scratch, unsigned flags) {
     if (!type_supported(type))
         return TS_FAIL(TS_UNSUPPORTED, "matmul: type %u (%s)", type,
                        ts_type_name(type) ? ts_type_name(type) : "?");
@@ -640,7 +646,7 @@ ts_status ts_matmul(ts_threadpool *tp, uint32_t type, const void *w, size_t row_
      * default on): per 256-superblock the exact integer S = sum sc * (q - 32) * q_x, then
      * y = fma(d_x, d_w * (float)S, y), superblocks in order. On x86 AVX2 that concerns
      * Q6_K (Q4_K is repacked, q4_K_8x8). Fewer rows: ggml_vec_dot_q6_K_q8_K. */
-    j.a.ggml_tiled = type == TS_TYPE_Q6_K && n_tok >= 8;
+    j.a.ggml_tiled = (flags & TS_MM_LLAMACPP_BATCH) && type == TS_TYPE_Q6_K && n_tok >= 8;
     j.act = act;
     j.x = x;
     j.kern = pick_kernel(type);

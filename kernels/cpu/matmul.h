@@ -34,6 +34,19 @@ ts_status ts_matmul(ts_threadpool *tp, uint32_t type, const void *w, size_t row_
                     int64_t rows, int64_t cols, const float *x, int64_t n_tok, float *y,
                     void *scratch);
 
+/* Kernel choice that depends on the batch size as llama.cpp's CPU backend does (K-quant
+ * batches of >= 8 rows summed in ggml's "tiled" order, ...). Without this flag (the
+ * default) every token row of a matmul is computed exactly as a single-token matmul would
+ * compute it, so a sequence's results never depend on what else is in the batch
+ * (batch invariance: required for serving). With it, batched prompt evaluation follows
+ * llama.cpp's numerics (tests/model/test_engine_llamacpp.c). */
+#define TS_MM_LLAMACPP_BATCH 0x1u
+
+/* ts_matmul with flags (TS_MM_*). */
+ts_status ts_matmul_ex(ts_threadpool *tp, uint32_t type, const void *w, size_t row_stride,
+                       int64_t rows, int64_t cols, const float *x, int64_t n_tok, float *y,
+                       void *scratch, unsigned flags);
+
 /* Name of the SIMD path chosen at run time ("avx512", "avx2", "scalar"). */
 const char *ts_matmul_isa(void);
 

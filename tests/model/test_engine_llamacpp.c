@@ -67,6 +67,7 @@ int main(int argc, char **argv) {
     }
 
     ts_engine_params p = {.model_path = path, .n_threads = 2, .reference = false,
+                          .llamacpp_batch = true,
                           .n_ctx = 512};
     ts_engine *e = NULL;
     ts_status rc = ts_engine_create(&p, &e);
