@@ -1,3 +1,7 @@
 # The CPU engine against Hugging Face transformers (committed fixtures; no model needed).
 ts_add_unit_test(NAME test_engine_hf SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/model/test_engine_hf.c
                  LIBS ts_engine PkgConfig::JANSSON LABELS unit)
+# Batch invariance of the CPU fast path (what the daemon's batching relies on).
+ts_add_unit_test(NAME test_batch_invariance
+                 SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_batch_invariance.c
+                 LIBS ts_kernels_cpu LABELS unit)
