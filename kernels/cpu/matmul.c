@@ -396,6 +396,10 @@ static void scalar_q45k(bool five, const ts_mm_args *a, int64_t r0, int64_t r1) 
             const int8_t *xq = (const int8_t *)XQ(a, t);
             const float *xd = XD(a, t);
             const int16_t *xbs = XBS(a, t);
+            /* Q4_K tokens in complete groups of 4 (llama.cpp runs those through
+             * ggml_gemm_q4_K_8x8_q8_K): one FMA per 64 elements; the n_tok % 4 leftover
+             * tokens (and decode) through the gemv order: one FMA per superblock. */
+            const bool gemm = a->llamacpp_batch && !five && t < a->n_tok - a->n_tok % 4;
             float sumf = 0.0f, summf = 0.0f;
             for (int64_t i = 0; i < nk; i++) {
                 const uint8_t *b = w + (size_t)i * bs;
@@ -418,10 +422,17 @@ static void scalar_q45k(bool five, const ts_mm_args *a, int64_t r0, int64_t r1) 
                         s0 += lo * y[64 * j + l];
                         s1 += hi * y[64 * j + 32 + l];
                     }
-                    sumi += sc0 * s0 + sc1 * s1;
-                    summ += m0 * (xbs[16 * i + 4 * j] + xbs[16 * i + 4 * j + 1]) +
-                            m1 * (xbs[16 * i + 4 * j + 2] + xbs[16 * i + 4 * j + 3]);
+                    const int pj = sc0 * s0 + sc1 * s1;
+                    const int mj = m0 * (xbs[16 * i + 4 * j] + xbs[16 * i + 4 * j + 1]) +
+                                   m1 * (xbs[16 * i + 4 * j + 2] + xbs[16 * i + 4 * j + 3]);
+                    if (gemm) {
+                        sumf = fmaf((float)pj, h2f(b) * xd[i], sumf);
+                        summf = fmaf((float)mj, h2f(b + 2) * xd[i], summf);
+                    }
+                    sumi += pj;
+                    summ += mj;
                 }
+                if (gemm) continue;
                 const float d = h2f(b) * xd[i];
                 const float dm = h2f(b + 2) * xd[i];
                 if (five) {
@@ -647,6 +658,7 @@ ts_status ts_matmul_ex(ts_threadpool *tp, uint32_t type, const void *w, size_t r
      * y = fma(d_x, d_w * (float)S, y), superblocks in order. On x86 AVX2 that concerns
      * Q6_K (Q4_K is repacked, q4_K_8x8). Fewer rows: ggml_vec_dot_q6_K_q8_K. */
     j.a.ggml_tiled = (flags & TS_MM_LLAMACPP_BATCH) && type == TS_TYPE_Q6_K && n_tok >= 8;
+    j.a.llamacpp_batch = (flags & TS_MM_LLAMACPP_BATCH) != 0;
     j.act = act;
     j.x = x;
     j.kern = pick_kernel(type);

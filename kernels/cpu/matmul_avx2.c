@@ -256,6 +256,10 @@ INLINE void q45k_tile(const int five, const int NT, const ts_mm_args *a, const u
     q8k_views(a, t0, NT, v);
     float sumf[TS_MM_TILE], summf[TS_MM_TILE];
     for (int i = 0; i < NT; i++) sumf[i] = summf[i] = 0.0f;
+    /* A full tile of 4 tokens (tiles start at token 0, so these are llama.cpp's groups of
+     * 4 activation rows) of a Q4_K weight: ggml_gemm_q4_K_8x8_q8_K's order (see
+     * q4k_gemm_step). Other tiles (n_tok % 4 leftover rows, decode): the gemv order. */
+    const int gemm = a->llamacpp_batch && !five && NT == 4;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m1 = _mm256_set1_epi8(1);
     for (int64_t k = 0; k < nk; k++) {
         const uint8_t *b = w + (size_t)k * bsz;
@@ -282,10 +286,25 @@ INLINE void q45k_tile(const int five, const int NT, const ts_mm_args *a, const u
                 const int8_t *y = v[i].q + 256 * k + 64 * j;
                 const __m256i y0 = _mm256_loadu_si256((const __m256i *)y);
                 const __m256i y1 = _mm256_loadu_si256((const __m256i *)(y + 32));
-                sumv[i] = _mm256_add_epi32(sumv[i], _mm256_add_epi32(dot_us_scaled(ql, y0, s0),
-                                                                     dot_us_scaled(qh, y1, s1)));
+                const __m256i pj = _mm256_add_epi32(dot_us_scaled(ql, y0, s0),
+                                                    dot_us_scaled(qh, y1, s1));
+                if (gemm) {
+                    /* ggml_gemm_q4_K_8x8_q8_K (AVX2): per pair of 32-sub-blocks the exact
+                     * int32 sc0 * dot0 + sc1 * dot1 and m0 * bsum0 + m1 * bsum1, each
+                     * converted to float and FMA'd (multiplier rounded d_w * d_x) into
+                     * separate scale / min accumulators; acc - acc_min at the end. */
+                    const int16_t *bsum = v[i].bs + 16 * k + 4 * j;
+                    const int mj = sm[8 + 2 * j] * (bsum[0] + bsum[1]) +
+                                   sm[9 + 2 * j] * (bsum[2] + bsum[3]);
+                    const float d = h2f(b) * v[i].d[k], dm = h2f(b + 2) * v[i].d[k];
+                    sumf[i] = fmaf((float)hsum_i8(pj), d, sumf[i]);
+                    summf[i] = fmaf((float)mj, dm, summf[i]);
+                } else {
+                    sumv[i] = _mm256_add_epi32(sumv[i], pj);
+                }
             }
         }
+        if (gemm) continue;
         const float dw = h2f(b), dmin = h2f(b + 2);
         for (int i = 0; i < NT; i++) {
             const int16_t *bsum = v[i].bs + 16 * k;

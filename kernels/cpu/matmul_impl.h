@@ -28,6 +28,9 @@ typedef struct {
     /* Q6_K with n_tok >= 8: ggml-cpu's tiled K-quant matmul numerics (see matmul.c
      * ggml_tiled_q6k) instead of ggml_vec_dot_q6_K_q8_K's. */
     int ggml_tiled;
+    /* TS_MM_LLAMACPP_BATCH: llama.cpp's batch-size-dependent orders (Q4_K tiles of 4 tokens
+     * in ggml_gemm_q4_K_8x8_q8_K's order); 0 = every token in the single-token order. */
+    int llamacpp_batch;
 } ts_mm_args;
 
 /* Computes y[t][r] for r in [r0, r1) and every token t. */

@@ -5,3 +5,7 @@ ts_add_unit_test(NAME test_engine_hf SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/model/t
 ts_add_unit_test(NAME test_batch_invariance
                  SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_batch_invariance.c
                  LIBS ts_kernels_cpu LABELS unit)
+# The fast CPU path against llama.cpp's greedy continuations on the real 270M (needs
+# TESSERA_MODEL_270M; skips with 77 otherwise). See docs/engine.md.
+ts_add_unit_test(NAME test_engine_llamacpp SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/model/test_engine_llamacpp.c
+                 LIBS ts_engine PkgConfig::JANSSON LABELS model)

@@ -1,7 +1,7 @@
 /* lc_logits.c: dev harness for tests/tools/cmp_llamacpp.py: runs tessera's CPU engine
  * (fast path unless TS_REF=1) on a token list and writes the logits of every position
  * as raw float32 (n_tok, n_vocab) to OUT.
- *   lc_logits MODEL batch|seq OUT tok0 tok1 ...
+ *   lc_logits MODEL batch|seq|mixN OUT tok0 tok1 ...
  * batch: one step with all tokens (logits for all); seq: one token per step. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +25,7 @@ static void dump_hook(void *ctx, const char *name, int32_t layer, const float *d
 
 int main(int argc, char **argv) {
     if (argc < 5) {
-        fprintf(stderr, "usage: %s MODEL batch|seq OUT tokens...\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL batch|seq|mixN OUT tokens...\n", argv[0]);
         return 2;
     }
     const int n = argc - 4;
@@ -57,7 +57,15 @@ int main(int argc, char **argv) {
         ts_batch b = {n, tok, pos, seq, want};
         if (ts_engine_step(e, &b, lg) != TS_OK) return 1;
     } else {
-        for (int i = 0; i < n; i++) {
+        /* "mixN": the first N tokens in one batch, then one per step; "seq": N = 0 */
+        int i = 0;
+        if (!strncmp(argv[2], "mix", 3)) {
+            const int n0 = atoi(argv[2] + 3);
+            ts_batch b = {n0, tok, pos, seq, want};
+            if (n0 > 0 && ts_engine_step(e, &b, lg) != TS_OK) return 1;
+            i = n0;
+        }
+        for (; i < n; i++) {
             ts_batch b = {1, tok + i, pos + i, seq + i, NULL};
             if (ts_engine_step(e, &b, lg + (size_t)i * V) != TS_OK) return 1;
         }

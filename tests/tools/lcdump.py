@@ -2,9 +2,10 @@
 """lcdump.py: dump llama.cpp's intermediate tensors (llama-cpp-python cb_eval) and compare
 them with tessera's (tests/tools/lc_logits.c, TS_DUMP=FILE).
 
-  lcdump.py dump MODEL batch|seq OUT.npz [--match REGEX] TOK0 TOK1 ...
+  lcdump.py dump MODEL batch|seq|mixN OUT.npz [--match REGEX] TOK0 TOK1 ...
       Runs llama.cpp (CPU, F32 KV cache, no flash attention, 2 threads) on the tokens,
-      either as one batch or one token per decode, and saves every F32 contiguous graph
+      either as one batch, one token per decode, or (mixN) the first N as one batch and
+      then one token per decode (the acceptance test's prompt + greedy steps), and saves every F32 contiguous graph
       tensor whose name matches REGEX (default: all) as OUT.npz: name -> (rows, ne0), the
       rows of all decode steps concatenated (names like "ffn_out-3" = layer 3).
   lcdump.py cmp LC.npz OURS.bin [NAMEMAP]
@@ -67,6 +68,11 @@ def dump(model, mode, out, toks, match):
 
     if mode == 'batch':
         decode(toks, 0)
+    elif mode.startswith('mix'):  # mixN: the first N tokens in one batch, then one by one
+        n0 = int(mode[3:])
+        decode(toks[:n0], 0)
+        for i in range(n0, len(toks)):
+            decode([toks[i]], i)
     else:
         for i, tk in enumerate(toks):
             decode([tk], i)
