@@ -40,6 +40,7 @@ typedef struct ts_kv_layout {
     int32_t page_size;
     int32_t kv_dim;            /* n_head_kv * head_dim */
     int32_t n_ctx;             /* max positions of one sequence (attention scratch) */
+    int32_t n_batch;           /* max tokens of one step: step scratch is sized for it */
 } ts_kv_layout;
 
 /* One attention call over a batch of tokens of possibly different sequences. */

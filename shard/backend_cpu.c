@@ -31,6 +31,7 @@ typedef struct {
     uint8_t *is_global;
     float **k, **v;         /* (n_layer) */
     float *att_scratch;     /* (n_threads, n_ctx) attention scores */
+    int64_t max_cols[TS_TYPE_COUNT_]; /* widest matrix loaded, per weight type */
 } cpu_ctx;
 
 enum { TS_ROPE_CACHE_MAX = 1024 }; /* head_dim up to this uses the fast rope (stack cache) */
@@ -94,6 +95,7 @@ static ts_status cpu_load_matrix(ts_backend *b, const ts_gguf_tensor *t, int64_t
     out->cols = t->ne[0];
     out->row_stride = stride;
     out->data = t->data + (size_t)row0 * stride;
+    if (out->cols > c->max_cols[t->type]) c->max_cols[t->type] = out->cols;
     /* Sizes the matmul scratch once for the largest matrix seen (no allocation in steps).
      * Engine calls ts_backend_cpu_reserve for the token count; here only per-row needs. */
     TS_TRY(ensure_row_scratch(c, out->cols));
@@ -165,7 +167,8 @@ static ts_status cpu_matmul(ts_backend *b, float *y, const ts_wmat *w, const flo
     }
     size_t need = ts_matmul_scratch_bytes(w->type, w->cols, n_tok);
     if (need > c->scratch_bytes) {
-        /* Grows only until the largest (type, cols, n_tok) has been seen: warm-up steps. */
+        /* kv_init sized the scratch for n_batch tokens of every loaded matrix, so this only
+         * runs for a caller that exceeds the layout it declared. */
         void *n = ts_realloc(c->scratch, need);
         if (!n) return TS_FAIL(TS_NOMEM, "matmul scratch (%zu bytes)", need);
         c->scratch = n;
@@ -223,6 +226,20 @@ static ts_status cpu_kv_init(ts_backend *b, const ts_kv_layout *l) {
     if (!c->is_global || !c->k || !c->v || !c->att_scratch)
         return TS_FAIL(TS_NOMEM, "KV tables");
     memcpy(c->is_global, l->is_global, (size_t)l->n_layer);
+    /* The matmul scratch for the largest step, now: nothing is allocated inside steps. */
+    size_t need = 0;
+    for (int ty = 0; ty < TS_TYPE_COUNT_; ty++)
+        if (c->max_cols[ty] > 0) {
+            size_t s = ts_matmul_scratch_bytes((uint32_t)ty, c->max_cols[ty],
+                                               l->n_batch > 0 ? l->n_batch : 1);
+            if (s > need) need = s;
+        }
+    if (need > c->scratch_bytes) {
+        void *n = ts_realloc(c->scratch, need);
+        if (!n) return TS_FAIL(TS_NOMEM, "matmul scratch (%zu bytes)", need);
+        c->scratch = n;
+        c->scratch_bytes = need;
+    }
     c->kvl.is_global = c->is_global;
     for (int32_t i = 0; i < l->n_layer; i++) {
         int64_t pages = l->is_global[i] ? l->global_pages : l->local_pages;

@@ -326,6 +326,7 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
         .global_pages = ts_kv_global_pages(e->kv), .local_pages = ts_kv_local_pages(e->kv),
         .page_size = p->page_size, .kv_dim = (int32_t)((me->kv1 - me->kv0) * c->head_dim),
         .n_ctx = p->n_ctx,
+        .n_batch = p->n_batch,
     };
     TS_TRY_GOTO(e->b->ops->kv_init(e->b, &kl), rc, fail);
     uint32_t n_glob = 0;

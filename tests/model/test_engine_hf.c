@@ -179,7 +179,11 @@ static void run_model(const char *dir, const char *cfgname, bool reference) {
         }
         ts_batch b = {.n_tokens = c->n_tok, .token = c->tokens, .pos = pos, .seq = seq,
                       .want_logits = want};
+        const size_t bytes0 = ts_alloc_bytes_in_use(), count0 = ts_alloc_count();
         ts_status rc = ts_engine_step(e, &b, logits);
+        snprintf(what, sizeof what, "%s/%s/%s: no allocation inside a step (%zu -> %zu bytes)",
+                 cfgname, c->name, mode, bytes0, ts_alloc_bytes_in_use());
+        check(ts_alloc_bytes_in_use() == bytes0 && ts_alloc_count() == count0, what);
         snprintf(what, sizeof what, "%s/%s/%s: step: %s", cfgname, c->name, mode,
                  rc == TS_OK ? "ok" : ts_last_error());
         check(rc == TS_OK, what);

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "engine.h"
 
 #define EXIT_SKIP 77
@@ -100,7 +101,13 @@ int main(int argc, char **argv) {
         ts_engine_seq_release(e, 0);
         rc = ts_engine_seq_reserve(e, 0, np + n_gen);
         ts_batch b = {np, tok, pos, seq, NULL};
+        const size_t bytes0 = ts_alloc_bytes_in_use(), count0 = ts_alloc_count();
         if (rc == TS_OK) rc = ts_engine_step(e, &b, logits);
+        if (ts_alloc_bytes_in_use() != bytes0 || ts_alloc_count() != count0) {
+            printf("FAIL: %s: the prefill step allocated memory (%zu -> %zu bytes)\n", name,
+                   bytes0, ts_alloc_bytes_in_use());
+            fail++;
+        }
         int diverge = -1, ours = 0, theirs = 0;
         for (int s = 0; rc == TS_OK && s < n_gen; s++) {
             ours = argmax(logits, V);
