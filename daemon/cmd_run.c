@@ -325,6 +325,14 @@ int ts_cmd_run(int argc, char **argv) {
     const ts_config *cfg = ts_engine_config(e);
     ts_engine_info info;
     ts_engine_get_info(e, &info);
+    if ((o.verbose || isatty(STDERR_FILENO)) && (!dist || tr->rank == 0))
+        fprintf(stderr,
+                "engine: %s backend; weights %.1f MiB; KV cache %.1f MiB (%lld global + %lld "
+                "local pages of %d tokens; context %d, %d slot(s)); step buffers %.1f MiB\n",
+                info.backend, (double)info.weight_bytes / 1048576.0,
+                (double)info.kv_bytes / 1048576.0, (long long)info.kv_global_pages,
+                (long long)info.kv_local_pages, info.page_size, info.n_ctx, info.n_seq_max,
+                (double)info.activation_bytes / 1048576.0);
     if (ts_tokenizer_load(ts_engine_gguf(e), &tok) != TS_OK) {
         fprintf(stderr, "tessera run: tokenizer: %s\n", ts_last_error());
         goto out;
