@@ -31,6 +31,8 @@ typedef struct {
     uint8_t *is_global;
     float **k, **v;         /* (n_layer) */
     float *att_scratch;     /* (n_threads, n_ctx) attention scores */
+    const float **att_rows; /* (n_threads, 2 * n_ctx) K and V row pointers of one query */
+    float *att_acc;         /* (n_threads, TS_ROPE_CACHE_MAX * 32) KQV lane accumulators */
     int64_t max_cols[TS_TYPE_COUNT_]; /* widest matrix loaded, per weight type */
 } cpu_ctx;
 
@@ -54,6 +56,8 @@ static void cpu_destroy(ts_backend *b) {
         ts_free(c->v);
         ts_free(c->is_global);
         ts_free(c->att_scratch);
+        ts_free(c->att_rows);
+        ts_free(c->att_acc);
         ts_free(c);
     }
     ts_free(b);
@@ -223,7 +227,9 @@ static ts_status cpu_kv_init(ts_backend *b, const ts_kv_layout *l) {
     c->k = ts_calloc((size_t)l->n_layer, sizeof *c->k);
     c->v = ts_calloc((size_t)l->n_layer, sizeof *c->v);
     c->att_scratch = ts_malloc(sizeof(float) * (size_t)l->n_ctx * (size_t)c->n_threads);
-    if (!c->is_global || !c->k || !c->v || !c->att_scratch)
+    c->att_rows = ts_malloc(sizeof(float *) * 2 * (size_t)l->n_ctx * (size_t)c->n_threads);
+    c->att_acc = ts_malloc(sizeof(float) * TS_ROPE_CACHE_MAX * 32 * (size_t)c->n_threads);
+    if (!c->is_global || !c->k || !c->v || !c->att_scratch || !c->att_rows || !c->att_acc)
         return TS_FAIL(TS_NOMEM, "KV tables");
     memcpy(c->is_global, l->is_global, (size_t)l->n_layer);
     /* The matmul scratch for the largest step, now: nothing is allocated inside steps. */
@@ -340,7 +346,7 @@ static inline uint32_t u_of(float f) {
     memcpy(&u, &f, sizeof u);
     return u;
 }
-static float ggml_expf(float x) {
+static inline __attribute__((always_inline)) float ggml_expf(float x) {
     const float r = 0x1.8p23f;
     const float z = fmaf(x, 0x1.715476p+0f, r);
     const float n = z - r;
@@ -373,7 +379,8 @@ static float reduce_ggml_f32(float a[4][8]) {
     return (t[0] + t[1]) + (t[2] + t[3]);
 }
 
-static float dot_ggml_f32(const float *x, const float *y, int64_t n) {
+static inline __attribute__((always_inline)) float dot_ggml_f32(const float *x, const float *y,
+                                                                  int64_t n) {
     float a[4][8] = {{0}};
     int64_t i = 0;
     for (; i + 32 <= n; i += 32)
@@ -384,65 +391,91 @@ static float dot_ggml_f32(const float *x, const float *y, int64_t n) {
     return r;
 }
 
-static void attn_run_fast(void *ctx, int ith, int nth) {
-    attn_task *t = ctx;
-    const ts_attn_args *a = t->a;
-    cpu_ctx *c = t->c;
+/* One (token, head) work item per call. The K and V rows of the visible positions are
+ * looked up once; KQV runs with the positions outer and head_dim inner, but every output
+ * element still receives exactly the same sequence of FMAs as ggml's kernels (lane by
+ * position, positions ascending), so the results are bit-identical to the element-outer
+ * form. target_clones: fmaf is one instruction where the CPU has FMA (dispatched at load
+ * time), the libm call elsewhere; the value is the same either way. */
+__attribute__((target_clones("fma", "default")))
+static void attn_one_fast(const ts_attn_args *a, cpu_ctx *c, int ith, int64_t w) {
     const int64_t hd = a->head_dim, kd = (int64_t)a->n_head_kv * hd;
     const int64_t group = a->n_head / a->n_head_kv;
-    const int64_t total = a->n_tok * a->n_head;
     float *score = c->att_scratch + (size_t)ith * (size_t)c->kvl.n_ctx;
+    const float **krow = c->att_rows + (size_t)ith * 2 * (size_t)c->kvl.n_ctx;
+    const float **vrow = krow + c->kvl.n_ctx;
+    float *acc = c->att_acc + (size_t)ith * TS_ROPE_CACHE_MAX * 32;
     const float *K = c->k[a->layer], *V = c->v[a->layer];
     float qs[TS_ROPE_CACHE_MAX];
-    for (int64_t w = total * ith / nth; w < total * (ith + 1) / nth; w++) {
-        int64_t tok = w / a->n_head, h = w % a->n_head, kvh = h / group;
-        int32_t p = a->pos[tok], s = a->seq[tok];
-        int32_t lo = a->is_global ? 0 : (p - a->window + 1 > 0 ? p - a->window + 1 : 0);
-        const float *q = a->q + (tok * a->n_head + h) * hd;
-        for (int64_t i = 0; i < hd; i++) qs[i] = q[i] * a->scale;
-        float m = -INFINITY;
-        for (int32_t j = lo; j <= p; j++) {
-            const float *kr = K + kv_slot(a->kv, a->is_global, s, j) * (size_t)kd + kvh * hd;
-            const float d = dot_ggml_f32(kr, qs, hd);
-            score[j - lo] = d;
-            if (d > m) m = d;
-        }
-        /* ggml_vec_soft_max_f32 (AVX2): ggml_v_expf over groups of 8 KV cells (cell =
-         * position), each group's 8 values summed as hsum_float_8 in fp32, the group sums
-         * added in double. Masked cells give exactly 0 and drop out of the hsum. */
-        double sum = 0.0;
-        for (int32_t g0 = lo & ~7; g0 <= p; g0 += 8) {
-            float l[8] = {0};
-            for (int32_t j = g0 > lo ? g0 : lo; j < g0 + 8 && j <= p; j++) {
-                const float e = ggml_expf(score[j - lo] - m);
-                score[j - lo] = e;
-                l[j - g0] = e;
-            }
-            sum += (double)hsum8_tb(l);
-        }
-        const float inv = (float)(1.0 / sum);
-        for (int32_t j = lo; j <= p; j++) score[j - lo] *= inv;
-        float *o = a->out + (tok * a->n_head + h) * hd;
-        for (int64_t i = 0; i < hd; i++) {
-            /* batch-invariant default: every token as llama.cpp's single-token step */
-            if (!c->llamacpp_batch || a->n_tok == 1) { /* ggml_vec_dot_f32 over KV cells: lanes (j % 32) / 8, j % 8 */
-                float l4[4][8] = {{0}};
-                for (int32_t j = lo; j <= p; j++) {
-                    const float *vr = V + kv_slot(a->kv, a->is_global, s, j) * (size_t)kd + kvh * hd;
-                    float *l = l4[(j & 31) >> 3];
-                    l[j & 7] = fmaf(vr[i], score[j - lo], l[j & 7]);
-                }
-                o[i] = reduce_ggml_f32(l4);
-            } else { /* tinyBLAS: lane j % 8 */
-                float l[8] = {0};
-                for (int32_t j = lo; j <= p; j++) {
-                    const float *vr = V + kv_slot(a->kv, a->is_global, s, j) * (size_t)kd + kvh * hd;
-                    l[j & 7] = fmaf(vr[i], score[j - lo], l[j & 7]);
-                }
-                o[i] = hsum8_tb(l);
-            }
-        }
+    const int64_t tok = w / a->n_head, h = w % a->n_head, kvh = h / group;
+    const int32_t p = a->pos[tok], s = a->seq[tok];
+    const int32_t lo = a->is_global ? 0 : (p - a->window + 1 > 0 ? p - a->window + 1 : 0);
+    const int32_t ps = ts_kv_page_size(a->kv);
+    for (int32_t j = lo; j <= p; j++) {
+        const int32_t page = a->is_global ? ts_kv_global_page(a->kv, s, j)
+                                          : ts_kv_local_page(a->kv, s, j);
+        const size_t off = ((size_t)page * (size_t)ps + (size_t)(j % ps)) * (size_t)kd +
+                           (size_t)(kvh * hd);
+        krow[j - lo] = K + off;
+        vrow[j - lo] = V + off;
     }
+    const float *q = a->q + (tok * a->n_head + h) * hd;
+    for (int64_t i = 0; i < hd; i++) qs[i] = q[i] * a->scale;
+    float m = -INFINITY;
+    for (int32_t j = lo; j <= p; j++) {
+        const float d = dot_ggml_f32(krow[j - lo], qs, hd);
+        score[j - lo] = d;
+        if (d > m) m = d;
+    }
+    /* ggml_vec_soft_max_f32 (AVX2): ggml_v_expf over groups of 8 KV cells (cell =
+     * position), each group's 8 values summed as hsum_float_8 in fp32, the group sums
+     * added in double. Masked cells give exactly 0 and drop out of the hsum. */
+    double sum = 0.0;
+    for (int32_t g0 = lo & ~7; g0 <= p; g0 += 8) {
+        float l[8] = {0};
+        for (int32_t j = g0 > lo ? g0 : lo; j < g0 + 8 && j <= p; j++) {
+            const float e = ggml_expf(score[j - lo] - m);
+            score[j - lo] = e;
+            l[j - g0] = e;
+        }
+        sum += (double)hsum8_tb(l);
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int32_t j = lo; j <= p; j++) score[j - lo] *= inv;
+    float *o = a->out + (tok * a->n_head + h) * hd;
+    /* batch-invariant default: every token as llama.cpp's single-token step */
+    if (!c->llamacpp_batch || a->n_tok == 1) {
+        /* ggml_vec_dot_f32 over KV cells: lanes (j % 32) / 8, j % 8; acc[lane][hd] */
+        memset(acc, 0, sizeof(float) * (size_t)hd * 32);
+        for (int32_t j = lo; j <= p; j++) {
+            const float *vr = vrow[j - lo];
+            const float sj = score[j - lo];
+            float *al = acc + (size_t)(j & 31) * (size_t)hd;
+            for (int64_t i = 0; i < hd; i++) al[i] = fmaf(vr[i], sj, al[i]);
+        }
+        for (int64_t i = 0; i < hd; i++) {
+            float l4[4][8];
+            for (int r = 0; r < 4; r++)
+                for (int k = 0; k < 8; k++) l4[r][k] = acc[(size_t)(8 * r + k) * (size_t)hd + i];
+            o[i] = reduce_ggml_f32(l4);
+        }
+    } else { /* tinyBLAS: lane j % 8; acc[i][8] */
+        memset(acc, 0, sizeof(float) * (size_t)hd * 8);
+        for (int32_t j = lo; j <= p; j++) {
+            const float *vr = vrow[j - lo];
+            const float sj = score[j - lo];
+            const int lane = j & 7;
+            for (int64_t i = 0; i < hd; i++) acc[i * 8 + lane] = fmaf(vr[i], sj, acc[i * 8 + lane]);
+        }
+        for (int64_t i = 0; i < hd; i++) o[i] = hsum8_tb(acc + i * 8);
+    }
+}
+
+static void attn_run_fast(void *ctx, int ith, int nth) {
+    attn_task *t = ctx;
+    const int64_t total = t->a->n_tok * t->a->n_head;
+    for (int64_t w = total * ith / nth; w < total * (ith + 1) / nth; w++)
+        attn_one_fast(t->a, t->c, ith, w);
 }
 
 static ts_status cpu_attention(ts_backend *b, const ts_attn_args *a) {
