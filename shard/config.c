@@ -193,22 +193,26 @@ ts_status ts_config_check_tensors(const ts_config *c, const ts_gguf *g) {
     if (out) TS_TRY(check_tensor(g, "output.weight", d, c->n_vocab));
     char n[96];
     for (uint32_t i = 0; i < c->n_layer; i++) {
-        const struct {
-            const char *suffix;
-            int64_t ne0, ne1;
-        } want[] = {
-            {"attn_norm", d, 0},        {"attn_q", d, q},          {"attn_k", d, kv},
-            {"attn_v", d, kv},          {"attn_q_norm", hd, 0},    {"attn_k_norm", hd, 0},
-            {"attn_output", q, d},      {"post_attention_norm", d, 0}, {"ffn_norm", d, 0},
-            {"ffn_gate", d, ff},        {"ffn_up", d, ff},         {"ffn_down", ff, d},
-            {"post_ffw_norm", d, 0},
-        };
-        for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
+        ts_layer_tensor want[TS_LAYER_TENSORS];
+        ts_layer_tensors(d, q, kv, ff, hd, want);
+        for (size_t k = 0; k < TS_LAYER_TENSORS; k++) {
             snprintf(n, sizeof n, "blk.%u.%s.weight", i, want[k].suffix);
             TS_TRY(check_tensor(g, n, want[k].ne0, want[k].ne1));
         }
     }
     return TS_OK;
+}
+
+void ts_layer_tensors(int64_t d, int64_t q, int64_t kv, int64_t ff, int64_t hd,
+                      ts_layer_tensor out[TS_LAYER_TENSORS]) {
+    const ts_layer_tensor t[TS_LAYER_TENSORS] = {
+        {"attn_norm", d, 0},   {"attn_q", d, q},           {"attn_k", d, kv},
+        {"attn_v", d, kv},     {"attn_q_norm", hd, 0},     {"attn_k_norm", hd, 0},
+        {"attn_output", q, d}, {"post_attention_norm", d, 0}, {"ffn_norm", d, 0},
+        {"ffn_gate", d, ff},   {"ffn_up", d, ff},          {"ffn_down", ff, d},
+        {"post_ffw_norm", d, 0},
+    };
+    for (int i = 0; i < TS_LAYER_TENSORS; i++) out[i] = t[i];
 }
 
 const char *ts_config_size_label(const ts_config *c) {

@@ -59,6 +59,18 @@ ts_status ts_config_from_gguf(const ts_gguf *g, ts_config *out);
  * and a supported type; the message names the first offending tensor. */
 ts_status ts_config_check_tensors(const ts_config *c, const ts_gguf *g);
 
+/* The 13 tensors of one decoder layer, in GGUF order and naming ("blk.N.<suffix>.weight"):
+ * ne0 x ne1 (ne1 == 0: a vector of ne0). Dimensions for hidden d, query width q = heads *
+ * head_dim, key/value width kv, FFN ff, head_dim hd. The one list the loader, the tensor
+ * check and the model generator share. */
+#define TS_LAYER_TENSORS 13
+typedef struct {
+    const char *suffix;
+    int64_t ne0, ne1;
+} ts_layer_tensor;
+void ts_layer_tensors(int64_t d, int64_t q, int64_t kv, int64_t ff, int64_t hd,
+                      ts_layer_tensor out[TS_LAYER_TENSORS]);
+
 /* "270M", "1B", "4B", "12B", "27B" by layer count and width, or "custom". */
 const char *ts_config_size_label(const ts_config *c);
 

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "config.h"
 #include "gguf_write.h"
 #include "quant.h"
 
@@ -345,17 +346,9 @@ static ts_status build_tensors(const ts_mkmodel_shape *sh, uint32_t type, uint32
     TS_TRY(add_spec(l, "token_embd.weight", type, d, n_vocab, 0.0f, 1.0f / sqrtf((float)d)));
     char n[64];
     for (uint32_t i = 0; i < sh->n_layer; i++) {
-        const struct {
-            const char *suffix;
-            int64_t ne0, ne1;
-        } want[] = {
-            {"attn_norm", d, 0},   {"attn_q", d, q},           {"attn_k", d, kv},
-            {"attn_v", d, kv},     {"attn_q_norm", hd, 0},     {"attn_k_norm", hd, 0},
-            {"attn_output", q, d}, {"post_attention_norm", d, 0}, {"ffn_norm", d, 0},
-            {"ffn_gate", d, ff},   {"ffn_up", d, ff},          {"ffn_down", ff, d},
-            {"post_ffw_norm", d, 0},
-        };
-        for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
+        ts_layer_tensor want[TS_LAYER_TENSORS];
+        ts_layer_tensors(d, q, kv, ff, hd, want);
+        for (size_t k = 0; k < TS_LAYER_TENSORS; k++) {
             snprintf(n, sizeof n, "blk.%u.%s.weight", i, want[k].suffix);
             bool norm = want[k].ne1 == 0;
             TS_TRY(add_spec(l, n, type, want[k].ne0, want[k].ne1, norm ? nm : 0.0f,
