@@ -6,7 +6,8 @@
  * Bounds (NMSE = sum (gpu - ref)^2 / sum ref^2):
  *   matmul (every type, T = 1..8 decode kernels and T > 8 tiled; the shapes include the
  *     Gemma 3 270M's: d 640, q 1024, kv 256, ff 2048): the exact fp32 kernels
- *     (ts_k_matmul_cuda) NMSE <= 1e-10 against ts_matmul_ref (fp32 sums in another order:
+ *     (ts_k_matmul_cuda) NMSE <= 1e-10 (1e-8 for outputs of fewer than 100 values, where
+ *     one cancelling sum dominates the NMSE) against ts_matmul_ref (fp32 sums in another order:
  *     ~1e-14 expected); the backend's Q4_0 / Q8_0 decode (T <= 8: Q8 activations and
  *     integer dots) NMSE <= 1e-6 against ts_matmul (the CPU fast path, same activation
  *     quantizer; ~1e-14 measured) and <= 1e-3 against the exact product (the activation
@@ -173,7 +174,7 @@ static void test_matmul_type(uint32_t type) {
             snprintf(what, sizeof what, "%s exact matmul rows %lld cols %lld T %lld: nmse %.3g %s",
                      ts_type_name(type), (long long)rows, (long long)cols, (long long)T, e,
                      rc == TS_OK ? "" : ts_last_error());
-            check(ok && e <= 1e-10, "", what);
+            check(ok && e <= (T * rows < 100 ? 1e-8 : 1e-10), "", what);
             /* the backend's op */
             rc = g_gpu->ops->matmul(g_gpu, dy, &wm, dx, T);
             ok = rc == TS_OK && to_host(got, dy, (size_t)(T * rows));
@@ -208,7 +209,7 @@ static void test_matmul_type(uint32_t type) {
                 snprintf(what, sizeof what, "%s matmul rows %lld cols %lld T %lld: nmse %.3g %s",
                          ts_type_name(type), (long long)rows, (long long)cols, (long long)T, e,
                          rc == TS_OK ? "" : ts_last_error());
-                check(ok && e <= 1e-10, "", what);
+                check(ok && e <= (T * rows < 100 ? 1e-8 : 1e-10), "", what);
             }
             g_gpu->ops->free(g_gpu, dx);
             g_gpu->ops->free(g_gpu, dy);
