@@ -23,6 +23,7 @@ endfunction()
 add_executable(test_parallel ${CMAKE_CURRENT_SOURCE_DIR}/mpi/test_parallel.c)
 target_link_libraries(test_parallel PRIVATE ts_transport_mpi ts_engine PkgConfig::JANSSON m)
 target_compile_definitions(test_parallel PRIVATE TS_TEST_DATA="${TS_TEST_DATA}")
+target_include_directories(test_parallel PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/support)
 ts_c_target(test_parallel)
 
 ts_add_mpi_test(mpi_parallel_tp2     test_parallel 2 --tp 2 --pp 1)

@@ -26,6 +26,7 @@
 
 #include "alloc.h"
 #include "engine.h"
+#include "fixture_util.h"
 #include "kernels_cuda.h"
 
 #define TOL 1e-4
@@ -38,29 +39,6 @@ static void check(bool ok, const char *what) {
         g_fail++;
         printf("FAIL: %s\n", what);
     }
-}
-
-static float *read_bin(const char *path, size_t n_floats) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    float *p = malloc(n_floats * sizeof(float));
-    size_t got = p ? fread(p, sizeof(float), n_floats, f) : 0;
-    fclose(f);
-    if (got != n_floats) {
-        free(p);
-        return NULL;
-    }
-    return p;
-}
-
-static double rel_err(const float *a, const float *ref, size_t n) {
-    double md = 0, mr = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - ref[i]);
-        if (!(d <= md)) md = d;
-        if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
-    }
-    return mr > 0 ? md / mr : md;
 }
 
 static int32_t argmax(const float *x, int64_t n) {
@@ -109,7 +87,7 @@ static void run_fixture(const char *dir, const char *cfgname) {
         for (int32_t k = 0; k < c->n_greedy; k++)
             c->greedy[k] = (int32_t)json_integer_value(json_array_get(gr, (size_t)k));
         snprintf(path, sizeof path, "%s/%s", dir, json_string_value(json_object_get(jc, "file")));
-        c->logits = read_bin(path, (size_t)c->n_tok * vocab + (size_t)(layers + 1) * c->n_tok * d);
+        c->logits = ts_fixture_read_f32(path, (size_t)c->n_tok * vocab + (size_t)(layers + 1) * c->n_tok * d);
         if (!c->logits) {
             snprintf(what, sizeof what, "%s: cannot load case %zu", cfgname, i);
             check(false, what);
@@ -147,7 +125,7 @@ static void run_fixture(const char *dir, const char *cfgname) {
         ts_batch b = {.n_tokens = c->n_tok, .token = c->tokens, .pos = pos, .seq = seq,
                       .want_logits = want};
         ts_status rc = ts_engine_step(e, &b, logits);
-        double el = rc == TS_OK ? rel_err(logits, c->logits, (size_t)c->n_tok * vocab) : INFINITY;
+        double el = rc == TS_OK ? ts_fixture_rel_err(logits, c->logits, (size_t)c->n_tok * vocab) : INFINITY;
         if (el > g_worst) g_worst = el;
         snprintf(what, sizeof what, "%s/%s: prompt logits rel err %.3g %s", cfgname, c->name, el,
                  rc == TS_OK ? "" : ts_last_error());
@@ -190,7 +168,7 @@ static void run_fixture(const char *dir, const char *cfgname) {
                 worst = INFINITY;
                 break;
             }
-            double er = rel_err(logits, c->logits + (size_t)i0 * vocab, (size_t)n * vocab);
+            double er = ts_fixture_rel_err(logits, c->logits + (size_t)i0 * vocab, (size_t)n * vocab);
             if (!(er <= worst)) worst = er;
         }
         if (worst > g_worst) g_worst = worst;
@@ -221,7 +199,7 @@ static void run_fixture(const char *dir, const char *cfgname) {
         ts_status rc = ts_engine_step(e, &bb, logits);
         check(rc == TS_OK, "batch step");
         for (int s = 0; rc == TS_OK && s < 3; s++) {
-            double er = rel_err(logits + (size_t)base[s] * vocab, cs[idx[s]].logits,
+            double er = ts_fixture_rel_err(logits + (size_t)base[s] * vocab, cs[idx[s]].logits,
                                 (size_t)cs[idx[s]].n_tok * vocab);
             if (er > g_worst) g_worst = er;
             snprintf(what, sizeof what, "%s/batch%d in a 3-sequence step: rel err %.3g", cfgname,
@@ -300,7 +278,7 @@ static void compare_model(const char *path, int n_gen, bool strict, bool q8) {
                 double mx = 0;
                 for (int64_t i = 0; i < capc.n[l]; i++)
                     if (fabs(capc.h[l][i]) > mx) mx = fabs(capc.h[l][i]);
-                printf(" %d:%.2g(max %.3g)", l - 1, rel_err(capg.h[l], capc.h[l], (size_t)capc.n[l]), mx);
+                printf(" %d:%.2g(max %.3g)", l - 1, ts_fixture_rel_err(capg.h[l], capc.h[l], (size_t)capc.n[l]), mx);
             }
             printf("\n");
         }
@@ -308,7 +286,7 @@ static void compare_model(const char *path, int n_gen, bool strict, bool q8) {
         int same = 0, cur = plen[pi];
         bool diverged = false;
         for (int g = 0; ok && g < n_gen; g++) {
-            double er = rel_err(lg, lc, (size_t)V);
+            double er = ts_fixture_rel_err(lg, lc, (size_t)V);
             if (er > worst) worst = er;
             int32_t nc = argmax(lc, V), ng = argmax(lg, V);
             if (nc == ng && !diverged) same++;

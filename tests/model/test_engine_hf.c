@@ -20,6 +20,7 @@
 
 #include "alloc.h"
 #include "engine.h"
+#include "fixture_util.h"
 
 #define TOL 1e-4
 /* The fast path emulates llama.cpp's CPU numerics (docs/engine.md), above all ggml-cpu's
@@ -36,30 +37,6 @@ static void check(bool ok, const char *what) {
         g_fail++;
         printf("FAIL: %s\n", what);
     }
-}
-
-static float *read_bin(const char *path, size_t n_floats) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    float *p = malloc(n_floats * sizeof(float));
-    size_t got = p ? fread(p, sizeof(float), n_floats, f) : 0;
-    fclose(f);
-    if (got != n_floats) {
-        free(p);
-        return NULL;
-    }
-    return p;
-}
-
-/* max|a-b| / max|ref| over n values */
-static double rel_err(const float *a, const float *ref, size_t n) {
-    double md = 0, mr = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - ref[i]);
-        if (!(d <= md)) md = d; /* NaN propagates */
-        if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
-    }
-    return mr > 0 ? md / mr : md;
 }
 
 /* Hook: stores hidden states of the current single-sequence run. */
@@ -113,7 +90,7 @@ static int load_case(const char *dir, json_t *jc, int vocab, int layers, int d, 
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, json_string_value(json_object_get(jc, "file")));
     size_t nl = (size_t)c->n_tok * vocab, nh = (size_t)(layers + 1) * c->n_tok * d;
-    float *all = read_bin(path, nl + nh);
+    float *all = ts_fixture_read_f32(path, nl + nh);
     if (!all) return -1;
     c->logits = all;
     c->hidden = all + nl;
@@ -187,13 +164,13 @@ static void run_model(const char *dir, const char *cfgname, bool reference) {
         snprintf(what, sizeof what, "%s/%s/%s: step: %s", cfgname, c->name, mode,
                  rc == TS_OK ? "ok" : ts_last_error());
         check(rc == TS_OK, what);
-        double el = rel_err(logits, c->logits, (size_t)c->n_tok * vocab);
+        double el = ts_fixture_rel_err(logits, c->logits, (size_t)c->n_tok * vocab);
         snprintf(what, sizeof what, "%s/%s/%s: logits rel err %.3g", cfgname, c->name, mode, el);
         check(el <= tol, what);
         check(hk.seen == layers + 1, "all checkpoints seen");
         for (int l = 0; l <= layers; l++) {
             size_t off = (size_t)l * c->n_tok * d;
-            double eh = rel_err(hk.hidden + off, c->hidden + off, (size_t)c->n_tok * d);
+            double eh = ts_fixture_rel_err(hk.hidden + off, c->hidden + off, (size_t)c->n_tok * d);
             snprintf(what, sizeof what, "%s/%s/%s: hidden[%d] rel err %.3g", cfgname, c->name,
                      mode, l, eh);
             check(eh <= tol, what);
@@ -246,7 +223,7 @@ static void run_model(const char *dir, const char *cfgname, bool reference) {
                 worst = INFINITY;
                 break;
             }
-            double er = rel_err(logits, c->logits + (size_t)i0 * vocab, (size_t)n * vocab);
+            double er = ts_fixture_rel_err(logits, c->logits + (size_t)i0 * vocab, (size_t)n * vocab);
             if (!(er <= worst)) worst = er;
         }
         snprintf(what, sizeof what, "%s/%s/%s: chunked prefill rel err %.3g", cfgname, c->name,
@@ -279,7 +256,7 @@ static void run_model(const char *dir, const char *cfgname, bool reference) {
         ts_status rc = ts_engine_step(e, &bb, logits);
         check(rc == TS_OK, "batch step");
         for (int s = 0; rc == TS_OK && s < 3; s++) {
-            double er = rel_err(logits + (size_t)base[s] * vocab, cs[idx[s]].logits,
+            double er = ts_fixture_rel_err(logits + (size_t)base[s] * vocab, cs[idx[s]].logits,
                                 (size_t)cs[idx[s]].n_tok * vocab);
             snprintf(what, sizeof what, "%s/batch%d in a 3-sequence step/%s: rel err %.3g",
                      cfgname, s, mode, er);

@@ -22,6 +22,7 @@
 #include "alloc.h"
 #include "config.h"
 #include "engine.h"
+#include "fixture_util.h"
 #include "gguf.h"
 #include "transport.h"
 
@@ -143,16 +144,6 @@ static void run_script(ts_engine *e, const pcase *cs, int n_cases, int32_t V, re
     free(lg);
 }
 
-static double rel_err(const float *a, const float *ref, size_t n) {
-    double md = 0, mr = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - ref[i]);
-        if (!(d <= md)) md = d;
-        if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
-    }
-    return mr > 0 ? md / mr : md;
-}
-
 static int load_cases(const char *json_path, pcase *cs) {
     json_error_t jerr;
     json_t *j = json_load_file(json_path, 0, &jerr);
@@ -237,7 +228,7 @@ static void run_model(ts_transport *tr, const char *label, const char *gguf, con
         snprintf(what, sizeof what, "%s: tp %d x pp %d: %zu logits", label, tp, pp, dist.n);
         check(ref.n == dist.n && ref.n > 0, what);
         if (ref.n == dist.n && ref.n > 0) {
-            double er = rel_err(dist.logits, ref.logits, ref.n);
+            double er = ts_fixture_rel_err(dist.logits, ref.logits, ref.n);
             snprintf(what, sizeof what, "%s: tp %d x pp %d: logits rel err %.3g (<= %g)", label,
                      tp, pp, er, TOL);
             check(er <= TOL, what);
