@@ -27,8 +27,11 @@ echo "== tests under ASan + UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir "$here/build-asan" --output-on-failure -j "$jobs" -LE "gpu|slow|mpi"
 # Open MPI's own allocations show up as leaks at exit: MPI tests run without LeakSanitizer.
+# mpi_multihost (network namespaces, a cut link) checks Open MPI's failure handling, not our
+# memory: it runs in the plain build only (under ASan, mpirun's own teardown after a lost
+# host crashed once in PMIx_Finalize).
 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest --test-dir "$here/build-asan" --output-on-failure -L mpi
+  ctest --test-dir "$here/build-asan" --output-on-failure -L mpi -E mpi_multihost
 
 echo "== fuzzing"
 bash scripts/fuzz.sh "${TESSERA_FUZZ_SECONDS:-60}"
