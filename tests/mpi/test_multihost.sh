@@ -91,11 +91,16 @@ ip link set "vt${tag}2" down
 wait $job
 rc=$?
 secs=$(( $(date +%s) - start - 6 ))
+# Open MPI's message names the lost host; ours (if our transport deadline fires first)
+# names the rank and the operation. mpirun itself sometimes crashes in its teardown after a
+# lost host (rc 139): the job still ended, with the message.
 if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $secs -le 40 ] &&
-   grep -q "lost communication with a remote daemon" "$tmp/cut.err" && grep -q "$net.12" "$tmp/cut.err"; then
+   { { grep -q "lost communication with a remote daemon" "$tmp/cut.err" &&
+       grep -q "$net.12" "$tmp/cut.err"; } ||
+     grep -q "did not complete within" "$tmp/cut.err"; }; then
   ok
 else
-  bad "link cut: rc=$rc after ${secs}s: $(grep -v '^$' "$tmp/cut.err" | head -5)"
+  bad "link cut: rc=$rc after ${secs}s: $(grep -v '^$' "$tmp/cut.err" | grep -v '^\[' | head -8)"
 fi
 echo "$pass passed, $failn failed"
 [ $failn -eq 0 ]
