@@ -7,6 +7,11 @@
 #   1. pipeline (pp 2) and tensor (tp 2) parallel greedy runs give the same tokens as one rank;
 #   2. cutting one host's link mid-generation ends the job within seconds with Open MPI's
 #      message naming the lost host (TCP keepalive settings below), never a hang.
+# Each "host" also gets its own host name (a UTS namespace) and its own TMPDIR: with the
+# machine's one host name and one /tmp, the two Open MPI daemons shared a session directory
+# and one of them sometimes died right after daemonizing (the job then hung, or mpirun
+# crashed). Every daemon is started by mpirun itself and talks to it directly (no tree
+# spawn, routed direct).
 # Needs root and iproute2 (exit 77, skipped, otherwise). Cleans up everything it made.
 set -u
 bin=$1
@@ -57,13 +62,15 @@ case "\$host" in
   $net.12) ns=$nsb ;;
   *) echo "agent: unknown host \$host" >&2; exit 1 ;;
 esac
-exec ip netns exec "\$ns" sh -c "\$*"
+mkdir -p "$tmp/\$ns"
+exec ip netns exec "\$ns" unshare --uts env TMPDIR="$tmp/\$ns" sh -c "hostname \$ns && \$*"
 AG
 chmod +x "$tmp/agent"
 printf '%s slots=1\n%s slots=1\n' "$net.11" "$net.12" >"$tmp/hosts"
 mpi=("$mpirun" --allow-run-as-root --oversubscribe --hostfile "$tmp/hosts" -np 2
      --mca plm_rsh_agent "$tmp/agent" --mca oob_tcp_if_include "$net.0/24"
      --mca btl_tcp_if_include "$net.0/24" --mca btl tcp,self
+     --mca routed direct --mca plm_rsh_no_tree_spawn 1
      --mca oob_tcp_keepalive_time 4 --mca oob_tcp_keepalive_intvl 1
      --mca oob_tcp_keepalive_probes 3 -x TESSERA_COMM_TIMEOUT=30)
 
