@@ -16,6 +16,8 @@ int ts_cmd_generate(int argc, char **argv);
 int ts_cmd_chat(int argc, char **argv);
 int ts_cmd_health(int argc, char **argv);
 int ts_cmd_info(int argc, char **argv);
+/* load generator (cmd_loadgen.c) */
+int ts_cmd_loadgen(int argc, char **argv);
 #endif
 
 #endif

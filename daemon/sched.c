@@ -1,6 +1,7 @@
 /* sched.c: continuous-batching scheduler (see sched.h). */
 #include "sched.h"
 
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@ struct ts_sched {
     uint32_t n_vocab;
     pthread_t th;
     bool started;
+    bool lost;                 /* mu: the distributed engine broke */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop;                 /* mu */
@@ -130,6 +132,7 @@ const ts_config *ts_sched_config(const ts_sched *s) { return s->cfg; }
 int32_t ts_sched_n_ctx(const ts_sched *s) { return s->info.n_ctx; }
 int32_t ts_sched_max_tokens_default(const ts_sched *s) { return s->p.max_tokens_default; }
 const char *ts_sched_model_path(const ts_sched *s) { return s->p.engine.model_path; }
+ts_engine *ts_sched_engine(ts_sched *s) { return s->e; }
 
 static int64_t pages_for(const ts_sched *s, int64_t n_pos) {
     return (n_pos + s->info.page_size - 1) / s->info.page_size;
@@ -160,6 +163,11 @@ ts_status ts_sched_submit(ts_sched *s, ts_req *r, uint32_t *queue_pos) {
         pthread_mutex_unlock(&s->mu);
         ts_req_unref(r);
         return TS_FAIL(TS_EXHAUSTED, "the request queue is full (%d waiting)", s->p.queue_max);
+    }
+    if (s->lost) {
+        pthread_mutex_unlock(&s->mu);
+        ts_req_unref(r);
+        return TS_FAIL(TS_UNAVAILABLE, "the distributed engine was lost (a rank failed)");
     }
     ts_req **pp = &s->qhead;
     uint32_t ahead = 0;
@@ -423,6 +431,8 @@ static void on_logits(ts_sched *s, ts_req *r, float *row) {
 }
 
 /* Builds and runs one step over the running sequences. */
+static void engine_lost(ts_sched *s, const char *msg);
+
 static void step(ts_sched *s) {
     const int32_t ns = s->info.n_seq_max, nb = s->info.n_batch, nc = s->info.n_chunk;
     int32_t n = 0, nrows = 0;
@@ -472,6 +482,7 @@ static void step(ts_sched *s) {
         TS_LOG_ERROR("%s", msg);
         for (int32_t i = 0; i < ns; i++)
             if (s->running[i]) fail(s, s->running[i], TS_INTERNAL, msg);
+        if (ts_engine_broken(s->e)) engine_lost(s, msg);
         return;
     }
     /* the decode tokens were consumed: advance their positions */
@@ -484,6 +495,54 @@ static void step(ts_sched *s) {
     }
     for (int32_t k = 0; k < nrows; k++)
         on_logits(s, s->row_owner[k], s->logits + (size_t)k * s->n_vocab);
+}
+
+/* A broken distributed engine: fail whatever waits, then tell the front end (once). */
+static void engine_lost(ts_sched *s, const char *msg) {
+    pthread_mutex_lock(&s->mu);
+    if (s->lost) {
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    s->lost = true;
+    TS_LOG_ERROR("distributed engine lost: %s", msg);
+    ts_req *q = s->qhead;
+    s->qhead = NULL;
+    s->nq = 0;
+    pthread_mutex_unlock(&s->mu);
+    while (q) {
+        ts_req *r = q;
+        q = r->next;
+        fail(s, r, TS_UNAVAILABLE, "the distributed engine was lost (a rank failed)");
+    }
+    if (s->p.fatal) s->p.fatal(s->p.fatal_ctx, msg);
+}
+
+/* Idle wait; a distributed engine's serving ranks get a keepalive at least every
+ * ts_engine_keepalive_s seconds. Called and returns with s->mu held. */
+static void idle_wait(ts_sched *s) {
+    const double ka = ts_engine_keepalive_s(s->e);
+    if (ka <= 0 || s->lost) {
+        pthread_cond_wait(&s->cv, &s->mu);
+        return;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    const int64_t ns = (int64_t)(ka * 1e9);
+    ts.tv_sec += (time_t)(ns / 1000000000);
+    ts.tv_nsec += (long)(ns % 1000000000);
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) != ETIMEDOUT || s->stop) return;
+    pthread_mutex_unlock(&s->mu);
+    if (ts_engine_ping(s->e) != TS_OK) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "keepalive failed: %s", ts_last_error());
+        engine_lost(s, msg);
+    }
+    pthread_mutex_lock(&s->mu);
 }
 
 static void *sched_main(void *arg) {
@@ -523,7 +582,7 @@ static void *sched_main(void *arg) {
         }
         bool idle = !admitted && !dropped && s->n_active == 0;
         if (idle) {
-            pthread_cond_wait(&s->cv, &s->mu);
+            idle_wait(s);
             continue;
         }
         pthread_mutex_unlock(&s->mu);

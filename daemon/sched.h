@@ -116,6 +116,10 @@ typedef struct ts_sched_params {
     ts_engine_params engine;
     int32_t queue_max;          /* waiting requests at most */
     int32_t max_tokens_default; /* for max_tokens = 0 */
+    /* A distributed engine broke (a lost rank, a transport deadline): called once on the
+     * scheduler thread after the running requests were failed; the job cannot go on. */
+    void (*fatal)(void *ctx, const char *msg);
+    void *fatal_ctx;
 } ts_sched_params;
 
 typedef struct ts_sched ts_sched;
@@ -135,6 +139,7 @@ void ts_sched_stop(ts_sched *s);
 void ts_sched_destroy(ts_sched *s);
 
 const ts_tokenizer *ts_sched_tokenizer(const ts_sched *s);
+ts_engine *ts_sched_engine(ts_sched *s);
 const ts_config *ts_sched_config(const ts_sched *s);
 int32_t ts_sched_n_ctx(const ts_sched *s);
 int32_t ts_sched_max_tokens_default(const ts_sched *s);

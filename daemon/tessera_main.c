@@ -24,6 +24,7 @@ static const command g_commands[] = {
 #ifdef TS_HAVE_RPC
     {"generate", ts_cmd_generate, "generate text on a tesserad server (gRPC)"},
     {"chat", ts_cmd_chat, "chat with a tesserad server, streaming the answer"},
+    {"loadgen", ts_cmd_loadgen, "load a tesserad server: throughput, TTFT, inter-token latency"},
     {"health", ts_cmd_health, "health check of a tesserad server"},
     {"info", ts_cmd_info, "model and cluster information of a tesserad server"},
 #endif

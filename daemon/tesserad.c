@@ -37,6 +37,7 @@
 #include "sched.h"
 #include "server.h"
 #include "tessera/v1/inference.pb-c.h"
+#include "transport.h"
 
 #ifndef TESSERA_VERSION
 #define TESSERA_VERSION "0.1.0"
@@ -51,6 +52,7 @@ static atomic_uint_fast64_t g_req_counter;
 
 typedef struct {
     int32_t n_ctx, slots, batch, threads, queue, max_tokens_default, grace_s, max_recv_mb, cq_threads;
+    int32_t tp, pp;
     const char *model, *listen, *api_keys, *tls_cert, *tls_key, *log_level, *config;
 } opts;
 
@@ -694,6 +696,9 @@ static void handle_list_models(ts_rpc_call *c, void *ctx) {
     protobuf_c_message_free_unpacked(q, NULL);
 }
 
+static const char *g_plan_desc = "1 rank (CPU)"; /* or the engine's plan */
+static int32_t g_tp = 1, g_pp = 1;
+
 static void handle_cluster_info(ts_rpc_call *c, void *ctx) {
     (void)ctx;
     ProtobufCMessage *q = ts_rpc_call_unpack(c, &tessera__v1__get_cluster_info_request__descriptor);
@@ -704,8 +709,8 @@ static void handle_cluster_info(ts_rpc_call *c, void *ctx) {
     ts_sched_stats st;
     ts_sched_get_stats(g_sched, &st);
     Tessera__V1__ClusterInfo ci = TESSERA__V1__CLUSTER_INFO__INIT;
-    ci.pipeline_parallel = 1;
-    ci.tensor_parallel = 1;
+    ci.pipeline_parallel = (uint32_t)g_pp;
+    ci.tensor_parallel = (uint32_t)g_tp;
     ci.active_requests = st.active;
     ci.queued_requests = st.queued;
     ci.max_batch = st.n_batch;
@@ -713,7 +718,7 @@ static void handle_cluster_info(ts_rpc_call *c, void *ctx) {
     ci.kv_cache_tokens_used =
         (uint64_t)(st.kv_pages_total - st.kv_pages_free) * (uint64_t)st.page_size;
     ci.version = TESSERA_VERSION;
-    ci.plan = "1 rank (CPU)";
+    ci.plan = (char *)g_plan_desc;
     ci.slots = st.slots;
     ci.kv_pages_total = (uint64_t)st.kv_pages_total;
     ci.kv_pages_used = (uint64_t)(st.kv_pages_total - st.kv_pages_free);
@@ -764,7 +769,9 @@ static void usage(FILE *f) {
             "      --api-keys FILE       API keys, `KEY TENANT` per line (SIGHUP reloads);\n"
             "                            without it there is no authentication\n"
             "      --tls-cert FILE       TLS certificate chain (PEM); with --tls-key\n"
-            "      --tls-key FILE        its private key (PEM)\n");
+            "      --tls-key FILE        its private key (PEM)\n"
+            "      --tp T, --pp P        tensor / pipeline parallel ranks under mpirun\n"
+            "                            (default tp 1, pp = ranks / tp); rank 0 serves\n");
 }
 
 /* The options, for the command line (--name) and the config file (name = value;). */
@@ -790,6 +797,8 @@ static const struct optdef {
     {"api-keys", O_STR, 0, 0, offsetof(opts, api_keys)},
     {"tls-cert", O_STR, 0, 0, offsetof(opts, tls_cert)},
     {"tls-key", O_STR, 0, 0, offsetof(opts, tls_key)},
+    {"tp", O_INT, 1, 64, offsetof(opts, tp)},
+    {"pp", O_INT, 1, 64, offsetof(opts, pp)},
 };
 #define N_OPTDEFS (sizeof g_optdefs / sizeof g_optdefs[0])
 
@@ -963,6 +972,62 @@ static bool is_loopback(const char *listen) {
     return false;
 }
 
+/* ------------------------------------------------------------ several ranks */
+
+static ts_transport *g_tr; /* NULL: one rank */
+
+/* A rank other than 0 of `mpirun -np N tesserad`: holds its slice of the model and runs
+ * rank 0's commands until rank 0 stops (after its drain) or the job breaks. The shutdown
+ * signals are rank 0's business: here they are ignored (mpirun ends a broken job). */
+static int serve_rank(const opts *o, ts_transport *tr) {
+    sigset_t ss;
+    sigemptyset(&ss);
+    sigaddset(&ss, SIGINT);
+    sigaddset(&ss, SIGTERM);
+    sigaddset(&ss, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &ss, NULL);
+    ts_engine_params ep = {.model_path = o->model, .n_threads = o->threads, .n_ctx = o->n_ctx,
+                           .n_seq_max = o->slots, .n_batch = o->batch,
+                           .transport = tr, .tp = o->tp, .pp = o->pp};
+    ts_engine *e = NULL;
+    ts_status st = ts_engine_create(&ep, &e);
+    if (st != TS_OK) {
+        /* plan refusals are the same on every rank: rank 0 reports them */
+        if (st != TS_INVAL) {
+            fprintf(stderr, "tesserad: rank %d: %s\n", tr->rank, ts_last_error());
+            tr->ops->abort(tr, 1);
+        }
+        ts_transport_close(tr);
+        return 1;
+    }
+    const ts_plan_rank *me = ts_engine_plan_rank(e);
+    TS_LOG_INFO("rank %d: stage %d, tp rank %d, layers [%d, %d): serving rank 0's steps",
+                tr->rank, me->stage, me->tp_rank, me->l0, me->l1);
+    int rc = 0;
+    if (ts_engine_serve(e) != TS_OK) {
+        fprintf(stderr, "tesserad: rank %d: %s\n", tr->rank, ts_last_error());
+        tr->ops->abort(tr, 1);
+        rc = 1;
+    }
+    ts_engine_destroy(e);
+    ts_transport_close(tr);
+    return rc;
+}
+
+/* The scheduler lost the distributed engine: the running and queued requests were failed
+ * with an error; give their replies a moment to leave, then end the whole job (a restart
+ * by mpirun's caller, e.g. systemd, brings the service back). */
+static void on_engine_lost(void *ctx, const char *msg) {
+    (void)ctx;
+    ts_rpc_health_set("", false);
+    ts_rpc_health_set(SERVICE, false);
+    fprintf(stderr, "tesserad: %s: ending the job\n", msg);
+    struct timespec ts = {1, 0};
+    nanosleep(&ts, NULL);
+    if (g_tr) g_tr->ops->abort(g_tr, 1);
+    _exit(1);
+}
+
 int main(int argc, char **argv) {
     opts o;
     config_t conf;
@@ -972,6 +1037,28 @@ int main(int argc, char **argv) {
         if (have_cfg) config_destroy(&conf);
         return pr > 0 ? 0 : 2;
     }
+    /* Under mpirun (or with --tp / --pp): one rank of a distributed engine. */
+    if (ts_transport_mpi_launched() || o.tp > 1 || o.pp > 1) {
+#ifdef TS_HAVE_MPI
+        if (ts_transport_mpi_open(o.tp > 0 ? o.tp : 1, &g_tr) != TS_OK) {
+            fprintf(stderr, "tesserad: %s\n", ts_last_error());
+            if (have_cfg) config_destroy(&conf);
+            return 1;
+        }
+        if (g_tr->world == 1 && g_tr->tp == 1 && o.pp <= 1) {
+            ts_transport_close(g_tr); /* a singleton: the plain one-rank engine */
+            g_tr = NULL;
+        } else if (g_tr->rank != 0) {
+            int rc = serve_rank(&o, g_tr);
+            if (have_cfg) config_destroy(&conf);
+            return rc;
+        }
+#else
+        fprintf(stderr, "tesserad: --tp / --pp need a build with MPI (Open MPI)\n");
+        if (have_cfg) config_destroy(&conf);
+        return 2;
+#endif
+    }
     int exit_code = 1;
     char *tls_cert = NULL, *tls_key = NULL;
     if (o.api_keys) {
@@ -980,6 +1067,7 @@ int main(int argc, char **argv) {
         if (!(g_keys = ts_apikeys_load(o.api_keys, err, sizeof err))) {
             fprintf(stderr, "tesserad: --api-keys %s\n", err);
             if (have_cfg) config_destroy(&conf);
+            if (g_tr) g_tr->ops->abort(g_tr, 2); /* the other ranks wait for the engine */
             return 2;
         }
         g_auth_on = true;
@@ -991,6 +1079,7 @@ int main(int argc, char **argv) {
         free(tls_cert);
         ts_apikeys_free(g_keys);
         if (have_cfg) config_destroy(&conf);
+        if (g_tr) g_tr->ops->abort(g_tr, 2);
         return 2;
     }
 
@@ -1006,13 +1095,25 @@ int main(int argc, char **argv) {
 
     ts_sched_params sp = {
         .engine = {.model_path = o.model, .n_threads = o.threads, .n_ctx = o.n_ctx,
-                   .n_seq_max = o.slots, .n_batch = o.batch},
+                   .n_seq_max = o.slots, .n_batch = o.batch,
+                   .transport = g_tr, .tp = o.tp, .pp = o.pp},
         .queue_max = o.queue,
         .max_tokens_default = o.max_tokens_default,
+        .fatal = on_engine_lost,
     };
-    if (ts_sched_create(&sp, &g_sched) != TS_OK) {
+    ts_status cst = ts_sched_create(&sp, &g_sched);
+    if (cst != TS_OK) {
         fprintf(stderr, "tesserad: %s\n", ts_last_error());
+        /* a failure of this rank alone would leave the others waiting */
+        if (g_tr && cst != TS_INVAL) g_tr->ops->abort(g_tr, 1);
         goto out;
+    }
+    if (g_tr) {
+        const ts_plan *pl = ts_engine_plan(ts_sched_engine(g_sched));
+        fputs(pl->desc, stderr);
+        g_plan_desc = pl->desc;
+        g_tp = pl->tp;
+        g_pp = pl->pp;
     }
     const ts_config *cfg = ts_sched_config(g_sched);
     if (cfg->name[0]) {
@@ -1067,8 +1168,9 @@ int main(int argc, char **argv) {
     snprintf(host, sizeof host, "%s", o.listen);
     char *colon = strrchr(host, ':');
     if (colon) *colon = '\0';
-    printf("tesserad: serving %s on %s:%d (slots %d, batch %d, queue %d%s%s)\n", g_model_name, host,
-           port, o.slots, o.batch, o.queue, tls_cert ? ", tls" : "", g_auth_on ? ", api keys" : "");
+    printf("tesserad: serving %s on %s:%d (slots %d, batch %d, queue %d%s%s, ranks %d, pid %d)\n",
+           g_model_name, host, port, o.slots, o.batch, o.queue, tls_cert ? ", tls" : "",
+           g_auth_on ? ", api keys" : "", g_tr ? g_tr->world : 1, (int)getpid());
     fflush(stdout);
     TS_LOG_INFO("serving %s on %s:%d (tls %s, auth %s)", g_model_name, host, port,
                 tls_cert ? "on" : "off", g_auth_on ? "on" : "off");
@@ -1100,5 +1202,7 @@ out:
     ts_apikeys_free(g_keys);
     g_keys = NULL;
     if (have_cfg) config_destroy(&conf);
+    ts_transport_close(g_tr); /* after the engine: its destroy released the other ranks */
+    g_tr = NULL;
     return exit_code;
 }

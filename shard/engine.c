@@ -65,7 +65,7 @@ struct ts_engine {
     bool broken;
 };
 
-enum { CMD_STOP = 1, CMD_STEP = 2, CMD_RESERVE = 3, CMD_RELEASE = 4 };
+enum { CMD_STOP = 1, CMD_STEP = 2, CMD_RESERVE = 3, CMD_RELEASE = 4, CMD_PING = 5 };
 enum { DESC_HDR = 4 };
 
 /* ---- loading ---- */
@@ -436,6 +436,19 @@ static ts_status send_cmd(ts_engine *e, int32_t cmd, int32_t a, int32_t b2, int3
     return rc;
 }
 
+ts_status ts_engine_ping(ts_engine *e) {
+    if (!e->tr || e->tr->world == 1 || e->tr->rank != 0) return TS_OK;
+    if (e->broken) return TS_FAIL(TS_UNAVAILABLE, "the distributed engine is broken");
+    return send_cmd(e, CMD_PING, 0, 0, 0);
+}
+
+double ts_engine_keepalive_s(const ts_engine *e) {
+    if (!e->tr || e->tr->world == 1 || e->tr->rank != 0) return 0;
+    return e->tr->timeout_s / 4;
+}
+
+bool ts_engine_broken(const ts_engine *e) { return e->broken; }
+
 const ts_config *ts_engine_config(const ts_engine *e) { return &e->cfg; }
 const ts_gguf *ts_engine_gguf(const ts_engine *e) { return e->g; }
 
@@ -662,6 +675,7 @@ ts_status ts_engine_serve(ts_engine *e) {
         if (rc != TS_OK) break;
         const int32_t cmd = e->desc[0], a = e->desc[1], b2 = e->desc[2];
         if (cmd == CMD_STOP) break;
+        if (cmd == CMD_PING) continue;
         if (cmd == CMD_RESERVE) {
             rc = ts_kv_reserve(e->kv, a, b2);
             if (rc != TS_OK) {

@@ -105,6 +105,16 @@ ts_status ts_engine_step(ts_engine *e, const ts_batch *b, float *logits);
  * transport timeout names the peer and the operation: the caller aborts the job). */
 ts_status ts_engine_serve(ts_engine *e);
 
+/* Rank 0 of a distributed engine, while idle: a no-op command that keeps the serving ranks'
+ * deadline (TESSERA_COMM_TIMEOUT) from expiring and finds a lost rank before the next
+ * request does. Call at least every ts_engine_keepalive_s seconds (0: not needed: a single
+ * rank). TS_OK on a single rank. */
+ts_status ts_engine_ping(ts_engine *e);
+double ts_engine_keepalive_s(const ts_engine *e);
+/* True once a transport failure broke a distributed engine: every later step fails; the
+ * caller ends the job. */
+bool ts_engine_broken(const ts_engine *e);
+
 /* The plan of a distributed engine (NULL for a single rank) and this rank's entry. */
 const ts_plan *ts_engine_plan(const ts_engine *e);
 const ts_plan_rank *ts_engine_plan_rank(const ts_engine *e);
