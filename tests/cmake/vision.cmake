@@ -2,3 +2,7 @@
 # (tests/tools/make_image_fixtures.py), corrupt / truncated files, decompression bombs.
 ts_add_unit_test(NAME test_image SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_image.c
                  LIBS ts_vision PkgConfig::JANSSON)
+# SigLIP encoder + projector against a tiny random HF Gemma3ForConditionalGeneration
+# (tests/tools/make_vision_fixtures.py): safetensors, mmproj GGUF (F32 and F16 legacy).
+ts_add_unit_test(NAME test_vision SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_vision.c
+                 LIBS ts_vision)
