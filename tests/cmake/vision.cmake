@@ -6,3 +6,7 @@ ts_add_unit_test(NAME test_image SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_i
 # (tests/tools/make_vision_fixtures.py): safetensors, mmproj GGUF (F32 and F16 legacy).
 ts_add_unit_test(NAME test_vision SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_vision.c
                  LIBS ts_vision)
+# Multimodal prompts in the engine: logits with two images in the prompt against HF
+# Gemma3ForConditionalGeneration (bidirectional attention inside each image).
+ts_add_unit_test(NAME test_engine_mm SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_engine_mm.c
+                 LIBS ts_engine ts_vision PkgConfig::JANSSON)
