@@ -312,16 +312,20 @@ ts_status ts_vision_load(const char *path, const ts_vision_params *p, ts_vision 
         TS_TRY_GOTO(config_hf(dir, c, &mm_tokens), rc, fail);
         /* tensor name prefixes: original checkpoints ("vision_tower.vision_model.",
          * "multi_modal_projector."), transformers 5 ("vision_tower."), ShieldGemma 2 and
-         * in-memory names ("model." in front) */
+         * in-memory names ("model." in front), ShieldGemma 2 saved by transformers 5
+         * ("model.model.") */
         static const char *vp[] = {"vision_tower.vision_model.", "vision_tower.",
-                                   "model.vision_tower.vision_model.", "model.vision_tower."};
-        static const char *pp[] = {"multi_modal_projector.", "model.multi_modal_projector."};
+                                   "model.vision_tower.vision_model.", "model.vision_tower.",
+                                   "model.model.vision_tower.vision_model.",
+                                   "model.model.vision_tower."};
+        static const char *pp[] = {"multi_modal_projector.", "model.multi_modal_projector.",
+                                   "model.model.multi_modal_projector."};
         char name[256];
-        for (size_t i = 0; i < 4 && !s.vpre[0]; i++) {
+        for (size_t i = 0; i < 6 && !s.vpre[0]; i++) {
             snprintf(name, sizeof name, "%sembeddings.patch_embedding.weight", vp[i]);
             if (ts_st_find(s.st, name)) snprintf(s.vpre, sizeof s.vpre, "%s", vp[i]);
         }
-        for (size_t i = 0; i < 2 && !s.ppre[0]; i++) {
+        for (size_t i = 0; i < 3 && !s.ppre[0]; i++) {
             snprintf(name, sizeof name, "%smm_input_projection_weight", pp[i]);
             const ts_st_tensor *t = ts_st_find(s.st, name);
             if (t && t->n_dims == 2) {

@@ -10,3 +10,11 @@ ts_add_unit_test(NAME test_vision SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_
 # Gemma3ForConditionalGeneration (bidirectional attention inside each image).
 ts_add_unit_test(NAME test_engine_mm SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_engine_mm.c
                  LIBS ts_engine ts_vision PkgConfig::JANSSON)
+# ShieldGemma 2 scoring against HF ShieldGemma2ForImageClassification (tiny random model);
+# prompt tokens against llama.cpp on the real vocabulary when TESSERA_MODEL_270M is set.
+ts_add_unit_test(NAME test_shieldgemma SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_shieldgemma.c
+                 LIBS ts_vision PkgConfig::JANSSON)
+if(TESSERA_MODEL_270M)
+  set_property(TEST test_shieldgemma APPEND PROPERTY ENVIRONMENT
+               "TESSERA_MODEL_270M=${TESSERA_MODEL_270M}")
+endif()

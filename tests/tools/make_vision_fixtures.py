@@ -25,6 +25,9 @@ Writes OUTDIR/:
   img<i>_vision.f32      vision_tower last_hidden_state (64, 32) for image i
   img<i>_embd.f32        get_image_features (projector output) (4, 64)
   mm_logits.f32          logits (n_tok, 512) of the multimodal prompt in vision.json
+  tiny_sg/               the same weights as a ShieldGemma2ForImageClassification checkpoint
+                         (yes/no token indices 20 / 30), its P(Yes) for both images on a
+                         prompt of random ids around the image block in vision.json
   vision.json            config, prompt ids, files, package versions
 """
 import json
@@ -50,6 +53,7 @@ OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "fixtures",
 IMG = os.path.join(HERE, "..", "fixtures", "image")
 BOI, EOI, IMGTOK = 500, 501, 502
 MM_TOKENS = 4
+SG_YES, SG_NO = 20, 30   # ShieldGemma 2 answer ids in the tiny vocabulary
 
 
 def main():
@@ -199,13 +203,42 @@ def main():
     diff = float(np.abs(causal - logits).max())
     assert diff > 1e-2, diff
 
+    # ---- ShieldGemma 2 on the same weights: P(Yes) at the last position ----
+    from transformers import ShieldGemma2Config, ShieldGemma2ForImageClassification
+    scfg = ShieldGemma2Config(text_config=tcfg.to_dict(), vision_config=vcfg.to_dict(),
+                              mm_tokens_per_image=MM_TOKENS, boi_token_index=BOI,
+                              eoi_token_index=EOI, image_token_index=IMGTOK)
+    scfg.yes_token_index, scfg.no_token_index = SG_YES, SG_NO
+    scfg.text_config._attn_implementation = "eager"
+    scfg.vision_config._attn_implementation = "eager"
+    sg = ShieldGemma2ForImageClassification(scfg).eval().to(torch.float32)
+    missing = sg.model.load_state_dict(model.state_dict(), strict=False)
+    assert not missing.missing_keys, missing.missing_keys
+    sg.save_pretrained(os.path.join(OUT, "tiny_sg"), safe_serialization=True)
+    rs = np.random.default_rng(811)
+    sg_ids = ([2, 2] + rs.integers(4, 500, 9).tolist() + img +
+              rs.integers(4, 500, 14).tolist())
+    sg_tt = [1 if x == IMGTOK else 0 for x in sg_ids]
+    sg_cases = []
+    for i in range(2):
+        with torch.no_grad():
+            o = sg(input_ids=torch.tensor([sg_ids]), token_type_ids=torch.tensor([sg_tt]),
+                   pixel_values=torch.from_numpy(feats[i]), use_cache=False)
+        py = float(o.probabilities[0, 0])
+        assert 0.02 < py < 0.98, py  # not saturated: a meaningful comparison
+        sg_cases.append({"image": i, "p_yes": py, "logit_yes": float(o.logits[0, 0]),
+                         "logit_no": float(o.logits[0, 1])})
+
     meta = {"generator": {"transformers": transformers.__version__, "torch": torch.__version__,
                           "gguf": getattr(gguf, "__version__", "?"), "numpy": np.__version__},
             "vision": {"image_size": 112, "patch_size": 14, "hidden": 32, "ff": 48, "layers": 2,
                        "heads": 4, "eps": 1e-6, "mm_tokens": MM_TOKENS, "text_hidden": 64},
             "tokens": {"boi": BOI, "eoi": EOI, "image": IMGTOK},
             "images": files, "prompt": ids, "logits": "mm_logits.f32", "vocab": 512,
-            "causal_vs_bidirectional_max_diff": diff}
+            "causal_vs_bidirectional_max_diff": diff,
+            "shieldgemma": {"yes": SG_YES, "no": SG_NO, "prompt": sg_ids,
+                            "image_first": sg_ids.index(IMGTOK), "cases": sg_cases,
+                            "checkpoint": "tiny_sg"}}
     with open(os.path.join(OUT, "vision.json"), "w") as f:
         json.dump(meta, f, indent=1)
     print("ok", OUT, "causal/bidirectional logit diff", diff)
