@@ -18,3 +18,7 @@ if(TESSERA_MODEL_270M)
   set_property(TEST test_shieldgemma APPEND PROPERTY ENVIRONMENT
                "TESSERA_MODEL_270M=${TESSERA_MODEL_270M}")
 endif()
+# `tessera safety` (offline ShieldGemma 2 scores) on the tiny random model.
+add_test(NAME cli_safety COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/test_safety.sh
+         $<TARGET_FILE:tessera> ${CMAKE_CURRENT_SOURCE_DIR}/fixtures)
+set_tests_properties(cli_safety PROPERTIES LABELS "cli" TIMEOUT 300)

@@ -64,6 +64,10 @@ def main():
                    rope_parameters={"sliding_attention": hff.LOCAL_ROPE,
                                     "full_attention": hff.GLOBAL_ROPE})
     tcfg, text = hff.make_model("mm", 808, text_kw)
+    # context 2048 (no effect on the weights or default RoPE): room for the ShieldGemma
+    # prompt, which the tiny vocabulary spells nearly byte by byte (tessera safety test)
+    tcfg.max_position_embeddings = 2048
+    text.config.max_position_embeddings = 2048
     vcfg = SiglipVisionConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                               num_attention_heads=4, image_size=112, patch_size=14,
                               layer_norm_eps=1e-6, vision_use_head=False,
