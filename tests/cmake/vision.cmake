@@ -22,3 +22,9 @@ endif()
 add_test(NAME cli_safety COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/test_safety.sh
          $<TARGET_FILE:tessera> ${CMAKE_CURRENT_SOURCE_DIR}/fixtures)
 set_tests_properties(cli_safety PROPERTIES LABELS "cli" TIMEOUT 300)
+# tesserad CheckSafety end to end (python3-grpcio client) with the tiny ShieldGemma 2.
+if(TESSERA_RPC AND TARGET tesserad)
+  add_test(NAME daemon_safety COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/daemon/test_safety.sh
+           $<TARGET_FILE:tessera> $<TARGET_FILE:tesserad> ${CMAKE_SOURCE_DIR})
+  set_tests_properties(daemon_safety PROPERTIES LABELS "daemon" TIMEOUT 600 SKIP_RETURN_CODE 77)
+endif()
