@@ -1,6 +1,8 @@
 /* cmd_safety.c: `tessera safety`: ShieldGemma 2 image safety scores, offline (CPU engine).
  *
  *   tessera safety -m MODEL.gguf --vision VISION [options] IMAGE...
+ *   tessera safety --server HOST:PORT [--api-key KEY] [--policy NAME]... IMAGE...
+ *       (the second form asks a tesserad's CheckSafety RPC; same output)
  *       MODEL   the ShieldGemma 2 (Gemma 3 4B) language model as GGUF
  *       VISION  its vision tower + projector: an mmproj GGUF, or the Hugging Face checkpoint
  *               directory (ShieldGemma 2 ships as safetensors)
@@ -26,6 +28,10 @@
 #include "shieldgemma.h"
 #include "tokenizer.h"
 #include "vision.h"
+#ifdef TS_HAVE_RPC
+#include "client.h"
+#include "tessera/v1/inference.pb-c.h"
+#endif
 
 #define MAX_POLICIES 32
 
@@ -34,6 +40,8 @@ static void usage(FILE *f) {
             "usage: tessera safety -m MODEL.gguf --vision VISION [options] IMAGE...\n\n"
             "Scores each image with ShieldGemma 2: P(violation) per policy, one JSON line per\n"
             "image.\n\n"
+            "  --server HOST:PORT       ask a tesserad (CheckSafety) instead of running locally\n"
+            "  --api-key KEY            API key for --server\n"
             "  -m, --model MODEL        the language model (GGUF)\n"
             "  --vision PATH            mmproj GGUF or Hugging Face checkpoint directory\n"
             "  --policy NAME            dangerous, sexual, violence or a custom name (repeatable;\n"
@@ -93,8 +101,71 @@ static uint8_t *read_all(const char *path, size_t *len, char *err, size_t errn) 
     return NULL;
 }
 
+#ifdef TS_HAVE_RPC
+/* --server: one CheckSafety call per image, so that a bad image gets its own error line. */
+static int remote(const char *server, const char *api_key, const char *const *names, int n_pol,
+                  int first, int argc, char **argv) {
+    ts_rpc_client *cl = ts_rpc_client_open_ex(server, NULL, api_key);
+    if (!cl) {
+        fprintf(stderr, "tessera safety: cannot connect to %s\n", server);
+        return 1;
+    }
+    int rc_exit = 0;
+    for (int i = first; i < argc; i++) {
+        json_t *o = json_object();
+        json_object_set_new(o, "image", json_string(argv[i]));
+        char err[256] = "";
+        size_t len = 0;
+        uint8_t *buf = read_all(argv[i], &len, err, sizeof err);
+        if (!buf) {
+            json_object_set_new(o, "error", json_string(err));
+        } else {
+            Tessera__V1__Image img = TESSERA__V1__IMAGE__INIT;
+            img.data.data = buf;
+            img.data.len = len;
+            Tessera__V1__ContentPart part = TESSERA__V1__CONTENT_PART__INIT;
+            part.part_case = TESSERA__V1__CONTENT_PART__PART_IMAGE;
+            part.image = &img;
+            Tessera__V1__ContentPart *parts[1] = {&part};
+            Tessera__V1__SafetyCheckRequest req = TESSERA__V1__SAFETY_CHECK_REQUEST__INIT;
+            req.n_parts = 1;
+            req.parts = parts;
+            req.n_policies = (size_t)n_pol;
+            req.policies = (char **)(uintptr_t)names;
+            ProtobufCMessage *resp = NULL;
+            ts_rpc_result res = {0};
+            grpc_status_code code = ts_rpc_unary(cl, "/tessera.v1.Inference/CheckSafety", &req.base,
+                                                 &tessera__v1__safety_check_response__descriptor,
+                                                 600000, &resp, &res);
+            if (code != GRPC_STATUS_OK) {
+                json_object_set_new(o, "error", json_string(res.details ? res.details : "RPC failed"));
+            } else {
+                Tessera__V1__SafetyCheckResponse *r = (Tessera__V1__SafetyCheckResponse *)resp;
+                json_t *sc = json_object();
+                for (size_t v = 0; v < r->n_verdicts; v++)
+                    for (size_t k = 0; k < r->verdicts[v]->n_scores; k++)
+                        json_object_set_new(sc, r->verdicts[v]->scores[k]->policy,
+                                            json_real(r->verdicts[v]->scores[k]->probability));
+                json_object_set_new(o, "scores", sc);
+                protobuf_c_message_free_unpacked(resp, NULL);
+            }
+            ts_rpc_result_free(&res);
+        }
+        if (json_object_get(o, "error")) rc_exit = 1;
+        char *line = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
+        if (line) puts(line);
+        free(line);
+        json_decref(o);
+        ts_free(buf);
+        fflush(stdout);
+    }
+    ts_rpc_client_close(cl);
+    return rc_exit;
+}
+#endif
+
 int ts_cmd_safety(int argc, char **argv) {
-    const char *model = NULL, *vpath = NULL;
+    const char *model = NULL, *vpath = NULL, *server = NULL, *api_key = NULL;
     const char *names[MAX_POLICIES], *texts[MAX_POLICIES];
     int n_pol = 0, n_custom = 0;
     const char *cname[MAX_POLICIES], *ctext[MAX_POLICIES];
@@ -112,6 +183,12 @@ int ts_cmd_safety(int argc, char **argv) {
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
             if (!need(i, argc, a)) return 2;
             model = argv[++i];
+        } else if (!strcmp(a, "--server")) {
+            if (!need(i, argc, a)) return 2;
+            server = argv[++i];
+        } else if (!strcmp(a, "--api-key")) {
+            if (!need(i, argc, a)) return 2;
+            api_key = argv[++i];
         } else if (!strcmp(a, "--vision")) {
             if (!need(i, argc, a)) return 2;
             vpath = argv[++i];
@@ -155,6 +232,21 @@ int ts_cmd_safety(int argc, char **argv) {
         } else {
             break;
         }
+    }
+    if (server) {
+        for (int k = 0; k < n_custom; k++) ts_free(cbuf[k]);
+        if (i >= argc || n_custom) {
+            fprintf(stderr, "tessera safety: --server needs IMAGE arguments (custom policies are "
+                            "configured on the server)\n");
+            return 2;
+        }
+#ifdef TS_HAVE_RPC
+        return remote(server, api_key, names, n_pol, i, argc, argv);
+#else
+        (void)api_key;
+        fprintf(stderr, "tessera safety: this build has no gRPC client (--server)\n");
+        return 1;
+#endif
     }
     if (!model || !vpath || i >= argc) {
         for (int k = 0; k < n_custom; k++) ts_free(cbuf[k]);

@@ -105,9 +105,23 @@ for req, text in [
 r = stub.CheckSafety(pb.SafetyCheckRequest(parts=[pb.ContentPart(image=pb.Image(data=imgs[1]))]), timeout=120)
 assert len(r.verdicts) == 1
 PY
+# the CLI client: same scores as offline, an error line for a truncated image, exit code 1
+head -c 200 "$fx/image/rgb_37x23.png" >"$tmp/cut.png"
+"$bin" safety --server "$addr" "$fx/image/rgb_37x23.png" "$tmp/cut.png" "$fx/image/lossy_45x31.webp" \
+  >"$tmp/srv.jsonl" 2>"$tmp/srv.err"
+[ $? -eq 1 ] && ok || bad "tessera safety --server exit code"
+$py - "$tmp/srv.jsonl" "$tmp/cli.jsonl" <<'PY' && ok || bad "tessera safety --server output: $(cat "$tmp/srv.jsonl")"
+import json, sys
+got = [json.loads(l) for l in open(sys.argv[1])]
+want = [json.loads(l) for l in open(sys.argv[2])]
+assert len(got) == 3 and "truncated" in got[1]["error"], got
+for g, w in zip([got[0], got[2]], want):
+    assert set(g["scores"]) == set(w["scores"]), (g, w)
+    assert all(abs(g["scores"][k] - w["scores"][k]) <= 1e-4 for k in w["scores"]), (g, w)
+PY
 stop_daemon
 n=$(grep -c "safety audit: CheckSafety tenant" "$tmp/d.err")
-[ "$n" -ge 4 ] && ok || bad "audit lines: $n"
+[ "$n" -ge 6 ] && ok || bad "audit lines: $n"
 grep "safety audit" "$tmp/d.err" | grep -q "dangerous=0\.[0-9]*.* -> violates" && ok || bad "audit content: $(grep 'safety audit' "$tmp/d.err" | head -2)"
 
 # no classifier configured: UNAVAILABLE
