@@ -34,6 +34,8 @@
 #include "apikeys.h"
 #include "chat.h"
 #include "log.h"
+#include "safety.h"
+#include "shieldgemma.h"
 #include "sched.h"
 #include "server.h"
 #include "tessera/v1/inference.pb-c.h"
@@ -54,6 +56,7 @@ typedef struct {
     int32_t n_ctx, slots, batch, threads, queue, max_tokens_default, grace_s, max_recv_mb, cq_threads;
     int32_t tp, pp;
     const char *model, *listen, *api_keys, *tls_cert, *tls_key, *log_level, *config;
+    const char *safety_model, *safety_vision, *safety_ids; /* ShieldGemma 2 (docs/vision.md) */
 } opts;
 
 /* ------------------------------------------------------------------- auth */
@@ -746,6 +749,106 @@ static void handle_cancel(ts_rpc_call *c, void *ctx) {
     protobuf_c_message_free_unpacked(&q->base, NULL);
 }
 
+/* ------------------------------------------------------------ CheckSafety */
+
+static ts_safety *g_safety; /* NULL: no classifier configured */
+
+/* Scores every image part for the requested policies (all built-in ones by default) with
+ * ShieldGemma 2; threshold per policy from options.thresholds (default 0.5). One audit log
+ * line per part (tenant, scores, decision; never the image). */
+static void handle_check_safety(ts_rpc_call *c, void *ctx) {
+    (void)ctx;
+    Tessera__V1__SafetyCheckRequest *q = (Tessera__V1__SafetyCheckRequest *)ts_rpc_call_unpack(
+        c, &tessera__v1__safety_check_request__descriptor);
+    if (!q) {
+        ts_rpc_call_finish_invalid(c, "malformed SafetyCheckRequest");
+        return;
+    }
+    enum { MAXP = 16 };
+    const char *names[MAXP];
+    size_t np = 0;
+    for (size_t i = 0; i < q->n_policies && np < MAXP; i++)
+        if (q->policies[i][0]) names[np++] = q->policies[i];
+    if (np == 0) {
+        size_t nd;
+        const ts_sg_policy *d = ts_sg_default_policies(&nd);
+        for (size_t i = 0; i < nd && np < MAXP; i++) names[np++] = d[i].name;
+    }
+    Tessera__V1__SafetyVerdict *vs = ts_calloc(q->n_parts ? q->n_parts : 1, sizeof *vs);
+    Tessera__V1__SafetyVerdict **vp = ts_calloc(q->n_parts ? q->n_parts : 1, sizeof *vp);
+    Tessera__V1__PolicyScore *ps = ts_calloc((q->n_parts ? q->n_parts : 1) * np, sizeof *ps);
+    Tessera__V1__PolicyScore **pp = ts_calloc((q->n_parts ? q->n_parts : 1) * np, sizeof *pp);
+    float sc[MAXP];
+    if (!g_safety) {
+        ts_rpc_call_finish(c, GRPC_STATUS_UNAVAILABLE, "no safety classifier is configured "
+                           "(tesserad --safety-model / --safety-vision)");
+        goto out;
+    }
+    if (!vs || !vp || !ps || !pp) {
+        ts_rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    if (q->n_parts == 0) {
+        ts_rpc_call_finish_invalid(c, "parts: no image to check");
+        goto out;
+    }
+    for (size_t i = 0; i < q->n_parts; i++) {
+        const Tessera__V1__ContentPart *part = q->parts[i];
+        if (part->part_case != TESSERA__V1__CONTENT_PART__PART_IMAGE || !part->image) {
+            ts_rpc_call_finish_invalid(c, "parts[%zu]: only images can be checked (no text "
+                                       "classifier is configured)", i);
+            goto out;
+        }
+        ts_status rc = ts_safety_score(g_safety, part->image->data.data, part->image->data.len,
+                                       names, np, sc);
+        if (rc != TS_OK) {
+            if (grpc_code_of(rc) == GRPC_STATUS_INVALID_ARGUMENT || rc == TS_NOT_FOUND)
+                ts_rpc_call_finish_invalid(c, "parts[%zu]: %s", i, ts_last_error());
+            else
+                ts_rpc_call_finish(c, grpc_code_of(rc), "parts[%zu]: %s", i, ts_last_error());
+            goto out;
+        }
+        Tessera__V1__SafetyVerdict *v = &vs[i];
+        tessera__v1__safety_verdict__init(v);
+        v->stage = TESSERA__V1__SAFETY_VERDICT__STAGE__STAGE_INPUT;
+        v->classifier = (char *)ts_safety_name(g_safety);
+        v->part_index = (uint32_t)i;
+        v->n_scores = np;
+        v->scores = pp + i * np;
+        char audit[512];
+        size_t al = 0;
+        for (size_t k = 0; k < np; k++) {
+            Tessera__V1__PolicyScore *s = &ps[i * np + k];
+            tessera__v1__policy_score__init(s);
+            float th = 0.5f;
+            for (size_t t = 0; q->options && t < q->options->n_thresholds; t++)
+                if (!strcmp(q->options->thresholds[t]->key, names[k]))
+                    th = q->options->thresholds[t]->value;
+            s->policy = (char *)names[k];
+            s->probability = sc[k];
+            s->violated = sc[k] >= th;
+            v->blocked |= s->violated;
+            pp[i * np + k] = s;
+            if (al < sizeof audit)
+                al += (size_t)snprintf(audit + al, sizeof audit - al, " %s=%.4f", names[k], sc[k]);
+        }
+        vp[i] = v;
+        TS_LOG_INFO("safety audit: CheckSafety tenant '%s' part %zu:%s -> %s", t_tenant, i, audit,
+                    v->blocked ? "violates" : "ok");
+    }
+    Tessera__V1__SafetyCheckResponse resp = TESSERA__V1__SAFETY_CHECK_RESPONSE__INIT;
+    resp.n_verdicts = q->n_parts;
+    resp.verdicts = vp;
+    ts_rpc_call_send(c, &resp.base);
+    ts_rpc_call_finish(c, GRPC_STATUS_OK, NULL);
+out:
+    ts_free(vs);
+    ts_free(vp);
+    ts_free(ps);
+    ts_free(pp);
+    protobuf_c_message_free_unpacked(&q->base, NULL);
+}
+
 /* --------------------------------------------------------------------- main */
 
 static void usage(FILE *f) {
@@ -771,7 +874,10 @@ static void usage(FILE *f) {
             "      --tls-cert FILE       TLS certificate chain (PEM); with --tls-key\n"
             "      --tls-key FILE        its private key (PEM)\n"
             "      --tp T, --pp P        tensor / pipeline parallel ranks under mpirun\n"
-            "                            (default tp 1, pp = ranks / tp); rank 0 serves\n");
+            "                            (default tp 1, pp = ranks / tp); rank 0 serves\n"
+            "      --safety-model FILE   ShieldGemma 2 language model (GGUF) for CheckSafety\n"
+            "      --safety-vision PATH  its vision tower: mmproj GGUF or HF checkpoint dir\n"
+            "      --safety-ids B,E,I,Y,N  marker / answer token ids (test vocabularies)\n");
 }
 
 /* The options, for the command line (--name) and the config file (name = value;). */
@@ -799,6 +905,9 @@ static const struct optdef {
     {"tls-key", O_STR, 0, 0, offsetof(opts, tls_key)},
     {"tp", O_INT, 1, 64, offsetof(opts, tp)},
     {"pp", O_INT, 1, 64, offsetof(opts, pp)},
+    {"safety-model", O_STR, 0, 0, offsetof(opts, safety_model)},
+    {"safety-vision", O_STR, 0, 0, offsetof(opts, safety_vision)},
+    {"safety-ids", O_STR, 0, 0, offsetof(opts, safety_ids)},
 };
 #define N_OPTDEFS (sizeof g_optdefs / sizeof g_optdefs[0])
 
@@ -921,6 +1030,10 @@ static int parse_args(int argc, char **argv, opts *o, config_t *cfg, bool *have_
     if (o->log_level) ts_log_set_level((ts_log_level)ts_log_parse_level(o->log_level));
     if (!o->model || !o->listen) {
         fprintf(stderr, "tesserad: -m MODEL and --listen HOST:PORT are required\n");
+        return -1;
+    }
+    if (!o->safety_model != !o->safety_vision) {
+        fprintf(stderr, "tesserad: --safety-model and --safety-vision go together\n");
         return -1;
     }
     if (!o->tls_cert != !o->tls_key) {
@@ -1128,19 +1241,30 @@ int main(int argc, char **argv) {
         goto out;
     }
 
+    if (o.safety_model) {
+        ts_status src = ts_safety_open(o.safety_model, o.safety_vision, o.safety_ids, o.threads,
+                                       &g_safety);
+        if (src != TS_OK) {
+            fprintf(stderr, "tesserad: safety classifier: %s\n", ts_last_error());
+            ts_sched_destroy(g_sched);
+            goto out;
+        }
+        TS_LOG_INFO("safety classifier %s loaded", ts_safety_name(g_safety));
+    }
+
     static int stream_flag;
     /* tessera.v1.Inference: every method behind the API key check */
     static authed_method inf[] = {
         {handle_generate, NULL}, {handle_generate, &stream_flag}, {handle_cancel, NULL},
         {handle_tokenize, NULL}, {handle_detokenize, NULL},       {handle_list_models, NULL},
-        {handle_model_info, NULL}, {handle_cluster_info, NULL}};
+        {handle_model_info, NULL}, {handle_cluster_info, NULL},   {handle_check_safety, NULL}};
     static const char *const inf_names[] = {"Generate", "GenerateStream", "Cancel", "Tokenize",
                                             "Detokenize", "ListModels", "GetModelInfo",
-                                            "GetClusterInfo"};
-    static char paths[8][64];
+                                            "GetClusterInfo", "CheckSafety"};
+    static char paths[9][64];
     ts_rpc_method methods[16];
     size_t nm = 0;
-    for (size_t i = 0; i < 8; i++) {
+    for (size_t i = 0; i < 9; i++) {
         snprintf(paths[i], sizeof paths[i], "/" SERVICE "/%s", inf_names[i]);
         methods[nm++] = (ts_rpc_method){.path = paths[i], .fn = authed, .ctx = &inf[i]};
     }
@@ -1199,6 +1323,8 @@ int main(int argc, char **argv) {
 out:
     free(tls_cert);
     free(tls_key);
+    ts_safety_close(g_safety);
+    g_safety = NULL;
     ts_apikeys_free(g_keys);
     g_keys = NULL;
     if (have_cfg) config_destroy(&conf);

@@ -12,6 +12,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 pkgs=(
   build-essential cmake ninja-build pkg-config git
   libcmocka-dev libjansson-dev libssl-dev
+  libjpeg62-turbo-dev libpng-dev libwebp-dev
   libopenmpi-dev openmpi-bin
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libprotobuf-dev libconfig-dev
   grpc-proto python3-grpcio protobuf-compiler-grpc

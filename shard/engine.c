@@ -50,6 +50,7 @@ struct ts_engine {
     float *x, *h, *q, *k, *v, *att, *o, *gate, *up, *xs, *logits;
     /* host */
     int32_t *pos_tmp;
+    int32_t *ids_tmp;          /* host (n_batch): ids with image positions replaced by 0 */
     float *hook_buf;
     int64_t hook_cols;
     /* distributed */
@@ -365,7 +366,8 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
         }
     }
     e->pos_tmp = ts_malloc(sizeof(int32_t) * (size_t)B);
-    if (!e->pos_tmp) {
+    e->ids_tmp = ts_malloc(sizeof(int32_t) * (size_t)B);
+    if (!e->pos_tmp || !e->ids_tmp) {
         rc = TS_FAIL(TS_NOMEM, "position buffer");
         goto fail;
     }
@@ -410,6 +412,7 @@ void ts_engine_destroy(ts_engine *e) {
     ts_kv_destroy(e->kv);
     ts_gguf_close(e->g);
     ts_free(e->pos_tmp);
+    ts_free(e->ids_tmp);
     ts_free(e->hook_buf);
     for (int32_t i = 0; i < e->n_owned; i++) ts_free(e->owned[i]);
     ts_free(e->owned);
@@ -504,9 +507,21 @@ static ts_status check_batch(ts_engine *e, const ts_batch *bt) {
         if (p < 0 || p >= ts_kv_reserved(e->kv, s))
             return TS_FAIL(TS_RANGE, "token %d: position %d of sequence %d is not reserved "
                            "(%d reserved)", i, p, s, ts_kv_reserved(e->kv, s));
-        if (bt->token[i] < 0 || (uint32_t)bt->token[i] >= e->cfg.n_vocab)
+        if ((!bt->embd || !bt->embd[i]) &&
+            (bt->token[i] < 0 || (uint32_t)bt->token[i] >= e->cfg.n_vocab))
             return TS_FAIL(TS_RANGE, "token %d: id %d outside the vocabulary [0, %u)", i,
                            bt->token[i], e->cfg.n_vocab);
+        if (bt->attn_hi && bt->attn_hi[i] != p) {
+            /* the keys it sees beyond itself must be stored in this step: same sequence,
+             * later tokens of this batch */
+            bool found = false;
+            for (int32_t j = i + 1; j < bt->n_tokens && !found; j++)
+                found = bt->seq[j] == s && bt->pos[j] == bt->attn_hi[i];
+            if (bt->attn_hi[i] < p || !found)
+                return TS_FAIL(TS_INVAL, "token %d (position %d): attends up to position %d, "
+                               "which is not a later token of sequence %d in this step (an "
+                               "image must be stepped whole)", i, p, bt->attn_hi[i], s);
+        }
         int32_t count = 0, last = -1;
         for (int32_t j = 0; j < bt->n_tokens; j++)
             if (bt->seq[j] == s) {
@@ -551,7 +566,16 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
                   KV = me->kv1 - me->kv0, hd = c->head_dim, ff = me->f1 - me->f0;
 
     if (me->stage == 0) {
-        TS_TRY(ops->get_rows(b, e->x, &e->tok_embd, bt->token, T, c->embd_scale));
+        const int32_t *ids = bt->token;
+        if (bt->embd) { /* image soft tokens: their rows are overwritten below */
+            for (int64_t i = 0; i < T; i++) e->ids_tmp[i] = bt->embd[i] ? 0 : bt->token[i];
+            ids = e->ids_tmp;
+        }
+        TS_TRY(ops->get_rows(b, e->x, &e->tok_embd, ids, T, c->embd_scale));
+        if (bt->embd)
+            for (int64_t i = 0; i < T; i++)
+                if (bt->embd[i])
+                    TS_TRY(ops->to_device(b, e->x + i * d, bt->embd[i], sizeof(float) * (size_t)d));
         hook(e, "embed", -1, e->x, T, d);
     } else {
         TS_TRY(comm(e, tr->ops->recv(tr, me->stage - 1, e->xfer, sizeof(float) * (size_t)(T * d),
@@ -577,7 +601,8 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
         TS_TRY(ops->kv_store(b, kl, global, e->k, e->v, T, bt->pos, bt->seq, e->kv));
         ts_attn_args a = {
             .layer = kl, .is_global = global, .n_tok = T, .q = e->q, .out = e->att,
-            .pos = bt->pos, .seq = bt->seq, .n_head = (int32_t)H, .n_head_kv = (int32_t)KV,
+            .pos = bt->pos, .seq = bt->seq, .hi = bt->attn_hi, .n_head = (int32_t)H,
+            .n_head_kv = (int32_t)KV,
             .head_dim = (int32_t)hd, .window = (int32_t)c->sliding_window,
             .scale = c->attn_scale, .kv = e->kv,
         };
@@ -644,6 +669,9 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
 
 ts_status ts_engine_step(ts_engine *e, const ts_batch *bt, float *logits) {
     TS_TRY(check_batch(e, bt));
+    if (e->tr && e->tr->world > 1 && (bt->embd || bt->attn_hi))
+        return TS_FAIL(TS_UNSUPPORTED, "image prompts on a distributed engine are not "
+                       "implemented yet (single rank only)");
     if (e->tr && e->tr->world > 1) {
         if (e->tr->rank != 0)
             return TS_FAIL(TS_INVAL, "rank %d: only rank 0 steps (the others serve)", e->tr->rank);

@@ -69,6 +69,16 @@ typedef struct ts_batch {
     const int32_t *pos;          /* (n_tokens) */
     const int32_t *seq;          /* (n_tokens) */
     const uint8_t *want_logits;  /* (n_tokens); NULL = only the last token */
+    /* Multimodal prompts (docs/vision.md); both NULL for text. embd: per token NULL (the
+     * token embedding, scaled by sqrt(d)) or n_embd host floats used as that token's input
+     * instead (image soft tokens from ts_vision_encode; not scaled; the token id is not
+     * looked up). attn_hi: per token the last position it attends to: its own position
+     * (causal) or, for an image soft token, the last soft token of its image, so that one
+     * image's tokens see each other bidirectionally (HF Gemma 3: OR(causal, same image
+     * block), then AND the sliding window on local layers). A position above a token's own
+     * must belong to the same sequence in the same step. Single rank only for now. */
+    const float *const *embd;    /* (n_tokens) or NULL */
+    const int32_t *attn_hi;      /* (n_tokens) or NULL */
 } ts_batch;
 
 typedef struct ts_engine_info {
