@@ -4,7 +4,7 @@
  *   tesserad [--config FILE] -m MODEL --listen HOST:PORT [--ctx N] [--slots N] [--batch N]
  *            [--threads N] [--queue N] [--max-tokens-default N] [--grace-seconds N]
  *            [--max-recv-mb N] [--cq-threads N] [--log-level L] [--api-keys FILE]
- *            [--tls-cert FILE --tls-key FILE]
+ *            [--tls-cert FILE --tls-key FILE] [--metrics HOST:PORT] [--log-format text|json]
  *
  * Every option can also be set in the --config file (libconfig syntax, same names without
  * the dashes in front: `slots = 4;`); flags override the file. See
@@ -34,6 +34,7 @@
 #include "apikeys.h"
 #include "chat.h"
 #include "log.h"
+#include "metrics.h"
 #include "sched.h"
 #include "server.h"
 #include "tessera/v1/inference.pb-c.h"
@@ -52,6 +53,7 @@ static atomic_uint_fast64_t g_req_counter;
 typedef struct {
     int32_t n_ctx, slots, batch, threads, queue, max_tokens_default, grace_s, max_recv_mb, cq_threads;
     const char *model, *listen, *api_keys, *tls_cert, *tls_key, *log_level, *config;
+    const char *metrics, *log_format;
 } opts;
 
 /* ------------------------------------------------------------------- auth */
@@ -70,8 +72,10 @@ static void keys_reload(void) {
     ts_apikeys *k = ts_apikeys_load(g_keys_path, err, sizeof err);
     if (!k) {
         TS_LOG_ERROR("SIGHUP: %s; keeping the keys in use", err);
+        ts_metrics_reload(false);
         return;
     }
+    ts_metrics_reload(true);
     pthread_rwlock_wrlock(&g_keys_mu);
     ts_apikeys *old = g_keys;
     g_keys = k;
@@ -764,11 +768,13 @@ static void usage(FILE *f) {
             "      --api-keys FILE       API keys, `KEY TENANT` per line (SIGHUP reloads);\n"
             "                            without it there is no authentication\n"
             "      --tls-cert FILE       TLS certificate chain (PEM); with --tls-key\n"
-            "      --tls-key FILE        its private key (PEM)\n");
+            "      --tls-key FILE        its private key (PEM)\n"
+            "      --metrics HOST:PORT   serve Prometheus metrics at http://HOST:PORT/metrics\n"
+            "      --log-format F        text (default) or json (one object per line)\n");
 }
 
 /* The options, for the command line (--name) and the config file (name = value;). */
-typedef enum { O_INT, O_STR, O_LOGLEVEL } opt_kind;
+typedef enum { O_INT, O_STR, O_LOGLEVEL, O_LOGFORMAT } opt_kind;
 static const struct optdef {
     const char *name;
     opt_kind kind;
@@ -790,6 +796,8 @@ static const struct optdef {
     {"api-keys", O_STR, 0, 0, offsetof(opts, api_keys)},
     {"tls-cert", O_STR, 0, 0, offsetof(opts, tls_cert)},
     {"tls-key", O_STR, 0, 0, offsetof(opts, tls_key)},
+    {"metrics", O_STR, 0, 0, offsetof(opts, metrics)},
+    {"log-format", O_LOGFORMAT, 0, 0, offsetof(opts, log_format)},
 };
 #define N_OPTDEFS (sizeof g_optdefs / sizeof g_optdefs[0])
 
@@ -816,6 +824,10 @@ static int opt_set_str(opts *o, const struct optdef *d, const char *where, const
     }
     if (d->kind == O_LOGLEVEL && ts_log_parse_level(v) < 0) {
         fprintf(stderr, "tesserad: %s: unknown log level '%s'\n", where, v);
+        return -1;
+    }
+    if (d->kind == O_LOGFORMAT && ts_log_parse_format(v) < 0) {
+        fprintf(stderr, "tesserad: %s: unknown log format '%s' (text or json)\n", where, v);
         return -1;
     }
     *(const char **)dst = v;
@@ -910,6 +922,7 @@ static int parse_args(int argc, char **argv, opts *o, config_t *cfg, bool *have_
         if (opt_set_str(o, d, a, v)) return -1;
     }
     if (o->log_level) ts_log_set_level((ts_log_level)ts_log_parse_level(o->log_level));
+    if (o->log_format) ts_log_set_format((ts_log_format)ts_log_parse_format(o->log_format));
     if (!o->model || !o->listen) {
         fprintf(stderr, "tesserad: -m MODEL and --listen HOST:PORT are required\n");
         return -1;
@@ -961,6 +974,23 @@ static bool is_loopback(const char *listen) {
     for (size_t i = 0; i < sizeof lo / sizeof lo[0]; i++)
         if (!strncmp(listen, lo[i], strlen(lo[i]))) return true;
     return false;
+}
+
+/* Scrape-time gauges of the metrics endpoint (its thread). */
+static void metrics_gauges(ts_metrics_gauges *g, void *ctx) {
+    (void)ctx;
+    ts_sched_stats st;
+    ts_sched_get_stats(g_sched, &st);
+    g->queued = st.queued;
+    g->running = st.active;
+    g->slots = st.slots;
+    g->kv_pages_total = st.kv_pages_total;
+    g->kv_pages_free = st.kv_pages_free;
+    g->kv_page_size = st.page_size;
+    g->n_ranks = 1;
+    g->weight_bytes[0] = st.weight_bytes;
+    g->kv_bytes[0] = st.kv_bytes;
+    g->activation_bytes[0] = st.activation_bytes;
 }
 
 int main(int argc, char **argv) {
@@ -1047,6 +1077,14 @@ int main(int argc, char **argv) {
     nm += ts_rpc_reflection_methods(methods + nm);
     ts_rpc_health_set("", true);
     ts_rpc_health_set(SERVICE, true);
+    ts_rpc_set_call_observer(ts_metrics_rpc_done);
+    int mport = 0;
+    if (o.metrics && ts_metrics_start(o.metrics, metrics_gauges, NULL, &mport) != TS_OK) {
+        fprintf(stderr, "tesserad: --metrics %s\n", ts_last_error());
+        ts_sched_destroy(g_sched);
+        exit_code = 2;
+        goto out;
+    }
     ts_rpc_server_opts ro = {.listen = o.listen, .max_recv_bytes = o.max_recv_mb << 20,
                              .max_streams = 1000, .cq_threads = o.cq_threads,
                              .tls_cert_pem = tls_cert, .tls_key_pem = tls_key};
@@ -1054,6 +1092,7 @@ int main(int argc, char **argv) {
     if (tls_key) memset(tls_key, 0, strlen(tls_key)); /* core has its own copy */
     if (!port) {
         fprintf(stderr, "tesserad: cannot serve on %s\n", o.listen);
+        ts_metrics_stop();
         ts_sched_destroy(g_sched);
         goto out;
     }
@@ -1069,6 +1108,13 @@ int main(int argc, char **argv) {
     if (colon) *colon = '\0';
     printf("tesserad: serving %s on %s:%d (slots %d, batch %d, queue %d%s%s)\n", g_model_name, host,
            port, o.slots, o.batch, o.queue, tls_cert ? ", tls" : "", g_auth_on ? ", api keys" : "");
+    if (o.metrics) {
+        char mh[256];
+        snprintf(mh, sizeof mh, "%s", o.metrics);
+        char *mc = strrchr(mh, ':');
+        if (mc) *mc = '\0';
+        printf("tesserad: metrics at http://%s:%d/metrics\n", mh[0] ? mh : "0.0.0.0", mport);
+    }
     fflush(stdout);
     TS_LOG_INFO("serving %s on %s:%d (tls %s, auth %s)", g_model_name, host, port,
                 tls_cert ? "on" : "off", g_auth_on ? "on" : "off");
@@ -1085,6 +1131,7 @@ int main(int argc, char **argv) {
     TS_LOG_INFO("signal %d: draining (grace %d s)", sig, o.grace_s);
     ts_rpc_health_shutdown();
     int left = ts_rpc_server_shutdown((int64_t)o.grace_s * 1000);
+    ts_metrics_stop(); /* its gauges read the scheduler */
     ts_sched_stop(g_sched);
     ts_rpc_server_destroy();
     ts_sched_stats st;
