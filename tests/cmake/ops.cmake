@@ -6,3 +6,12 @@ if(TESSERA_RPC AND TARGET tesserad)
            $<TARGET_FILE:tessera> $<TARGET_FILE:tesserad> ${CMAKE_SOURCE_DIR})
   set_tests_properties(daemon_ops PROPERTIES LABELS "daemon" TIMEOUT 600 SKIP_RETURN_CODE 77)
 endif()
+
+# deploy/: the systemd units pass `systemd-analyze verify` (exit 77 where it cannot run);
+# every shell script of the repository passes shellcheck (.shellcheckrc).
+add_test(NAME deploy_units COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/deploy/test_units.sh
+         ${CMAKE_SOURCE_DIR} $<IF:$<TARGET_EXISTS:tesserad>,$<TARGET_FILE:tesserad>,/bin/true>)
+set_tests_properties(deploy_units PROPERTIES LABELS "ops" TIMEOUT 120 SKIP_RETURN_CODE 77)
+add_test(NAME shellcheck COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/deploy/test_shellcheck.sh
+         ${CMAKE_SOURCE_DIR})
+set_tests_properties(shellcheck PROPERTIES LABELS "ops" TIMEOUT 300 SKIP_RETURN_CODE 77)
