@@ -15,3 +15,11 @@ set_tests_properties(deploy_units PROPERTIES LABELS "ops" TIMEOUT 120 SKIP_RETUR
 add_test(NAME shellcheck COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/deploy/test_shellcheck.sh
          ${CMAKE_SOURCE_DIR})
 set_tests_properties(shellcheck PROPERTIES LABELS "ops" TIMEOUT 300 SKIP_RETURN_CODE 77)
+
+# tessera cluster-check under a real mpirun -np 2, and tessera plan's maxima on the 27B shape.
+if(MPI_C_FOUND)
+  add_test(NAME mpi_cluster_check
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/mpi/test_cluster_check.sh $<TARGET_FILE:tessera>
+                   ${MPIEXEC_EXECUTABLE})
+  set_tests_properties(mpi_cluster_check PROPERTIES LABELS "mpi" TIMEOUT 300 SKIP_RETURN_CODE 77)
+endif()
