@@ -139,6 +139,10 @@ void ts_log_(ts_log_level level, const char *func, const char *fmt, ...) {
         if (m > 0) n += m;
     }
     if ((size_t)n >= sizeof line - 1) n = (int)sizeof line - 2;
+    /* one event, one line: control characters (a client's request id, a method path)
+     * cannot forge or split lines */
+    for (int i = 0; i < n; i++)
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f) line[i] = '?';
     line[n++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, (size_t)n);
     (void)w;

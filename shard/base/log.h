@@ -10,7 +10,8 @@
  *         "func":"admit","request_id":"req-7","msg":"request req-7: admitted ..."}`.
  * Convention: a message about a request starts with `request ID: `; the JSON format then
  * carries ID in "request_id" as well (absent on other lines). Messages are escaped as JSON
- * strings (control characters as \u00XX; bytes >= 0x80 are passed through).
+ * strings (control characters as \u00XX; bytes >= 0x80 are passed through). In the text
+ * format control characters are replaced by '?': one event is always one line.
  */
 #ifndef TS_LOG_H
 #define TS_LOG_H
