@@ -75,7 +75,7 @@ static size_t json_esc(char *out, size_t o, size_t cap, const char *s, size_t n)
 static const char *request_id_of(const char *msg, size_t *len) {
     if (strncmp(msg, "request ", 8) != 0) return NULL;
     const char *id = msg + 8, *e = id;
-    while (*e && *e != ':' && *e != ' ') e++;
+    while ((unsigned char)*e > 0x20 && *e != ':' && *e != 0x7f) e++; /* printable, no space */
     if (e == id || *e != ':') return NULL;
     *len = (size_t)(e - id);
     return id;

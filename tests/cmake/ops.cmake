@@ -2,6 +2,12 @@
 # flight and JSON logs (label daemon); the deploy/ units (systemd-analyze verify) and every
 # shell script of the repository (shellcheck) (label ops); cluster-check under mpirun (mpi).
 if(TESSERA_RPC AND TARGET tesserad)
+  # metrics registry + endpoint, log formats (unit)
+  pkg_check_modules(MICROHTTPD REQUIRED IMPORTED_TARGET libmicrohttpd)
+  ts_add_unit_test(NAME test_ops_unit
+                   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_ops_unit.c
+                           ${PROJECT_SOURCE_DIR}/daemon/metrics.c
+                   LIBS ts_base PkgConfig::MICROHTTPD PkgConfig::JANSSON Threads::Threads)
   add_test(NAME daemon_ops COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/daemon/test_ops.sh
            $<TARGET_FILE:tessera> $<TARGET_FILE:tesserad> ${CMAKE_SOURCE_DIR})
   set_tests_properties(daemon_ops PROPERTIES LABELS "daemon" TIMEOUT 600 SKIP_RETURN_CODE 77)
