@@ -39,8 +39,10 @@
 #ifdef TS_HAVE_MPI
 #include <mpi.h>
 #endif
-#ifdef TS_HAVE_NCCL
+#ifdef TS_HAVE_CUDART
 #include <cuda_runtime.h>
+#endif
+#ifdef TS_HAVE_NCCL
 #include <nccl.h>
 #endif
 
@@ -473,7 +475,7 @@ static double memcpy_gbps(size_t mb) {
     return best / 1e9;
 }
 
-#ifdef TS_HAVE_NCCL
+#ifdef TS_HAVE_CUDART
 /* The GPU of this rank (local rank modulo the devices), or -1 when there is none. */
 static int gpu_pick(int local_rank) {
     int n = 0;
@@ -724,7 +726,7 @@ int ts_cmd_cluster_check(int argc, char **argv) {
     if (me.ranks_on_host < 1) me.ranks_on_host = 1;
     (void)local_rank;
     int gpu = -1;
-#ifdef TS_HAVE_NCCL
+#ifdef TS_HAVE_CUDART
     gpu = gpu_pick(local_rank);
     if (gpu >= 0) {
         struct cudaDeviceProp prop;
