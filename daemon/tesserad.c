@@ -1123,6 +1123,8 @@ int main(int argc, char **argv) {
     for (;;) {
         sigwait(&ss, &sig);
         if (sig != SIGHUP) break;
+        /* SIGHUP: reload what can change without dropping requests (the API keys; the
+         * safety thresholds belong here too when the safety filter lands) */
         if (g_auth_on)
             keys_reload();
         else
