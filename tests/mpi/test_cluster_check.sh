@@ -44,8 +44,10 @@ EOP
   >/dev/null 2>"$tmp/cc.err"
 rc=$?
 [ $rc -ne 0 ] && grep -q "nope.gguf" "$tmp/cc.err" || bad "cluster-check with a missing model: rc $rc $(cat "$tmp/cc.err")"
-# without mpirun: one rank, no MPI figures
-"$bin" cluster-check --json --mb 8 >"$tmp/one.json" 2>"$tmp/cc.err" || bad "cluster-check alone: $(cat "$tmp/cc.err")"
+# without mpirun: one rank, no MPI figures. Leak checking on (under ASan) for what runs
+# without Open MPI (CI turns it off for the mpi label: Open MPI's own allocations)
+lsan="${ASAN_OPTIONS:-}:detect_leaks=1"
+ASAN_OPTIONS=$lsan "$bin" cluster-check --json --mb 8 >"$tmp/one.json" 2>"$tmp/cc.err" || bad "cluster-check alone: $(cat "$tmp/cc.err")"
 $py -c "
 import json,sys; d=json.load(open('$tmp/one.json'))
 assert d['world'] == 1 and 'mpi_allreduce_busbw_gbps' not in d and 'plan' not in d, d
@@ -53,7 +55,7 @@ assert d['world'] == 1 and 'mpi_allreduce_busbw_gbps' not in d and 'plan' not in
 
 # tessera plan: the reported maximum is exact for each sizing configuration
 for devs in 2x12G 3x8G 4x8G 2x24G; do
-  "$bin" plan --size 27b --type q4_0 --devices "$devs" --json >"$tmp/p.json" || { bad "plan $devs"; continue; }
+  ASAN_OPTIONS=$lsan "$bin" plan --size 27b --type q4_0 --devices "$devs" --json >"$tmp/p.json" || { bad "plan $devs"; continue; }
   $py - "$tmp/p.json" >"$tmp/layouts" <<'EOP' || { bad "plan $devs json"; continue; }
 import json, sys
 d = json.load(open(sys.argv[1]))
