@@ -83,6 +83,18 @@ def val(samples, name, **labels):
     return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
 
 
+def scrape_until(pred, tries=100):
+    """Scrapes until pred(samples) holds (or tries run out): a call is counted when the
+    server sees it close, which can come just after the client has its answer."""
+    s, _, _ = scrape()
+    for _ in range(tries):
+        if pred(s):
+            break
+        time.sleep(0.05)
+        s, _, _ = scrape()
+    return s
+
+
 def req_count(samples, method, code):
     return val(samples, "tessera_requests_total", service="tessera.v1.Inference", method=method,
                code=code)
@@ -139,7 +151,14 @@ def t_metrics():
     check("no key -> UNAUTHENTICATED", c == grpc.StatusCode.UNAUTHENTICATED, str(c))
     stub.Tokenize(pb.TokenizeRequest(prompt="hello"), metadata=ALPHA, timeout=10)
 
-    s1, _, _ = scrape()
+    s1 = scrape_until(lambda x: req_count(x, "Tokenize", "OK") - req_count(s0, "Tokenize", "OK") >= 1
+                      and req_count(x, "Generate", "OK") - req_count(s0, "Generate", "OK") >= N
+                      and req_count(x, "GenerateStream", "OK") -
+                      req_count(s0, "GenerateStream", "OK") >= M
+                      and req_count(x, "Generate", "INVALID_ARGUMENT") >
+                      req_count(s0, "Generate", "INVALID_ARGUMENT")
+                      and req_count(x, "Generate", "UNAUTHENTICATED") >
+                      req_count(s0, "Generate", "UNAUTHENTICATED"))
     d = lambda name, **l: val(s1, name, **l) - val(s0, name, **l)  # noqa: E731
     check("Generate OK +N", req_count(s1, "Generate", "OK") - req_count(s0, "Generate", "OK") == N)
     check("GenerateStream OK +M", req_count(s1, "GenerateStream", "OK") -
@@ -161,9 +180,19 @@ def t_metrics():
           str(d("tessera_inter_token_latency_seconds_count")))
     check("step count grew by at least T", d("tessera_step_duration_seconds_count") >= T)
     check("tokens/s > 0", val(s1, "tessera_generated_tokens_per_second") > 0)
-    check("idle: queue 0, running 0, KV used 0",
-          val(s1, "tessera_queue_depth") == 0 and val(s1, "tessera_running_sequences") == 0 and
-          val(s1, "tessera_kv_pages_used") == 0)
+    # the scheduler retires a request (slot, KV pages) just after sending its end: poll
+    idle = lambda x: (val(x, "tessera_queue_depth") == 0 and  # noqa: E731
+                      val(x, "tessera_running_sequences") == 0 and
+                      val(x, "tessera_kv_pages_used") == 0)
+    si = s1
+    for _ in range(100):
+        if idle(si):
+            break
+        time.sleep(0.05)
+        si, _, _ = scrape()
+    check("idle: queue 0, running 0, KV used 0", idle(si),
+          f"queue {val(si, 'tessera_queue_depth')} running {val(si, 'tessera_running_sequences')}"
+          f" kv {val(si, 'tessera_kv_pages_used')}")
     check("KV pages free > 0", val(s1, "tessera_kv_pages_free") > 0)
     # histograms: cumulative buckets, +Inf == count
     for h in ["tessera_time_to_first_token_seconds", "tessera_inter_token_latency_seconds",
@@ -186,7 +215,7 @@ def t_metrics():
     evs = list(it)
     check("cancelled stream ends", evs and evs[-1].WhichOneof("event") == "finished" and
           evs[-1].finished.finish_reason == pb.FINISH_REASON_CANCELLED)
-    s3, _, _ = scrape()
+    s3 = scrape_until(lambda x: req_count(x, "Cancel", "OK") > req_count(s2, "Cancel", "OK"))
     check("Cancel OK counted", req_count(s3, "Cancel", "OK") - req_count(s2, "Cancel", "OK") == 1)
 
     # other paths and methods
