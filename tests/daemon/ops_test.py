@@ -239,7 +239,7 @@ def reloads(samples, result):
 
 def t_reload():
     s0, _, _ = scrape()
-    L = 3000
+    L = 6000  # seconds of generation on the tiny 16K-context model: in flight across the reload
     it = stub.GenerateStream(greedy_req(L, prompt="a long answer"), metadata=BETA, timeout=300)
     ids = []
     fin = None
