@@ -10,6 +10,7 @@
 
 #include "alloc.h"
 #include "log.h"
+#include "metrics.h"
 
 struct ts_sched {
     ts_sched_params p;
@@ -226,6 +227,9 @@ void ts_sched_get_stats(ts_sched *s, ts_sched_stats *st) {
     st->completed = s->n_completed;
     st->cancelled = s->n_cancelled;
     st->rejected = s->n_rejected;
+    st->weight_bytes = s->info.weight_bytes;
+    st->kv_bytes = s->info.kv_bytes;
+    st->activation_bytes = s->info.activation_bytes;
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -357,6 +361,7 @@ static bool admit(ts_sched *s, ts_req *r, int32_t slot) {
     }
     for (size_t i = 0; i < r->n_prompt; i++) (void)ts_sampler_accept(r->smp, r->prompt[i]);
     r->pos = 0;
+    ts_metrics_prompt_tokens(r->n_prompt);
     TS_LOG_INFO("request %s: admitted to slot %d (tenant %s, prompt %zu tokens, max_tokens %d, "
                 "queue %.1f ms)", r->id, slot, r->tenant[0] ? r->tenant : "-", r->n_prompt, r->max_tokens, (double)(r->t_admit - r->t_submit) / 1e3);
     return true;
@@ -370,7 +375,14 @@ static bool is_stop_id(const ts_req *r, int32_t t) {
 
 /* One sampled position for r from its logits row. */
 static void on_logits(ts_sched *s, ts_req *r, float *row) {
-    if (!r->t_first) r->t_first = ts_now_us();
+    int64_t now = ts_now_us();
+    if (!r->t_first) {
+        r->t_first = now;
+        ts_metrics_ttft_us(now - r->t_submit);
+    } else {
+        ts_metrics_itl_us(now - r->t_last);
+    }
+    r->t_last = now;
     if (r->n_gen < r->min_tokens) {
         int32_t eos = ts_tokenizer_eos(s->tok), eot = ts_tokenizer_eot(s->tok);
         if (eos >= 0) row[eos] = -INFINITY;
@@ -392,6 +404,7 @@ static void on_logits(ts_sched *s, ts_req *r, float *row) {
     (void)ts_sampler_accept(r->smp, t);
     r->out_ids[r->n_out_ids++] = t;
     r->n_gen++;
+    ts_metrics_generated_tokens(1);
     const char *piece;
     size_t plen;
     if (ts_detok_stream_push(r->ds, t, &piece, &plen) != TS_OK || text_add(r, piece, plen)) {
@@ -472,6 +485,7 @@ static void step(ts_sched *s) {
     int64_t t0 = ts_now_us();
     ts_status rc = ts_engine_step(s->e, &b, s->logits);
     int64_t dt = ts_now_us() - t0;
+    ts_metrics_step_us(0, dt);
     pthread_mutex_lock(&s->mu);
     s->step_us_ewma = s->step_us_ewma ? (s->step_us_ewma * 7 + dt) / 8 : dt;
     pthread_mutex_unlock(&s->mu);

@@ -106,6 +106,7 @@ struct ts_req {
     size_t n_out_ids;
     size_t delta_ids_from; /* out_ids not yet reported by a delta */
     int64_t t_submit, t_admit, t_first, t_end;
+    int64_t t_last;      /* time of the latest token (inter-token latency metric) */
 };
 
 /* Allocates a zeroed request with 2 references (front end + scheduler). */
@@ -129,6 +130,7 @@ typedef struct ts_sched_stats {
     int64_t kv_pages_total, kv_pages_free;
     int32_t page_size, n_ctx;
     uint64_t completed, cancelled, rejected;
+    uint64_t weight_bytes, kv_bytes, activation_bytes; /* the engine's memory (metrics) */
 } ts_sched_stats;
 
 /* Loads the engine and the tokenizer. */

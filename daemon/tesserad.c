@@ -4,7 +4,7 @@
  *   tesserad [--config FILE] -m MODEL --listen HOST:PORT [--ctx N] [--slots N] [--batch N]
  *            [--threads N] [--queue N] [--max-tokens-default N] [--grace-seconds N]
  *            [--max-recv-mb N] [--cq-threads N] [--log-level L] [--api-keys FILE]
- *            [--tls-cert FILE --tls-key FILE]
+ *            [--tls-cert FILE --tls-key FILE] [--metrics HOST:PORT] [--log-format text|json]
  *
  * Every option can also be set in the --config file (libconfig syntax, same names without
  * the dashes in front: `slots = 4;`); flags override the file. See
@@ -36,6 +36,7 @@
 #include "log.h"
 #include "safety.h"
 #include "shieldgemma.h"
+#include "metrics.h"
 #include "sched.h"
 #include "server.h"
 #include "tessera/v1/inference.pb-c.h"
@@ -57,6 +58,7 @@ typedef struct {
     int32_t tp, pp;
     const char *model, *listen, *api_keys, *tls_cert, *tls_key, *log_level, *config;
     const char *safety_model, *safety_vision, *safety_ids; /* ShieldGemma 2 (docs/vision.md) */
+    const char *metrics, *log_format;
 } opts;
 
 /* ------------------------------------------------------------------- auth */
@@ -75,8 +77,10 @@ static void keys_reload(void) {
     ts_apikeys *k = ts_apikeys_load(g_keys_path, err, sizeof err);
     if (!k) {
         TS_LOG_ERROR("SIGHUP: %s; keeping the keys in use", err);
+        ts_metrics_reload(false);
         return;
     }
+    ts_metrics_reload(true);
     pthread_rwlock_wrlock(&g_keys_mu);
     ts_apikeys *old = g_keys;
     g_keys = k;
@@ -877,11 +881,14 @@ static void usage(FILE *f) {
             "                            (default tp 1, pp = ranks / tp); rank 0 serves\n"
             "      --safety-model FILE   ShieldGemma 2 language model (GGUF) for CheckSafety\n"
             "      --safety-vision PATH  its vision tower: mmproj GGUF or HF checkpoint dir\n"
-            "      --safety-ids B,E,I,Y,N  marker / answer token ids (test vocabularies)\n");
+            "      --safety-ids B,E,I,Y,N  marker / answer token ids (test vocabularies)\n"
+
+            "      --metrics HOST:PORT   serve Prometheus metrics at http://HOST:PORT/metrics\n"
+            "      --log-format F        text (default) or json (one object per line)\n");
 }
 
 /* The options, for the command line (--name) and the config file (name = value;). */
-typedef enum { O_INT, O_STR, O_LOGLEVEL } opt_kind;
+typedef enum { O_INT, O_STR, O_LOGLEVEL, O_LOGFORMAT } opt_kind;
 static const struct optdef {
     const char *name;
     opt_kind kind;
@@ -908,6 +915,8 @@ static const struct optdef {
     {"safety-model", O_STR, 0, 0, offsetof(opts, safety_model)},
     {"safety-vision", O_STR, 0, 0, offsetof(opts, safety_vision)},
     {"safety-ids", O_STR, 0, 0, offsetof(opts, safety_ids)},
+    {"metrics", O_STR, 0, 0, offsetof(opts, metrics)},
+    {"log-format", O_LOGFORMAT, 0, 0, offsetof(opts, log_format)},
 };
 #define N_OPTDEFS (sizeof g_optdefs / sizeof g_optdefs[0])
 
@@ -934,6 +943,10 @@ static int opt_set_str(opts *o, const struct optdef *d, const char *where, const
     }
     if (d->kind == O_LOGLEVEL && ts_log_parse_level(v) < 0) {
         fprintf(stderr, "tesserad: %s: unknown log level '%s'\n", where, v);
+        return -1;
+    }
+    if (d->kind == O_LOGFORMAT && ts_log_parse_format(v) < 0) {
+        fprintf(stderr, "tesserad: %s: unknown log format '%s' (text or json)\n", where, v);
         return -1;
     }
     *(const char **)dst = v;
@@ -1028,6 +1041,7 @@ static int parse_args(int argc, char **argv, opts *o, config_t *cfg, bool *have_
         if (opt_set_str(o, d, a, v)) return -1;
     }
     if (o->log_level) ts_log_set_level((ts_log_level)ts_log_parse_level(o->log_level));
+    if (o->log_format) ts_log_set_format((ts_log_format)ts_log_parse_format(o->log_format));
     if (!o->model || !o->listen) {
         fprintf(stderr, "tesserad: -m MODEL and --listen HOST:PORT are required\n");
         return -1;
@@ -1139,6 +1153,33 @@ static void on_engine_lost(void *ctx, const char *msg) {
     nanosleep(&ts, NULL);
     if (g_tr) g_tr->ops->abort(g_tr, 1);
     _exit(1);
+}
+
+/* Scrape-time gauges of the metrics endpoint (its thread). */
+static void metrics_gauges(ts_metrics_gauges *g, void *ctx) {
+    (void)ctx;
+    ts_sched_stats st;
+    ts_sched_get_stats(g_sched, &st);
+    g->queued = st.queued;
+    g->running = st.active;
+    g->slots = st.slots;
+    g->kv_pages_total = st.kv_pages_total;
+    g->kv_pages_free = st.kv_pages_free;
+    g->kv_page_size = st.page_size;
+    g->n_ranks = 1;
+    g->weight_bytes[0] = st.weight_bytes;
+    g->kv_bytes[0] = st.kv_bytes;
+    g->activation_bytes[0] = st.activation_bytes;
+    /* several ranks: rank 0's own figures, the planner's estimates for the others */
+    const ts_plan *pl = g_tr ? ts_engine_plan(ts_sched_engine(g_sched)) : NULL;
+    if (pl) {
+        g->n_ranks = pl->world < TS_METRICS_MAX_RANKS ? pl->world : TS_METRICS_MAX_RANKS;
+        for (int32_t r = 1; r < g->n_ranks; r++) {
+            g->weight_bytes[r] = pl->rank[r].weight_bytes;
+            g->kv_bytes[r] = pl->rank[r].kv_bytes;
+            g->activation_bytes[r] = 0;
+        }
+    }
 }
 
 int main(int argc, char **argv) {
@@ -1272,6 +1313,14 @@ int main(int argc, char **argv) {
     nm += ts_rpc_reflection_methods(methods + nm);
     ts_rpc_health_set("", true);
     ts_rpc_health_set(SERVICE, true);
+    ts_rpc_set_call_observer(ts_metrics_rpc_done);
+    int mport = 0;
+    if (o.metrics && ts_metrics_start(o.metrics, metrics_gauges, NULL, &mport) != TS_OK) {
+        fprintf(stderr, "tesserad: --metrics %s\n", ts_last_error());
+        ts_sched_destroy(g_sched);
+        exit_code = 2;
+        goto out;
+    }
     ts_rpc_server_opts ro = {.listen = o.listen, .max_recv_bytes = o.max_recv_mb << 20,
                              .max_streams = 1000, .cq_threads = o.cq_threads,
                              .tls_cert_pem = tls_cert, .tls_key_pem = tls_key};
@@ -1279,6 +1328,7 @@ int main(int argc, char **argv) {
     if (tls_key) memset(tls_key, 0, strlen(tls_key)); /* core has its own copy */
     if (!port) {
         fprintf(stderr, "tesserad: cannot serve on %s\n", o.listen);
+        ts_metrics_stop();
         ts_sched_destroy(g_sched);
         goto out;
     }
@@ -1295,6 +1345,13 @@ int main(int argc, char **argv) {
     printf("tesserad: serving %s on %s:%d (slots %d, batch %d, queue %d%s%s, ranks %d, pid %d)\n",
            g_model_name, host, port, o.slots, o.batch, o.queue, tls_cert ? ", tls" : "",
            g_auth_on ? ", api keys" : "", g_tr ? g_tr->world : 1, (int)getpid());
+    if (o.metrics) {
+        char mh[256];
+        snprintf(mh, sizeof mh, "%s", o.metrics);
+        char *mc = strrchr(mh, ':');
+        if (mc) *mc = '\0';
+        printf("tesserad: metrics at http://%s:%d/metrics\n", mh[0] ? mh : "0.0.0.0", mport);
+    }
     fflush(stdout);
     TS_LOG_INFO("serving %s on %s:%d (tls %s, auth %s)", g_model_name, host, port,
                 tls_cert ? "on" : "off", g_auth_on ? "on" : "off");
@@ -1303,6 +1360,8 @@ int main(int argc, char **argv) {
     for (;;) {
         sigwait(&ss, &sig);
         if (sig != SIGHUP) break;
+        /* SIGHUP: reload what can change without dropping requests (the API keys; the
+         * safety thresholds belong here too when the safety filter lands) */
         if (g_auth_on)
             keys_reload();
         else
@@ -1311,6 +1370,7 @@ int main(int argc, char **argv) {
     TS_LOG_INFO("signal %d: draining (grace %d s)", sig, o.grace_s);
     ts_rpc_health_shutdown();
     int left = ts_rpc_server_shutdown((int64_t)o.grace_s * 1000);
+    ts_metrics_stop(); /* its gauges read the scheduler */
     ts_sched_stop(g_sched);
     ts_rpc_server_destroy();
     ts_sched_stats st;

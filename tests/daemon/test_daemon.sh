@@ -80,6 +80,7 @@ start_daemon() {
     grep -q ", ranks $ranks, pid" "$tmp/d.out" || { bad "tesserad is not $ranks ranks: $(cat "$tmp/d.out")"; return 1; }
   fi
   for _ in $(seq 1 100); do
+    # shellcheck disable=SC2086 # cli_extra: several words on purpose
     [ "$("$bin" health --server "$addr" ${cli_extra:-} 2>/dev/null)" = "SERVING" ] && return 0
     sleep 0.1
   done
@@ -118,7 +119,7 @@ wait_daemon() {
 
 pyrun() { # pyrun ARGS...: runs client_test.py and adds its counts to ours
   $py "$repo/tests/daemon/client_test.py" --target "$addr" --stubs "$tmp/stubs" "$@" >"$tmp/py.out" 2>&1
-  cat "$tmp/py.out" | grep -v "^info:" | grep -v " passed, " | head -40
+  grep -v "^info:" "$tmp/py.out" | grep -v " passed, " | head -40
   grep "^info:" "$tmp/py.out"
   local p f
   p=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$tmp/py.out")
@@ -286,6 +287,7 @@ log-level = "info";
 EOC
 printf 'key-alpha-0123456789 alpha\n' >"$keys"
 cli_extra="--api-key key-alpha-0123456789"
+# shellcheck disable=SC2086 # cli_extra: several words on purpose
 if start_daemon "$tmp/tiny.gguf" --config "$tmp/d.conf"; then
   "$bin" info --server "$addr" --json $cli_extra >"$tmp/i.json" 2>"$tmp/err"
   $py -c "import json; d=json.load(open('$tmp/i.json')); assert d['cluster']['slots'] == 3, d" && ok || bad "config slots: $(cat "$tmp/err")"
@@ -294,6 +296,7 @@ if start_daemon "$tmp/tiny.gguf" --config "$tmp/d.conf"; then
   "$bin" info --server "$addr" >/dev/null 2>&1; [ $? -eq 1 ] && ok || bad "config api-keys applied"
   stop_daemon
 fi
+# shellcheck disable=SC2086 # cli_extra: several words on purpose
 if start_daemon "$tmp/tiny.gguf" --config "$tmp/d.conf" --slots 2; then
   "$bin" info --server "$addr" --json $cli_extra >"$tmp/i.json" 2>"$tmp/err"
   $py -c "import json; d=json.load(open('$tmp/i.json')); assert d['cluster']['slots'] == 2, d" && ok || bad "flag overrides config"
@@ -326,7 +329,7 @@ if [ -n "$model" ] && [ -f "$model" ]; then
   if start_daemon "$model" --slots 8 --queue 64 --ctx 1024; then
     c_clients 270m
     same_as_run 270m "$model"
-    pyrun --mode main --conc ${TESSERA_DAEMON_CONC:-16} --max-tokens 8
+    pyrun --mode main --conc "${TESSERA_DAEMON_CONC:-16}" --max-tokens 8
     stop_daemon
   fi
 else
