@@ -10,7 +10,7 @@
  * the dashes in front: `slots = 4;`); flags override the file. See
  * deploy/tesserad.conf.example.
  *
- * Threads: main (sigwait for SIGINT/SIGTERM; SIGHUP reloads the API keys), the scheduler
+ * Threads: main (sigwait for SIGINT/SIGTERM/SIGUSR1; SIGHUP/SIGUSR2 reload the API keys), the scheduler
  * (owns the engine), and the
  * completion-queue threads (decode requests, tokenize, validate, queue). See
  * docs/daemon.md for the API, status codes and the request lifecycle.
@@ -869,7 +869,7 @@ static void usage(FILE *f) {
             "      --threads N           CPU threads (default: all)\n"
             "      --queue N             waiting requests at most (default 64)\n"
             "      --max-tokens-default N  for requests with max_tokens 0 (default 256)\n"
-            "      --grace-seconds N     on SIGTERM/SIGINT, time for running requests (default 30)\n"
+            "      --grace-seconds N     on SIGTERM/SIGINT/SIGUSR1, time for running requests (default 30)\n"
             "      --max-recv-mb N       largest request message in MiB (default 16)\n"
             "      --cq-threads N        gRPC completion-queue threads (default 2)\n"
             "      --log-level L         error, warn, info, debug, trace (default info)\n"
@@ -1112,6 +1112,8 @@ static int serve_rank(const opts *o, ts_transport *tr) {
     sigaddset(&ss, SIGINT);
     sigaddset(&ss, SIGTERM);
     sigaddset(&ss, SIGHUP);
+    sigaddset(&ss, SIGUSR1); /* a graceful stop that mpirun forwards (SIGTERM it does not) */
+    sigaddset(&ss, SIGUSR2); /* a reload that mpirun forwards (SIGHUP ends its job) */
     pthread_sigmask(SIG_BLOCK, &ss, NULL);
     ts_engine_params ep = {.model_path = o->model, .n_threads = o->threads, .n_ctx = o->n_ctx,
                            .n_seq_max = o->slots, .n_batch = o->batch,
@@ -1191,6 +1193,19 @@ int main(int argc, char **argv) {
         if (have_cfg) config_destroy(&conf);
         return pr > 0 ? 0 : 2;
     }
+    /* The signals main sigwait()s for (rank 0) or ignores (other ranks) are blocked before
+     * any thread exists (MPI's, gRPC's, the engine's): a thread without the mask would take
+     * them with the default action and end the process mid-drain. */
+    {
+        sigset_t early;
+        sigemptyset(&early);
+        sigaddset(&early, SIGINT);
+        sigaddset(&early, SIGTERM);
+        sigaddset(&early, SIGHUP);
+        sigaddset(&early, SIGUSR1);
+        sigaddset(&early, SIGUSR2);
+        pthread_sigmask(SIG_BLOCK, &early, NULL);
+    }
     /* Under mpirun (or with --tp / --pp): one rank of a distributed engine. */
     if (ts_transport_mpi_launched() || o.tp > 1 || o.pp > 1) {
 #ifdef TS_HAVE_MPI
@@ -1244,6 +1259,8 @@ int main(int argc, char **argv) {
     sigaddset(&ss, SIGINT);
     sigaddset(&ss, SIGTERM);
     sigaddset(&ss, SIGHUP);
+    sigaddset(&ss, SIGUSR1); /* a graceful stop that mpirun forwards (SIGTERM it does not) */
+    sigaddset(&ss, SIGUSR2); /* a reload that mpirun forwards (SIGHUP ends its job) */
     pthread_sigmask(SIG_BLOCK, &ss, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -1359,8 +1376,9 @@ int main(int argc, char **argv) {
     int sig = 0;
     for (;;) {
         sigwait(&ss, &sig);
-        if (sig != SIGHUP) break;
-        /* SIGHUP: reload what can change without dropping requests (the API keys; the
+        if (sig != SIGHUP && sig != SIGUSR2) break;
+        /* SIGHUP (SIGUSR2 through mpirun): reload what can change without dropping
+         * requests (the API keys; the
          * safety thresholds belong here too when the safety filter lands) */
         if (g_auth_on)
             keys_reload();

@@ -89,10 +89,15 @@ start_daemon() {
 }
 
 # stop_daemon: SIGTERM, expect a clean exit 0 within the grace period
+# (under mpirun: SIGUSR1 to mpirun, which forwards it; SIGTERM would end mpirun's job)
 stop_daemon() {
   [ -n "$dpid" ] || return
-  kill -TERM "$dpid" 2>/dev/null
+  if [ "$ranks" -gt 1 ]; then kill -USR1 "$jpid" 2>/dev/null; else kill -TERM "$dpid" 2>/dev/null; fi
   wait_daemon
+}
+# reload_daemon: SIGHUP (under mpirun: SIGUSR2 to mpirun, which forwards it)
+reload_daemon() {
+  if [ "$ranks" -gt 1 ]; then kill -USR2 "$jpid"; else kill -HUP "$dpid"; fi
 }
 wait_daemon() {
   local rc
@@ -246,12 +251,12 @@ if start_daemon "$tmp/tiny.gguf" --slots 1 --queue 16 --threads 2 --api-keys "$k
   grep -q "tenant alpha" "$tmp/d.err" && grep -q "tenant beta" "$tmp/d.err" && ok || bad "tenant names in the log"
   # SIGHUP: add gamma, drop beta
   printf 'key-alpha-0123456789 alpha\nkey-gamma-0123456789 gamma\n' >"$keys"
-  kill -HUP "$dpid"
+  reload_daemon
   for _ in $(seq 1 50); do grep -q "SIGHUP: reloaded" "$tmp/d.err" && break; sleep 0.1; done
   pyrun --mode reload
   # a broken file on SIGHUP keeps the keys in use
   printf 'broken\n' >"$keys"
-  kill -HUP "$dpid"
+  reload_daemon
   for _ in $(seq 1 50); do grep -q "keeping the keys in use" "$tmp/d.err" && break; sleep 0.1; done
   "$bin" generate --server "$addr" -p "hello" --temp 0 -n 4 --api-key key-gamma-0123456789 >/dev/null 2>"$tmp/err" && ok || bad "keys kept after a bad reload: $(cat "$tmp/err")"
   stop_daemon
