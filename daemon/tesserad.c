@@ -55,7 +55,8 @@ static atomic_uint_fast64_t g_req_counter;
 
 typedef struct {
     int32_t n_ctx, slots, batch, threads, queue, max_tokens_default, grace_s, max_recv_mb, cq_threads;
-    int32_t tp, pp;
+    int32_t tp, pp, device;
+    const char *backend;
     const char *model, *listen, *api_keys, *tls_cert, *tls_key, *log_level, *config;
     const char *safety_model, *safety_vision, *safety_ids; /* ShieldGemma 2 (docs/vision.md) */
     const char *metrics, *log_format;
@@ -867,6 +868,8 @@ static void usage(FILE *f) {
             "      --slots N             sequences running at once (default 8)\n"
             "      --batch N             tokens per engine step (default 512)\n"
             "      --threads N           CPU threads (default: all)\n"
+            "      --backend cpu|cuda    compute backend (default cpu)\n"
+            "      --device N            CUDA device of --backend cuda (default 0)\n"
             "      --queue N             waiting requests at most (default 64)\n"
             "      --max-tokens-default N  for requests with max_tokens 0 (default 256)\n"
             "      --grace-seconds N     on SIGTERM/SIGINT/SIGUSR1, time for running requests (default 30)\n"
@@ -910,6 +913,8 @@ static const struct optdef {
     {"api-keys", O_STR, 0, 0, offsetof(opts, api_keys)},
     {"tls-cert", O_STR, 0, 0, offsetof(opts, tls_cert)},
     {"tls-key", O_STR, 0, 0, offsetof(opts, tls_key)},
+    {"backend", O_STR, 0, 0, offsetof(opts, backend)},
+    {"device", O_INT, 0, 64, offsetof(opts, device)},
     {"tp", O_INT, 1, 64, offsetof(opts, tp)},
     {"pp", O_INT, 1, 64, offsetof(opts, pp)},
     {"safety-model", O_STR, 0, 0, offsetof(opts, safety_model)},
@@ -1054,6 +1059,10 @@ static int parse_args(int argc, char **argv, opts *o, config_t *cfg, bool *have_
         fprintf(stderr, "tesserad: --tls-cert and --tls-key go together\n");
         return -1;
     }
+    if (o->backend && strcmp(o->backend, "cpu") && strcmp(o->backend, "cuda")) {
+        fprintf(stderr, "tesserad: --backend expects cpu or cuda, got '%s'\n", o->backend);
+        return -1;
+    }
     return 0;
 }
 
@@ -1117,6 +1126,7 @@ static int serve_rank(const opts *o, ts_transport *tr) {
     pthread_sigmask(SIG_BLOCK, &ss, NULL);
     ts_engine_params ep = {.model_path = o->model, .n_threads = o->threads, .n_ctx = o->n_ctx,
                            .n_seq_max = o->slots, .n_batch = o->batch,
+                           .backend = o->backend, .device = o->device,
                            .transport = tr, .tp = o->tp, .pp = o->pp};
     ts_engine *e = NULL;
     ts_status st = ts_engine_create(&ep, &e);
@@ -1267,6 +1277,7 @@ int main(int argc, char **argv) {
     ts_sched_params sp = {
         .engine = {.model_path = o.model, .n_threads = o.threads, .n_ctx = o.n_ctx,
                    .n_seq_max = o.slots, .n_batch = o.batch,
+                   .backend = o.backend, .device = o.device,
                    .transport = g_tr, .tp = o.tp, .pp = o.pp},
         .queue_max = o.queue,
         .max_tokens_default = o.max_tokens_default,
