@@ -14,7 +14,7 @@ pkgs=(
   libcmocka-dev libjansson-dev libssl-dev
   libopenmpi-dev openmpi-bin
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libprotobuf-dev libconfig-dev
-  grpc-proto python3-grpcio protobuf-compiler-grpc
+  grpc-proto python3-grpcio protobuf-compiler-grpc python3-jsonschema
   clang-14 libclang-rt-14-dev
   python3 python3-venv python3-pip
 )
