@@ -195,7 +195,7 @@ typedef struct {
 static ts_status cfail(cctx *c, const char *fmt, const char *a, const char *b) {
     char msg[256];
     snprintf(msg, sizeof msg, fmt, a, b);
-    return TS_FAIL(TS_INVAL, "json_schema: %s at %s", msg, c->path[0] ? c->path : "#");
+    return TS_FAIL(TS_INVAL, "%s at %s", msg, c->path[0] ? c->path : "#");
 }
 
 static size_t path_push(cctx *c, const char *seg) {
@@ -629,13 +629,13 @@ static ts_status flatten(ts_grammar *g, uint32_t id, uint32_t *buf, uint32_t *n,
         for (uint32_t i = 0; i < *n; i++)
             if (buf[i] == id) return TS_OK;
         if (*n >= TS_GRAMMAR_MAX_ALTS)
-            return TS_FAIL(TS_INVAL, "json_schema: nested anyOf/oneOf/type arrays give more than "
+            return TS_FAIL(TS_INVAL, "nested anyOf/oneOf/type arrays give more than "
                                      "%d alternatives", TS_GRAMMAR_MAX_ALTS);
         buf[(*n)++] = id;
         return TS_OK;
     }
     if (depth > 16)
-        return TS_FAIL(TS_INVAL, "json_schema: anyOf/oneOf refers back to itself with no "
+        return TS_FAIL(TS_INVAL, "anyOf/oneOf refers back to itself with no "
                                  "structure in between");
     for (uint32_t i = 0; i < nd->n; i++) TS_TRY(flatten(g, g->alts[nd->first + i], buf, n, depth + 1));
     return TS_OK;
@@ -663,13 +663,13 @@ static ts_status finish_unions(ts_grammar *g) {
 
 ts_status ts_grammar_from_json_schema(const char *text, size_t len, int max_ws, ts_grammar **out) {
     *out = NULL;
-    if (!text) return TS_FAIL(TS_INVAL, "json_schema: NULL");
+    if (!text) return TS_FAIL(TS_INVAL, "NULL");
     if (len > TS_GRAMMAR_MAX_SCHEMA)
-        return TS_FAIL(TS_INVAL, "json_schema: %zu bytes (at most %u)", len, TS_GRAMMAR_MAX_SCHEMA);
+        return TS_FAIL(TS_INVAL, "%zu bytes (at most %u)", len, TS_GRAMMAR_MAX_SCHEMA);
     json_error_t err;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
     if (!root)
-        return TS_FAIL(TS_INVAL, "json_schema: not valid JSON: %s (line %d, column %d)", err.text,
+        return TS_FAIL(TS_INVAL, "not valid JSON: %s (line %d, column %d)", err.text,
                        err.line, err.column);
     cctx *c = ts_calloc(1, sizeof *c);
     ts_grammar *g = grammar_alloc(max_ws);
