@@ -1067,7 +1067,7 @@ static int step_frame(const ts_grammar *g, gframe *f, gframe *parent, uint8_t c,
             if (digit) { f->st = 8; f->a = 1; return R_OK; }
             return R_REJECT;
         case 8:
-            if (digit) return f->a < 3 ? (f->a++, R_OK) : R_REJECT;
+            if (digit) return f->a < 2 ? (f->a++, R_OK) : R_REJECT; /* |exp| < 100: a double */
             return R_POP_RETRY;
         }
         return R_REJECT;

@@ -13,7 +13,7 @@
  * The language accepted is a subset of the schema's instances:
  *   - whitespace: at most `max_ws` bytes (space, tab, CR, LF) in each gap between tokens of
  *     the JSON text (default TS_GRAMMAR_DEFAULT_WS), none before or after the root value;
- *   - numbers: at most 15 integer digits, 15 fraction digits, 3 exponent digits;
+ *   - numbers: at most 15 integer digits, 15 fraction digits, 2 exponent digits;
  *     "integer" is written without fraction or exponent;
  *   - object keys: no backslash escapes; any order; each declared key at most once
  *     (additional keys are not checked for duplicates: that needs unbounded state);

@@ -116,8 +116,8 @@ static void test_bounds(void **state) {
     /* digits */
     assert_true(acc(g, "123456789012345"));
     assert_false(acc(g, "1234567890123456"));
-    assert_true(acc(g, "1e123"));
-    assert_false(acc(g, "1e1234"));
+    assert_true(acc(g, "1e99"));
+    assert_false(acc(g, "1e123"));
     assert_false(acc(g, "01"));
     assert_false(acc(g, "-"));
     /* strings: UTF-8, escapes, surrogates, controls */
