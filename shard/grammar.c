@@ -1277,27 +1277,46 @@ typedef struct {
     uint32_t child;
 } tedge;
 
+typedef struct {
+    tnode *nodes;
+    uint32_t n_nodes, cap_nodes;
+    tedge *edges;
+    uint32_t n_edges, cap_edges;
+    uint32_t *toks; /* token ids sorted by bytes */
+} trie;
+
+#define PLAIN_MAX 64 /* longest "plain" token, in characters */
+
 struct ts_gvocab {
     uint32_t n_vocab;
     uint32_t *off, *len; /* bytes of each token in `bytes`; len = 0: never allowed */
     char *bytes;
     int32_t eog[4];
     int n_eog;
-    tnode *nodes;
-    uint32_t n_nodes;
-    tedge *edges;
-    uint32_t *toks;
+    trie all;      /* every allowed token */
+    trie special;  /* the tokens that are not plain string text */
+    /* Plain tokens: whole UTF-8 characters with no '"', '\\' or control byte, at most
+     * PLAIN_MAX characters. Inside a JSON string they are accepted exactly when the length
+     * budget allows their characters: plain[r] = the plain tokens of at most r characters
+     * (masks of n_vocab bits). */
+    uint64_t *plain;
     uint32_t max_len;
 };
+
+static void trie_free(trie *t) {
+    ts_free(t->nodes);
+    ts_free(t->edges);
+    ts_free(t->toks);
+}
 
 void ts_gvocab_free(ts_gvocab *v) {
     if (!v) return;
     ts_free(v->off);
     ts_free(v->len);
     ts_free(v->bytes);
-    ts_free(v->nodes);
-    ts_free(v->edges);
-    ts_free(v->toks);
+    trie_free(&v->all);
+    trie_free(&v->special);
+    ts_free(v->plain);
     ts_free(v);
 }
 
@@ -1320,48 +1339,75 @@ static int cmp_tok(const void *pa, const void *pb) {
     return a < b ? -1 : a > b;
 }
 
-/* builds the trie over the tokens sorted by bytes: recursive partition by byte at depth d */
-typedef struct {
-    ts_gvocab *v;
-    uint32_t *sorted;
-    uint32_t cap_nodes, cap_edges, n_edges;
-} tbuild;
-
-static ts_status trie_build(tbuild *b, uint32_t lo, uint32_t hi, uint32_t d, uint32_t node) {
-    ts_gvocab *v = b->v;
-    /* tokens that end here: len == d (they sort first) */
+/* builds the trie over t->toks[lo, hi) (sorted by bytes), partitioned by the byte at d */
+static ts_status trie_build(const ts_gvocab *v, trie *t, uint32_t lo, uint32_t hi, uint32_t d,
+                            uint32_t node) {
     uint32_t i = lo;
-    v->nodes[node].first_tok = lo;
-    while (i < hi && v->len[b->sorted[i]] == d) i++;
-    v->nodes[node].n_tok = i - lo;
-    /* children: runs of the same byte at d */
+    t->nodes[node].first_tok = lo;
+    while (i < hi && v->len[t->toks[i]] == d) i++; /* tokens that end here sort first */
+    t->nodes[node].n_tok = i - lo;
     uint32_t nch = 0;
     for (uint32_t j = i; j < hi;) {
-        uint8_t c = (uint8_t)v->bytes[v->off[b->sorted[j]] + d];
+        uint8_t c = (uint8_t)v->bytes[v->off[t->toks[j]] + d];
         uint32_t k = j;
-        while (k < hi && (uint8_t)v->bytes[v->off[b->sorted[k]] + d] == c) k++;
+        while (k < hi && (uint8_t)v->bytes[v->off[t->toks[k]] + d] == c) k++;
         nch++;
         j = k;
     }
-    uint32_t first_edge = b->n_edges;
-    if (b->n_edges + nch > b->cap_edges || v->n_nodes + nch > b->cap_nodes)
+    uint32_t first_edge = t->n_edges;
+    if (t->n_edges + nch > t->cap_edges || t->n_nodes + nch > t->cap_nodes)
         return TS_FAIL(TS_INTERNAL, "trie size");
-    b->n_edges += nch;
-    v->nodes[node].first_child = first_edge;
-    v->nodes[node].n_child = nch;
+    t->n_edges += nch;
+    t->nodes[node].first_child = first_edge;
+    t->nodes[node].n_child = nch;
     uint32_t e = first_edge;
     for (uint32_t j = i; j < hi;) {
-        uint8_t c = (uint8_t)v->bytes[v->off[b->sorted[j]] + d];
+        uint8_t c = (uint8_t)v->bytes[v->off[t->toks[j]] + d];
         uint32_t k = j;
-        while (k < hi && (uint8_t)v->bytes[v->off[b->sorted[k]] + d] == c) k++;
-        uint32_t ch = v->n_nodes++;
-        v->edges[e].byte = c;
-        v->edges[e].child = ch;
+        while (k < hi && (uint8_t)v->bytes[v->off[t->toks[k]] + d] == c) k++;
+        uint32_t ch = t->n_nodes++;
+        t->edges[e].byte = c;
+        t->edges[e].child = ch;
         e++;
-        TS_TRY(trie_build(b, j, k, d + 1, ch));
+        TS_TRY(trie_build(v, t, j, k, d + 1, ch));
         j = k;
     }
     return TS_OK;
+}
+
+/* a trie over ids[0..n) (copied and sorted); total = their byte count */
+static ts_status trie_make(const ts_gvocab *v, trie *t, const uint32_t *ids, uint32_t n, size_t total) {
+    t->cap_nodes = t->cap_edges = (uint32_t)total + 1;
+    t->nodes = ts_calloc(total + 1, sizeof *t->nodes);
+    t->edges = ts_calloc(total + 1, sizeof *t->edges);
+    t->toks = ts_malloc(sizeof(uint32_t) * (n ? n : 1));
+    if (!t->nodes || !t->edges || !t->toks) return TS_FAIL(TS_NOMEM, "grammar vocabulary trie");
+    memcpy(t->toks, ids, sizeof(uint32_t) * n);
+    g_sort_v = v; /* qsort has no context argument; built once, at start */
+    qsort(t->toks, n, sizeof *t->toks, cmp_tok);
+    t->n_nodes = 1;
+    return trie_build(v, t, 0, n, 0, 0);
+}
+
+/* characters of a plain token (see struct ts_gvocab), or 0 if not plain */
+static uint32_t plain_chars(const uint8_t *b, uint32_t n) {
+    uint32_t chars = 0;
+    for (uint32_t i = 0; i < n;) {
+        uint8_t c = b[i], need, rng;
+        if (c < 0x20 || c == '"' || c == '\\') return 0;
+        if (c < 0x80) {
+            i++;
+        } else {
+            if (!utf8_lead(c, &need, &rng)) return 0;
+            if ((uint32_t)need >= n - i) return 0; /* a character cut by the token's end */
+            if (!utf8_cont(b[i + 1], rng)) return 0;
+            for (uint32_t k = 2; k <= need; k++)
+                if (!utf8_cont(b[i + k], 0)) return 0;
+            i += 1u + need;
+        }
+        if (++chars > PLAIN_MAX) return 0;
+    }
+    return chars;
 }
 
 ts_status ts_gvocab_build(const ts_tokenizer *tok, ts_gvocab **out) {
@@ -1372,16 +1418,16 @@ ts_status ts_gvocab_build(const ts_tokenizer *tok, ts_gvocab **out) {
     v->n_vocab = nv;
     v->off = ts_calloc(nv, sizeof *v->off);
     v->len = ts_calloc(nv, sizeof *v->len);
-    uint32_t *sorted = NULL;
+    uint32_t *ids = NULL, *sids = NULL;
     ts_status rc = TS_OK;
-    size_t cap = 1 << 20, used = 0;
+    size_t cap = 1 << 20, used = 0, words = ((size_t)nv + 63) / 64;
     v->bytes = ts_malloc(cap);
-    if (!v->off || !v->len || !v->bytes) {
+    v->plain = ts_calloc((PLAIN_MAX + 1) * words, sizeof(uint64_t));
+    if (!v->off || !v->len || !v->bytes || !v->plain) {
         rc = TS_FAIL(TS_NOMEM, "grammar vocabulary");
         goto fail;
     }
     uint32_t n_ok = 0;
-    size_t total = 0;
     for (uint32_t i = 0; i < nv; i++) {
         if (ts_tokenizer_is_eog(tok, (int32_t)i)) {
             if (v->n_eog < 4) v->eog[v->n_eog++] = (int32_t)i;
@@ -1413,36 +1459,39 @@ ts_status ts_gvocab_build(const ts_tokenizer *tok, ts_gvocab **out) {
             v->off[i] = (uint32_t)used;
             v->len[i] = (uint32_t)tl;
             used += tl;
-            total += tl;
             n_ok++;
             if (tl > v->max_len) v->max_len = (uint32_t)tl;
         }
         ts_free(txt);
     }
-    sorted = ts_malloc(sizeof(uint32_t) * (n_ok ? n_ok : 1));
-    v->toks = ts_malloc(sizeof(uint32_t) * (n_ok ? n_ok : 1));
-    /* nodes <= total bytes + 1; edges <= nodes */
-    tbuild b = {.v = v, .sorted = sorted, .cap_nodes = (uint32_t)total + 1,
-                .cap_edges = (uint32_t)total + 1};
-    v->nodes = ts_calloc(total + 1, sizeof *v->nodes);
-    v->edges = ts_calloc(total + 1, sizeof *v->edges);
-    if (!sorted || !v->toks || !v->nodes || !v->edges) {
-        rc = TS_FAIL(TS_NOMEM, "grammar vocabulary trie");
+    ids = ts_malloc(sizeof(uint32_t) * (n_ok ? n_ok : 1));
+    sids = ts_malloc(sizeof(uint32_t) * (n_ok ? n_ok : 1));
+    if (!ids || !sids) {
+        rc = TS_FAIL(TS_NOMEM, "grammar vocabulary");
         goto fail;
     }
-    uint32_t k = 0;
-    for (uint32_t i = 0; i < nv; i++)
-        if (v->len[i]) sorted[k++] = i;
-    g_sort_v = v; /* qsort has no context argument; built once, at start */
-    qsort(sorted, n_ok, sizeof *sorted, cmp_tok);
-    v->n_nodes = 1;
-    TS_TRY_GOTO(trie_build(&b, 0, n_ok, 0, 0), rc, fail);
-    memcpy(v->toks, sorted, sizeof(uint32_t) * n_ok);
-    ts_free(sorted);
+    uint32_t k = 0, ns = 0;
+    size_t sbytes = 0;
+    for (uint32_t i = 0; i < nv; i++) {
+        if (!v->len[i]) continue;
+        ids[k++] = i;
+        uint32_t pc = plain_chars((const uint8_t *)v->bytes + v->off[i], v->len[i]);
+        if (pc) {
+            for (uint32_t r = pc; r <= PLAIN_MAX; r++) v->plain[r * words + (i >> 6)] |= 1ull << (i & 63);
+        } else {
+            sids[ns++] = i;
+            sbytes += v->len[i];
+        }
+    }
+    TS_TRY_GOTO(trie_make(v, &v->all, ids, n_ok, used), rc, fail);
+    TS_TRY_GOTO(trie_make(v, &v->special, sids, ns, sbytes), rc, fail);
+    ts_free(ids);
+    ts_free(sids);
     *out = v;
     return TS_OK;
 fail:
-    ts_free(sorted);
+    ts_free(ids);
+    ts_free(sids);
     ts_gvocab_free(v);
     return rc;
 }
@@ -1452,6 +1501,39 @@ static uint64_t fnv(const void *p, size_t n) {
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
     return h;
+}
+
+/* ORs into mask every token of trie t whose bytes the state m->dfs[0] accepts */
+static size_t trie_walk(ts_gmatch *m, const trie *t, uint64_t *mask) {
+    uint32_t node_st[4096], edge_st[4096];
+    size_t sp = 0, n = 0;
+    node_st[0] = 0;
+    edge_st[0] = 0;
+    while (true) {
+        const tnode *tn = &t->nodes[node_st[sp]];
+        if (edge_st[sp] >= tn->n_child) {
+            if (sp == 0) break;
+            sp--;
+            continue;
+        }
+        const tedge *e = &t->edges[tn->first_child + edge_st[sp]++];
+        gstate *nx = &m->dfs[sp + 1];
+        state_feed(m->g, &m->dfs[sp], e->byte, nx);
+        if (nx->ns == 0) continue;
+        const tnode *cn = &t->nodes[e->child];
+        for (uint32_t i = 0; i < cn->n_tok; i++) {
+            uint32_t id = t->toks[cn->first_tok + i];
+            uint64_t bit = 1ull << (id & 63);
+            n += !(mask[id >> 6] & bit);
+            mask[id >> 6] |= bit;
+        }
+        if (cn->n_child && sp + 2 < m->dfs_n && sp + 1 < 4096) {
+            sp++;
+            node_st[sp] = e->child;
+            edge_st[sp] = 0;
+        }
+    }
+    return n;
 }
 
 ts_status ts_gmatch_mask(ts_gmatch *m, const ts_gvocab *v, uint64_t *mask, size_t *n_allowed) {
@@ -1469,36 +1551,21 @@ ts_status ts_gmatch_mask(ts_gmatch *m, const ts_gvocab *v, uint64_t *mask, size_
         m->dfs = ts_malloc(m->dfs_n * sizeof(gstate));
         if (!m->dfs) return TS_FAIL(TS_NOMEM, "grammar mask scratch");
     }
-    memset(mask, 0, words * sizeof(uint64_t));
-    size_t n = 0;
     memcpy(&m->dfs[0], &m->cur, kb);
-    /* iterative DFS: stack of (trie node, next edge index) */
-    uint32_t node_st[4096], edge_st[4096];
-    size_t sp = 0;
-    node_st[0] = 0;
-    edge_st[0] = 0;
-    while (true) {
-        const tnode *tn = &v->nodes[node_st[sp]];
-        if (edge_st[sp] >= tn->n_child) {
-            if (sp == 0) break;
-            sp--;
-            continue;
-        }
-        const tedge *e = &v->edges[tn->first_child + edge_st[sp]++];
-        gstate *nx = &m->dfs[sp + 1];
-        state_feed(m->g, &m->dfs[sp], e->byte, nx);
-        if (nx->ns == 0) continue;
-        const tnode *cn = &v->nodes[e->child];
-        for (uint32_t t = 0; t < cn->n_tok; t++) {
-            uint32_t id = v->toks[cn->first_tok + t];
-            mask[id >> 6] |= 1ull << (id & 63);
-            n++;
-        }
-        if (cn->n_child && sp + 2 < m->dfs_n && sp + 1 < 4096) {
-            sp++;
-            node_st[sp] = e->child;
-            edge_st[sp] = 0;
-        }
+    size_t n = 0;
+    /* fast path: one stack, inside a JSON string (no escape or UTF-8 sequence pending):
+     * the plain tokens by the length budget, and a walk over the other tokens only */
+    const gframe *top = &m->cur.f[m->cur.len[0] - 1];
+    if (m->cur.ns == 1 && top->kind == K_STRING && top->st == 1) {
+        const gnode *sn = &m->g->nodes[top->node];
+        uint32_t r = sn->hi == UNBOUNDED ? PLAIN_MAX
+                     : sn->hi - top->a > PLAIN_MAX ? PLAIN_MAX : sn->hi - top->a;
+        memcpy(mask, v->plain + (size_t)r * words, words * sizeof(uint64_t));
+        for (size_t w = 0; w < words; w++) n += (size_t)__builtin_popcountll(mask[w]);
+        n += trie_walk(m, &v->special, mask);
+    } else {
+        memset(mask, 0, words * sizeof(uint64_t));
+        n = trie_walk(m, &v->all, mask);
     }
     if (state_complete(m->g, &m->cur))
         for (int i = 0; i < v->n_eog; i++) {
