@@ -7,3 +7,8 @@ ts_add_unit_test(NAME test_grammar SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test
 add_executable(bench_grammar ${CMAKE_CURRENT_SOURCE_DIR}/bench/bench_grammar.c)
 target_link_libraries(bench_grammar PRIVATE ts_grammar ts_text)
 ts_c_target(bench_grammar)
+
+# Function calling helpers of tesserad (daemon/tools.c): prompt preamble, call grammar, parsing.
+ts_add_unit_test(NAME test_tools SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_tools.c
+                 ${CMAKE_SOURCE_DIR}/daemon/tools.c LIBS ts_grammar PkgConfig::JANSSON)
+target_include_directories(test_tools PRIVATE ${CMAKE_SOURCE_DIR}/daemon)
