@@ -1321,6 +1321,7 @@ void ts_gvocab_free(ts_gvocab *v) {
 }
 
 uint32_t ts_gvocab_n_vocab(const ts_gvocab *v) { return v->n_vocab; }
+uint32_t ts_gvocab_max_len(const ts_gvocab *v) { return v->max_len; }
 
 const char *ts_gvocab_bytes(const ts_gvocab *v, int32_t id, size_t *len) {
     if (id < 0 || (uint32_t)id >= v->n_vocab || !v->len[id]) return NULL;
@@ -1386,7 +1387,13 @@ static ts_status trie_make(const ts_gvocab *v, trie *t, const uint32_t *ids, uin
     g_sort_v = v; /* qsort has no context argument; built once, at start */
     qsort(t->toks, n, sizeof *t->toks, cmp_tok);
     t->n_nodes = 1;
-    return trie_build(v, t, 0, n, 0, 0);
+    TS_TRY(trie_build(v, t, 0, n, 0, 0));
+    /* give back the unused capacity (the bound above is the total byte count) */
+    tnode *nn = ts_realloc(t->nodes, sizeof *t->nodes * t->n_nodes);
+    if (nn) t->nodes = nn;
+    tedge *ne = ts_realloc(t->edges, sizeof *t->edges * (t->n_edges ? t->n_edges : 1));
+    if (ne) t->edges = ne;
+    return TS_OK;
 }
 
 /* characters of a plain token (see struct ts_gvocab), or 0 if not plain */

@@ -94,6 +94,8 @@ typedef struct ts_gvocab ts_gvocab;
 ts_status ts_gvocab_build(const ts_tokenizer *tok, ts_gvocab **out);
 void ts_gvocab_free(ts_gvocab *v);
 uint32_t ts_gvocab_n_vocab(const ts_gvocab *v);
+/* Longest token in bytes (a matcher keeps that many states + 1 while masking, ~12 KiB each). */
+uint32_t ts_gvocab_max_len(const ts_gvocab *v);
 /* Decoded bytes of token id (NULL for control tokens). */
 const char *ts_gvocab_bytes(const ts_gvocab *v, int32_t id, size_t *len);
 

@@ -51,7 +51,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_grammar: %s\n", ts_last_error());
         return 1;
     }
-    printf("vocabulary: %u tokens, trie built in %.1f ms\n", ts_gvocab_n_vocab(v), now_ms() - t0);
+    printf("vocabulary: %u tokens (longest %u bytes), trie built in %.1f ms\n", ts_gvocab_n_vocab(v),
+           ts_gvocab_max_len(v), now_ms() - t0);
     static const char schema[] =
         "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":40},"
         "\"age\":{\"type\":\"integer\"},\"city\":{\"enum\":[\"Paris\",\"London\",\"Tokyo\"]},"
