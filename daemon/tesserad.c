@@ -408,7 +408,7 @@ static void fe_finished(ts_req *r, ts_finish_reason why, const ts_req_timing *t)
     /* function calling: a reply that is a call of a declared tool comes back structured */
     ts_tool_call calls[TS_TOOLS_MAX_CALLS];
     Tessera__V1__ToolCall tc[TS_TOOLS_MAX_CALLS], *tcp[TS_TOOLS_MAX_CALLS];
-    char ids[TS_TOOLS_MAX_CALLS][24];
+    char ids[TS_TOOLS_MAX_CALLS][32];
     size_t n_calls = 0;
     if (f->n_tools && why == TS_FINISH_STOP && r->text)
         n_calls = ts_tools_parse(r->text, r->text_len, f->tools, f->n_tools, calls,
