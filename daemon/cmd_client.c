@@ -3,6 +3,7 @@
  *   tessera generate --server HOST:PORT (-p TEXT | --tokens ID,ID,...) [--stream] [--json]
  *                    [-n N] [sampling flags as in `run`] [--ignore-eos] [--timeout MS]
  *   tessera chat     --server HOST:PORT -p TEXT [--system TEXT] [--json] [...]
+ *   (generate and chat: --json-schema FILE constrains the reply to JSON valid for the schema)
  *   tessera health   --server HOST:PORT [--service NAME]
  *   tessera info     --server HOST:PORT [--json]
  * Every command also takes --tls-ca FILE (TLS, trusting the CA certificates in FILE) and
@@ -57,7 +58,7 @@ static int report(const char *cmd, const ts_rpc_result *r) {
 }
 
 typedef struct {
-    const char *cmd, *server, *prompt, *system, *tokens, *service, *tls_ca, *api_key;
+    const char *cmd, *server, *prompt, *system, *tokens, *service, *tls_ca, *api_key, *json_schema;
     bool stream, json, ignore_eos, chat;
     long long timeout_ms;
     Tessera__V1__SamplingParams sp;
@@ -80,6 +81,8 @@ static void usage(const char *cmd, FILE *f) {
             "  --presence-penalty X, --frequency-penalty X, --seed S   sampling (server defaults\n"
             "                           when not given: temperature 1, top-k 64, top-p 0.95)\n"
             "  --stop STR               stop string (repeatable, up to %d)\n"
+            "  --json-schema FILE       structured output: the reply is JSON valid for the JSON\n"
+            "                           Schema in FILE (docs/structured-output.md)\n"
             "  --ignore-eos             do not stop at end-of-turn (benchmarks)\n"
             "  --timeout MS             deadline of the call\n"
             "  --json                   print one JSON object at the end\n"
@@ -134,6 +137,7 @@ static int parse(int argc, char **argv, cli_opts *o) {
         else if (!strcmp(a, "--service")) o->service = v;
         else if (!strcmp(a, "--tls-ca")) o->tls_ca = v;
         else if (!strcmp(a, "--api-key")) o->api_key = v;
+        else if (!strcmp(a, "--json-schema")) o->json_schema = v;
         else if (!strcmp(a, "--timeout")) {
             if (num(cmd, a, v, 1, 1e9, &x)) return -1;
             o->timeout_ms = (long long)x;
@@ -282,6 +286,8 @@ static int do_generate(cli_opts *o) {
     Tessera__V1__ContentPart *ps_sys[1] = {&p_sys}, *ps_user[1] = {&p_user};
     Tessera__V1__TokenIds tids = TESSERA__V1__TOKEN_IDS__INIT;
     uint32_t *ids = NULL;
+    Tessera__V1__OutputConstraint con = TESSERA__V1__OUTPUT_CONSTRAINT__INIT;
+    char *schema = NULL;
     req.sampling = &o->sp;
     req.return_token_ids = true;
     if (o->chat) {
@@ -327,9 +333,34 @@ static int do_generate(cli_opts *o) {
         fprintf(stderr, "tessera %s: -p TEXT or --tokens IDS is required\n", cmd);
         return 2;
     }
+    if (o->json_schema) {
+        FILE *f = fopen(o->json_schema, "rb");
+        size_t n = 0;
+        if (f) {
+            schema = malloc((1u << 20) + 1);
+            if (schema) n = fread(schema, 1, 1u << 20, f);
+            if (schema && (ferror(f) || !feof(f) || fgetc(f) != EOF)) {
+                free(schema);
+                schema = NULL;
+                errno = EFBIG;
+            }
+            fclose(f);
+        }
+        if (!schema) {
+            fprintf(stderr, "tessera %s: --json-schema %s: %s\n", cmd, o->json_schema,
+                    errno == EFBIG ? "larger than 1 MiB" : strerror(errno));
+            free(ids);
+            return 2;
+        }
+        schema[n] = 0;
+        con.kind_case = TESSERA__V1__OUTPUT_CONSTRAINT__KIND_JSON_SCHEMA;
+        con.json_schema = schema;
+        req.constraint = &con;
+    }
     ts_rpc_client *cl = open_client(o);
     if (!cl) {
         free(ids);
+        free(schema);
         return 1;
     }
     int ret = 0;
@@ -414,6 +445,7 @@ static int do_generate(cli_opts *o) {
     ts_rpc_result_free(&res);
     ts_rpc_client_close(cl);
     free(ids);
+    free(schema);
     return ret;
 }
 

@@ -16,6 +16,7 @@ struct ts_sched {
     ts_sched_params p;
     ts_engine *e;
     ts_tokenizer *tok;
+    ts_gvocab *gv;             /* token bytes + trie for grammar masks */
     const ts_config *cfg;
     ts_engine_info info;
     uint32_t n_vocab;
@@ -66,6 +67,8 @@ void ts_req_unref(ts_req *r) {
     for (size_t i = 0; i < r->n_stops; i++) ts_free(r->stops[i]);
     ts_sampler_destroy(r->smp);
     ts_detok_stream_free(r->ds);
+    ts_gmatch_free(r->gm);
+    ts_grammar_free(r->grammar);
     ts_free(r->text);
     ts_free(r->out_ids);
     if (r->user_release) r->user_release(r->user);
@@ -87,6 +90,7 @@ ts_status ts_sched_create(const ts_sched_params *p, ts_sched **out) {
     ts_engine_get_info(s->e, &s->info);
     TS_TRY_GOTO(ts_tokenizer_load(ts_engine_gguf(s->e), &s->tok), rc, fail);
     s->n_vocab = s->cfg->n_vocab;
+    TS_TRY_GOTO(ts_gvocab_build(s->tok, &s->gv), rc, fail);
     size_t nb = (size_t)s->info.n_batch, ns = (size_t)s->info.n_seq_max;
     s->running = ts_calloc(ns, sizeof *s->running);
     s->b_tok = ts_malloc(nb * sizeof(int32_t));
@@ -121,6 +125,7 @@ void ts_sched_destroy(ts_sched *s) {
     ts_free(s->b_want);
     ts_free(s->row_owner);
     ts_free(s->logits);
+    ts_gvocab_free(s->gv);
     ts_tokenizer_free(s->tok);
     ts_engine_destroy(s->e);
     pthread_mutex_destroy(&s->mu);
@@ -297,6 +302,9 @@ static void finish(ts_sched *s, ts_req *r, ts_finish_reason why) {
     t.prefill_us = (uint64_t)(first - r->t_admit);
     t.ttft_us = (uint64_t)(first - r->t_submit);
     t.decode_us = (uint64_t)(r->t_end - first);
+    if (r->n_masks)
+        TS_LOG_INFO("request %s: grammar masks: %d, %.3f ms per token", r->id, r->n_masks,
+                    (double)r->mask_us / 1e3 / r->n_masks);
     if (r->sink->finished) r->sink->finished(r, why, &t);
     TS_LOG_INFO("request %s: finished (%d) prompt %zu tokens, %d generated, ttft %.1f ms, "
                 "total %.1f ms", r->id, (int)why, r->n_prompt, r->n_gen, (double)t.ttft_us / 1e3,
@@ -355,7 +363,8 @@ static bool admit(ts_sched *s, ts_req *r, int32_t slot) {
     pthread_mutex_unlock(&s->mu);
     if (ts_sampler_create(&r->sp, s->n_vocab, &r->smp) != TS_OK ||
         ts_detok_stream_init(s->tok, &r->ds) != TS_OK ||
-        !(r->out_ids = ts_malloc(sizeof(int32_t) * (size_t)(r->max_tokens > 0 ? r->max_tokens : 1)))) {
+        !(r->out_ids = ts_malloc(sizeof(int32_t) * (size_t)(r->max_tokens > 0 ? r->max_tokens : 1))) ||
+        (r->grammar && ts_gmatch_new(r->grammar, &r->gm) != TS_OK)) {
         fail(s, r, TS_NOMEM, ts_last_error());
         return false;
     }
@@ -383,7 +392,16 @@ static void on_logits(ts_sched *s, ts_req *r, float *row) {
         ts_metrics_itl_us(now - r->t_last);
     }
     r->t_last = now;
-    if (r->n_gen < r->min_tokens) {
+    if (r->gm) { /* structured output: only tokens that keep a valid prefix */
+        int64_t t0 = ts_now_us();
+        ts_status mrc = ts_gmatch_apply(r->gm, s->gv, row);
+        r->mask_us += ts_now_us() - t0;
+        r->n_masks++;
+        if (mrc != TS_OK) {
+            fail(s, r, TS_INTERNAL, ts_last_error());
+            return;
+        }
+    } else if (r->n_gen < r->min_tokens) {
         int32_t eos = ts_tokenizer_eos(s->tok), eot = ts_tokenizer_eot(s->tok);
         if (eos >= 0) row[eos] = -INFINITY;
         if (eot >= 0) row[eot] = -INFINITY;
@@ -393,12 +411,16 @@ static void on_logits(ts_sched *s, ts_req *r, float *row) {
         fail(s, r, TS_INTERNAL, ts_last_error());
         return;
     }
-    if (!r->ignore_eos && ts_tokenizer_is_eog(s->tok, t)) {
+    if ((!r->ignore_eos || r->gm) && ts_tokenizer_is_eog(s->tok, t)) {
         finish(s, r, TS_FINISH_STOP);
         return;
     }
     if (is_stop_id(r, t)) {
         finish(s, r, TS_FINISH_STOP_SEQUENCE);
+        return;
+    }
+    if (r->gm && !ts_gmatch_accept_token(r->gm, s->gv, t)) {
+        fail(s, r, TS_INTERNAL, "grammar: the sampled token does not fit the grammar");
         return;
     }
     (void)ts_sampler_accept(r->smp, t);
@@ -431,6 +453,10 @@ static void on_logits(ts_sched *s, ts_req *r, float *row) {
         emit(r, r->text_len - hold);
     } else {
         emit(r, r->text_len);
+    }
+    if (r->gm && ts_gmatch_done(r->gm)) { /* the value is complete: nothing may follow */
+        finish(s, r, TS_FINISH_STOP);
+        return;
     }
     if (r->n_gen >= r->max_tokens) {
         finish(s, r, TS_FINISH_LENGTH);

@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "engine.h"
+#include "grammar.h"
 #include "sampler.h"
 #include "status.h"
 #include "tokenizer.h"
@@ -46,6 +47,7 @@ typedef enum {
     TS_FINISH_LENGTH = 3,         /* max_tokens */
     TS_FINISH_CONTEXT_LENGTH = 4, /* context window full */
     TS_FINISH_CANCELLED = 6,      /* Cancel(request_id) */
+    TS_FINISH_TOOL_CALLS = 7,     /* set by the front end: the output is a tool call */
 } ts_finish_reason;
 
 typedef struct ts_req ts_req;
@@ -83,6 +85,10 @@ struct ts_req {
     int32_t stop_ids[TS_REQ_MAX_STOP_IDS];
     size_t n_stop_ids;
     bool ignore_eos;
+    /* structured output (NULL = none; owned): sampling is masked to the grammar's valid
+     * prefixes, end-of-turn allowed only when the value is complete, and the request
+     * finishes (STOP) as soon as the value is complete and nothing may follow. */
+    ts_grammar *grammar;
     const ts_req_sink *sink;
     void *user; /* the front end's context (the RPC call) */
     void (*user_release)(void *user);
@@ -100,6 +106,9 @@ struct ts_req {
     int32_t n_gen;
     ts_sampler *smp;
     ts_detok_stream *ds;
+    ts_gmatch *gm;         /* matcher state of `grammar` */
+    int64_t mask_us;       /* time spent computing masks */
+    int32_t n_masks;
     char *text;          /* output text so far (stop strings cut) */
     size_t text_len, text_cap, emitted;
     int32_t *out_ids;

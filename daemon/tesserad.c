@@ -39,6 +39,7 @@
 #include "metrics.h"
 #include "sched.h"
 #include "server.h"
+#include "tools.h"
 #include "tessera/v1/inference.pb-c.h"
 #include "transport.h"
 
@@ -159,7 +160,34 @@ static uint64_t random_seed(void) {
     return s;
 }
 
-/* Renders a Chat into text for the tokenizer (with <bos>). On error finishes the call. */
+/* The chat's tools as ts_tool entries (pointing into the request); n = 0 when none or when
+ * tool_choice is NONE. */
+static size_t chat_tools(const Tessera__V1__Chat *chat, ts_tool *t) {
+    if (!chat || !chat->n_tools || chat->n_tools > TS_TOOLS_MAX ||
+        (chat->tool_choice &&
+         chat->tool_choice->mode == TESSERA__V1__TOOL_CHOICE__MODE__MODE_NONE))
+        return 0;
+    for (size_t i = 0; i < chat->n_tools; i++)
+        t[i] = (ts_tool){chat->tools[i]->name, chat->tools[i]->description,
+                         chat->tools[i]->parameters_json_schema};
+    return chat->n_tools;
+}
+
+/* appends s[0..n) to *buf (ts_realloc'd); false on allocation failure */
+static bool buf_add(char **buf, size_t *len, const char *s, size_t n) {
+    char *q = ts_realloc(*buf, *len + n + 1);
+    if (!q) return false;
+    memcpy(q + *len, s, n);
+    *len += n;
+    q[*len] = 0;
+    *buf = q;
+    return true;
+}
+
+/* Renders a Chat into text for the tokenizer (with <bos>). On error finishes the call.
+ * Function calling (tools.h): the tool declarations go in front of the first user turn,
+ * a model turn's tool_calls are rendered as the calls' JSON, and ROLE_TOOL results become
+ * user turns wrapping the result in ```tool_output (consecutive results: one turn). */
 static bool render_chat(ts_rpc_call *c, const Tessera__V1__Chat *chat, const char *field,
                         char **out, size_t *out_len) {
     if (!chat || chat->n_messages == 0) {
@@ -170,30 +198,38 @@ static bool render_chat(ts_rpc_call *c, const Tessera__V1__Chat *chat, const cha
         ts_rpc_call_finish_invalid(c, "%s.messages: at most 1024", field);
         return false;
     }
+    if (chat->n_tools > TS_TOOLS_MAX) {
+        ts_rpc_call_finish_invalid(c, "%s.tools: at most %d", field, TS_TOOLS_MAX);
+        return false;
+    }
+    ts_tool tools[TS_TOOLS_MAX];
+    size_t n_tools = chat_tools(chat, tools);
     ts_chat_message *msgs = ts_calloc(chat->n_messages, sizeof *msgs);
+    char **owned = ts_calloc(chat->n_messages, sizeof *owned); /* synthesized contents */
     size_t total_parts = 0;
     for (size_t i = 0; i < chat->n_messages; i++) total_parts += chat->messages[i]->n_parts;
     ts_chat_part *parts = ts_calloc(total_parts ? total_parts : 1, sizeof *parts);
-    bool ok = false;
-    if (!msgs || !parts) {
+    char *preamble = NULL;
+    size_t nm = 0;
+    bool ok = false, first_user = true;
+    if (!msgs || !parts || !owned) {
         ts_rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
+    }
+    if (n_tools) {
+        if (ts_tools_check(tools, n_tools) != TS_OK) {
+            ts_rpc_call_finish_invalid(c, "%s.%s", field, ts_last_error());
+            goto out;
+        }
+        if (ts_tools_preamble(tools, n_tools, &preamble) != TS_OK) {
+            ts_rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            goto out;
+        }
     }
     size_t pi = 0;
     for (size_t i = 0; i < chat->n_messages; i++) {
         const Tessera__V1__ChatMessage *m = chat->messages[i];
-        switch (m->role) {
-        case TESSERA__V1__ROLE__ROLE_SYSTEM: msgs[i].role = "system"; break;
-        case TESSERA__V1__ROLE__ROLE_USER: msgs[i].role = "user"; break;
-        case TESSERA__V1__ROLE__ROLE_MODEL: msgs[i].role = "model"; break;
-        default:
-            ts_rpc_call_finish_invalid(c,
-                               "%s.messages[%zu].role: must be SYSTEM, USER or MODEL", field, i);
-            goto out;
-        }
-        msgs[i].parts = parts + pi;
-        msgs[i].n_parts = m->n_parts;
-        for (size_t k = 0; k < m->n_parts; k++, pi++) {
+        for (size_t k = 0; k < m->n_parts; k++) {
             const Tessera__V1__ContentPart *p = m->parts[k];
             if (p->part_case == TESSERA__V1__CONTENT_PART__PART_IMAGE) {
                 ts_rpc_call_finish_invalid(c,
@@ -206,16 +242,93 @@ static bool render_chat(ts_rpc_call *c, const Tessera__V1__Chat *chat, const cha
                                    "%s.messages[%zu].parts[%zu]: empty part", field, i, k);
                 goto out;
             }
-            parts[pi] = (ts_chat_part){.kind = TS_CHAT_PART_TEXT, .text = p->text,
-                                       .len = strlen(p->text)};
         }
+        if (m->n_tool_calls && m->role != TESSERA__V1__ROLE__ROLE_MODEL) {
+            ts_rpc_call_finish_invalid(c, "%s.messages[%zu].tool_calls: only MODEL turns make "
+                                          "tool calls", field, i);
+            goto out;
+        }
+        ts_chat_message *cm = &msgs[nm];
+        bool synth = false; /* content built here into owned[nm] */
+        switch (m->role) {
+        case TESSERA__V1__ROLE__ROLE_SYSTEM: cm->role = "system"; break;
+        case TESSERA__V1__ROLE__ROLE_USER: cm->role = "user"; synth = first_user && preamble; break;
+        case TESSERA__V1__ROLE__ROLE_MODEL: cm->role = "model"; synth = m->n_tool_calls > 0; break;
+        case TESSERA__V1__ROLE__ROLE_TOOL:
+            cm->role = "user";
+            synth = true;
+            if (nm > 0 && owned[nm - 1] && !strcmp(msgs[nm - 1].role, "user") &&
+                i > 0 && chat->messages[i - 1]->role == TESSERA__V1__ROLE__ROLE_TOOL) {
+                cm = &msgs[--nm]; /* append to the previous tool results turn */
+            }
+            break;
+        default:
+            ts_rpc_call_finish_invalid(c,
+                               "%s.messages[%zu].role: must be SYSTEM, USER, MODEL or TOOL", field, i);
+            goto out;
+        }
+        if (!synth) {
+            cm->parts = parts + pi;
+            cm->n_parts = m->n_parts;
+            for (size_t k = 0; k < m->n_parts; k++, pi++)
+                parts[pi] = (ts_chat_part){.kind = TS_CHAT_PART_TEXT, .text = m->parts[k]->text,
+                                           .len = strlen(m->parts[k]->text)};
+        } else {
+            char *b = owned[nm];
+            size_t bl = b ? strlen(b) : 0;
+            bool mem = true;
+            if (m->role == TESSERA__V1__ROLE__ROLE_USER) {
+                mem = buf_add(&b, &bl, preamble, strlen(preamble));
+                for (size_t k = 0; mem && k < m->n_parts; k++)
+                    mem = buf_add(&b, &bl, m->parts[k]->text, strlen(m->parts[k]->text));
+            } else if (m->role == TESSERA__V1__ROLE__ROLE_TOOL) {
+                if (bl) mem = buf_add(&b, &bl, "\n", 1);
+                mem = mem && buf_add(&b, &bl, "```tool_output\n", 15);
+                for (size_t k = 0; mem && k < m->n_parts; k++)
+                    mem = buf_add(&b, &bl, m->parts[k]->text, strlen(m->parts[k]->text));
+                mem = mem && buf_add(&b, &bl, "\n```", 4);
+            } else { /* model turn with calls: its text, then one call per line */
+                for (size_t k = 0; mem && k < m->n_parts; k++)
+                    mem = buf_add(&b, &bl, m->parts[k]->text, strlen(m->parts[k]->text));
+                for (size_t k = 0; mem && k < m->n_tool_calls; k++) {
+                    const Tessera__V1__ToolCall *tc = m->tool_calls[k];
+                    char *ct = ts_tools_call_text(tc->name, tc->arguments_json);
+                    if (!ct) {
+                        owned[nm] = b;
+                        ts_rpc_call_finish_invalid(c, "%s.messages[%zu].tool_calls[%zu].arguments_json: "
+                                                      "not a JSON object", field, i, k);
+                        goto out;
+                    }
+                    if (bl) mem = buf_add(&b, &bl, "\n", 1);
+                    mem = mem && buf_add(&b, &bl, ct, strlen(ct));
+                    ts_free(ct);
+                }
+            }
+            owned[nm] = b;
+            if (!mem || !b) {
+                ts_rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+                goto out;
+            }
+            cm->parts = NULL;
+            cm->content = b;
+            cm->content_len = bl;
+        }
+        if (m->role == TESSERA__V1__ROLE__ROLE_USER) first_user = false;
+        nm++;
     }
-    if (ts_chat_render(msgs, chat->n_messages, true, true, out, out_len) != TS_OK) {
+    if (preamble && first_user) {
+        ts_rpc_call_finish_invalid(c, "%s.tools: tools need a user message", field);
+        goto out;
+    }
+    if (ts_chat_render(msgs, nm, true, true, out, out_len) != TS_OK) {
         ts_rpc_call_finish_invalid(c, "%s: %s", field, ts_last_error());
         goto out;
     }
     ok = true;
 out:
+    for (size_t i = 0; owned && i < chat->n_messages; i++) ts_free(owned[i]);
+    ts_free(owned);
+    ts_free(preamble);
     ts_free(msgs);
     ts_free(parts);
     return ok;
@@ -226,10 +339,15 @@ out:
 typedef struct {
     ts_rpc_call *c;
     bool stream, return_ids;
+    /* function calling: the declared tool names (owned), to recognise calls in the reply */
+    ts_tool tools[TS_TOOLS_MAX];
+    char *tool_names[TS_TOOLS_MAX];
+    size_t n_tools;
 } fe_ctx;
 
 static void fe_release(void *user) {
     fe_ctx *f = user;
+    for (size_t i = 0; i < f->n_tools; i++) ts_free(f->tool_names[i]);
     ts_rpc_call_unref(f->c);
     ts_free(f);
 }
@@ -297,6 +415,26 @@ static void fe_finished(ts_req *r, ts_finish_reason why, const ts_req_timing *t)
     Tessera__V1__Usage u = TESSERA__V1__USAGE__INIT;
     Tessera__V1__Timing tm = TESSERA__V1__TIMING__INIT;
     fill_usage_timing(r, t, &u, &tm);
+    /* function calling: a reply that is a call of a declared tool comes back structured */
+    ts_tool_call calls[TS_TOOLS_MAX_CALLS];
+    Tessera__V1__ToolCall tc[TS_TOOLS_MAX_CALLS], *tcp[TS_TOOLS_MAX_CALLS];
+    char ids[TS_TOOLS_MAX_CALLS][32];
+    size_t n_calls = 0;
+    if (f->n_tools && why == TS_FINISH_STOP && r->text)
+        n_calls = ts_tools_parse(r->text, r->text_len, f->tools, f->n_tools, calls,
+                                 TS_TOOLS_MAX_CALLS);
+    for (size_t i = 0; i < n_calls; i++) {
+        tessera__v1__tool_call__init(&tc[i]);
+        snprintf(ids[i], sizeof ids[i], "call-%zu", i + 1);
+        tc[i].id = ids[i];
+        tc[i].name = calls[i].name;
+        tc[i].arguments_json = calls[i].arguments;
+        tcp[i] = &tc[i];
+    }
+    if (n_calls) {
+        why = TS_FINISH_TOOL_CALLS;
+        TS_LOG_INFO("request %s: %zu tool call(s), first: %s", r->id, n_calls, calls[0].name);
+    }
     if (f->stream) {
         Tessera__V1__GenerateStreamResponse m = TESSERA__V1__GENERATE_STREAM_RESPONSE__INIT;
         Tessera__V1__GenerateStreamResponse__Finished fin =
@@ -305,6 +443,8 @@ static void fe_finished(ts_req *r, ts_finish_reason why, const ts_req_timing *t)
         fin.usage = &u;
         fin.timing = &tm;
         fin.seed = r->sp.seed;
+        fin.n_tool_calls = n_calls;
+        fin.tool_calls = tcp;
         m.event_case = TESSERA__V1__GENERATE_STREAM_RESPONSE__EVENT_FINISHED;
         m.finished = &fin;
         ts_rpc_call_send(f->c, &m.base);
@@ -321,8 +461,11 @@ static void fe_finished(ts_req *r, ts_finish_reason why, const ts_req_timing *t)
         m.usage = &u;
         m.timing = &tm;
         m.seed = r->sp.seed;
+        m.n_tool_calls = n_calls;
+        m.tool_calls = tcp;
         ts_rpc_call_send(f->c, &m.base);
     }
+    ts_tool_calls_free(calls, n_calls);
     ts_rpc_call_finish(f->c, GRPC_STATUS_OK, NULL);
 }
 
@@ -332,6 +475,105 @@ static void fe_failed(ts_req *r, ts_status code, const char *msg) {
 
 static const ts_req_sink g_sink = {
     .queued = fe_queued, .delta = fe_delta, .finished = fe_finished, .failed = fe_failed};
+
+/* Structured output (constraint) and function calling (chat.tools / tool_choice): compiles
+ * r->grammar and records the tool names; on error finishes the call and returns false. */
+static bool build_constraint(ts_rpc_call *c, const Tessera__V1__GenerateRequest *q, ts_req *r) {
+    const Tessera__V1__OutputConstraint *k = q->constraint;
+    const Tessera__V1__Chat *chat =
+        q->input_case == TESSERA__V1__GENERATE_REQUEST__INPUT_CHAT ? q->chat : NULL;
+    const Tessera__V1__ToolChoice *tch = chat ? chat->tool_choice : NULL;
+    int mode = tch ? (int)tch->mode : 0;
+    ts_status rc = TS_OK;
+    const char *field = "constraint";
+    if (k && k->kind_case) {
+        switch (k->kind_case) {
+        case TESSERA__V1__OUTPUT_CONSTRAINT__KIND_JSON_SCHEMA:
+            field = "constraint.json_schema";
+            rc = ts_grammar_from_json_schema(k->json_schema, strlen(k->json_schema), -1, &r->grammar);
+            break;
+        case TESSERA__V1__OUTPUT_CONSTRAINT__KIND_JSON_OBJECT:
+            if (k->json_object) rc = ts_grammar_json_object(-1, &r->grammar);
+            break;
+        case TESSERA__V1__OUTPUT_CONSTRAINT__KIND_CHOICE:
+            field = "constraint.choice";
+            if (!k->choice || !k->choice->n_options) {
+                ts_rpc_call_finish_invalid(c, "constraint.choice.options: must not be empty");
+                return false;
+            }
+            rc = ts_grammar_choice((const char *const *)k->choice->options, k->choice->n_options,
+                                   &r->grammar);
+            break;
+        default:
+            ts_rpc_call_finish(c, GRPC_STATUS_UNIMPLEMENTED,
+                               "constraint: regex and gbnf_grammar are not implemented (use "
+                               "json_schema, json_object or choice)");
+            return false;
+        }
+        if (rc != TS_OK) {
+            if (grpc_code_of(rc) == GRPC_STATUS_INVALID_ARGUMENT)
+                ts_rpc_call_finish_invalid(c, "%s: %s", field, ts_last_error());
+            else
+                ts_rpc_call_finish(c, grpc_code_of(rc), "%s: %s", field, ts_last_error());
+            return false;
+        }
+    }
+    if (!chat || !chat->n_tools) {
+        if (mode == TESSERA__V1__TOOL_CHOICE__MODE__MODE_REQUIRED ||
+            mode == TESSERA__V1__TOOL_CHOICE__MODE__MODE_NAMED) {
+            ts_rpc_call_finish_invalid(c, "chat.tool_choice: REQUIRED / NAMED need chat.tools");
+            return false;
+        }
+        return true;
+    }
+    if (chat->n_tools > TS_TOOLS_MAX) {
+        ts_rpc_call_finish_invalid(c, "chat.tools: at most %d", TS_TOOLS_MAX);
+        return false;
+    }
+    ts_tool tools[TS_TOOLS_MAX];
+    size_t n = chat_tools(chat, tools);
+    if (!n) return true; /* MODE_NONE */
+    if (ts_tools_check(tools, n) != TS_OK) {
+        ts_rpc_call_finish_invalid(c, "chat.%s", ts_last_error());
+        return false;
+    }
+    fe_ctx *f = r->user;
+    for (size_t i = 0; i < n; i++) {
+        if (!(f->tool_names[i] = ts_strdup(tools[i].name))) {
+            ts_rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            return false;
+        }
+        f->tools[i] = (ts_tool){f->tool_names[i], NULL, NULL};
+        f->n_tools = i + 1;
+    }
+    if (mode == TESSERA__V1__TOOL_CHOICE__MODE__MODE_REQUIRED ||
+        mode == TESSERA__V1__TOOL_CHOICE__MODE__MODE_NAMED) {
+        if (r->grammar) {
+            ts_rpc_call_finish_invalid(c, "chat.tool_choice: REQUIRED / NAMED cannot be combined "
+                                          "with constraint");
+            return false;
+        }
+        bool named = mode == TESSERA__V1__TOOL_CHOICE__MODE__MODE_NAMED;
+        if (named && !tch->name[0]) {
+            ts_rpc_call_finish_invalid(c, "chat.tool_choice.name: required with NAMED");
+            return false;
+        }
+        char *schema = NULL;
+        rc = ts_tools_call_schema(tools, n, named ? tch->name : NULL, &schema);
+        if (rc == TS_OK) {
+            rc = ts_grammar_from_json_schema(schema, strlen(schema), -1, &r->grammar);
+            ts_free(schema);
+        }
+        if (rc != TS_OK) {
+            if (grpc_code_of(rc) == GRPC_STATUS_INVALID_ARGUMENT)
+                ts_rpc_call_finish_invalid(c, "chat.%s", ts_last_error());
+            else
+                ts_rpc_call_finish(c, grpc_code_of(rc), "chat.tools: %s", ts_last_error());
+            return false;
+        }
+    }
+    return true;
+}
 
 /* Validates the request and fills r; on error finishes the call and returns false. */
 static bool build_request(ts_rpc_call *c, const Tessera__V1__GenerateRequest *q, ts_req *r) {
@@ -414,11 +656,7 @@ static bool build_request(ts_rpc_call *c, const Tessera__V1__GenerateRequest *q,
         return false;
     }
     r->sp = p;
-    if (q->constraint && q->constraint->kind_case) {
-        ts_rpc_call_finish(c, GRPC_STATUS_UNIMPLEMENTED,
-                           "constraint: structured output is not implemented yet");
-        return false;
-    }
+    if (!build_constraint(c, q, r)) return false;
 
     /* input -> prompt token ids */
     ts_tokens t = {0};

@@ -15,7 +15,7 @@ pkgs=(
   libjpeg62-turbo-dev libpng-dev libwebp-dev
   libopenmpi-dev openmpi-bin
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libprotobuf-dev libconfig-dev
-  grpc-proto python3-grpcio protobuf-compiler-grpc
+  grpc-proto python3-grpcio protobuf-compiler-grpc python3-jsonschema
   libmicrohttpd-dev python3-prometheus-client shellcheck systemd
   clang-14 libclang-rt-14-dev
   python3 python3-venv python3-pip

@@ -3,7 +3,7 @@
 /usr/bin/python3), with stubs generated at test time from proto/tessera/v1/inference.proto
 and grpc-proto's health.proto (by test_daemon.sh, into --stubs).
 
-  client_test.py --target HOST:PORT --stubs DIR [--mode main|flood|drain|auth|reload|tls|fair]
+  client_test.py --target HOST:PORT --stubs DIR [--mode main|flood|drain|auth|reload|tls|fair|structured]
                  [--pid PID] [--conc N] [--max-tokens N] [--tls-ca FILE]
 
 Modes added with auth/TLS/reflection/fair share (keys are those of test_daemon.sh's key
@@ -553,6 +553,199 @@ def t_drain():
     check("new request after drain -> UNAVAILABLE", c == grpc.StatusCode.UNAVAILABLE, f"{c} {d}")
 
 
+
+# ---- structured output and function calling (--mode structured) ----
+
+SCHEMAS = [
+    {"type": "object", "properties": {"name": {"type": "string", "maxLength": 24},
+                                      "age": {"type": "integer"},
+                                      "city": {"enum": ["Paris", "London", "Tokyo"]}},
+     "required": ["name", "age", "city"], "additionalProperties": False},
+    {"type": "array", "items": {"type": "object", "properties": {
+        "item": {"type": "string", "minLength": 1, "maxLength": 16}, "qty": {"type": "number"}},
+        "required": ["item", "qty"], "additionalProperties": False}, "minItems": 1, "maxItems": 3},
+    {"$defs": {"pt": {"type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}},
+                      "required": ["x", "y"], "additionalProperties": False}},
+     "type": "object", "properties": {"from": {"$ref": "#/$defs/pt"}, "to": {"$ref": "#/$defs/pt"},
+                                      "label": {"type": ["string", "null"], "maxLength": 12}},
+     "required": ["from", "to", "label"], "additionalProperties": False},
+    {"anyOf": [{"type": "boolean"}, {"type": "object", "properties": {"ok": {"const": True}},
+                                     "required": ["ok"], "additionalProperties": False}]},
+]
+PROMPTS = ["Describe a person as JSON.", "Write a shopping list as JSON.",
+           "Give two points as JSON.", "Answer yes or no in JSON: is water wet?"]
+
+
+def user_chat(text, **kw):
+    return pb.Chat(messages=[pb.ChatMessage(role=pb.ROLE_USER, parts=[pb.ContentPart(text=text)])], **kw)
+
+
+def t_structured():
+    import json
+    import jsonschema
+    solo = {}
+    for i, sc in enumerate(SCHEMAS):
+        con = pb.OutputConstraint(json_schema=json.dumps(sc))
+        for temp, seed in ((0.0, 0), (1.0, 11)):
+            sp = pb.SamplingParams(temperature=temp, seed=seed, max_tokens=300)
+            req = pb.GenerateRequest(chat=user_chat(PROMPTS[i]), sampling=sp, constraint=con,
+                                     return_token_ids=True)
+            r = stub.Generate(req, timeout=300)
+            try:
+                val = json.loads(r.text)
+                jsonschema.validate(val, sc)
+                good = True
+            except Exception as e:  # noqa: BLE001
+                good, val = False, e
+            check(f"schema {i} temp {temp}: output is valid JSON for the schema",
+                  good and r.finish_reason == pb.FINISH_REASON_STOP,
+                  f"{r.text!r} {r.finish_reason} {val}")
+            if temp == 0.0:
+                solo[i] = (r.text, list(r.token_ids))
+                evs, text, ids = stream_all(req)
+                check(f"schema {i}: stream == unary", (text, ids) == solo[i]
+                      and evs[-1].finished.finish_reason == pb.FINISH_REASON_STOP, f"{text!r}")
+        print(f"info: schema {i}: {solo[i][0]!r}", flush=True)
+    # json_object and choice
+    r = stub.Generate(pb.GenerateRequest(chat=user_chat("Say something as JSON."),
+                                         sampling=pb.SamplingParams(temperature=1.0, seed=5, max_tokens=400),
+                                         constraint=pb.OutputConstraint(json_object=True)), timeout=300)
+    ok = r.finish_reason == pb.FINISH_REASON_STOP
+    try:
+        ok = ok and isinstance(json.loads(r.text), dict)
+    except ValueError:
+        ok = False
+    check("json_object: a JSON object", ok or r.finish_reason == pb.FINISH_REASON_LENGTH, repr(r.text))
+    opts = ["red", "green", "blue"]
+    r = stub.Generate(pb.GenerateRequest(chat=user_chat("Pick a colour."), sampling=pb.SamplingParams(
+        temperature=1.0, seed=3, max_tokens=20), constraint=pb.OutputConstraint(
+            choice=pb.OutputConstraint.Choice(options=opts))), timeout=120)
+    check("choice: one of the options", r.text in opts and r.finish_reason == pb.FINISH_REASON_STOP,
+          repr(r.text))
+    # bad schemas: INVALID_ARGUMENT naming the keyword, with the BadRequest field; still serving
+    for bad, kw in (('{"type":"string","pattern":"^a"}', "pattern"), ('{"type": ', "JSON"),
+                    ('{"$ref":"#/$defs/nope"}', "$ref"), ('{"type":"integer","minimum":1}', "minimum")):
+        e = rpc_error(lambda: stub.Generate(pb.GenerateRequest(
+            prompt="x", constraint=pb.OutputConstraint(json_schema=bad)), timeout=10))
+        st, fv = bad_request_fields(e) if e else (None, [])
+        check(f"bad schema {bad!r} -> INVALID_ARGUMENT naming {kw}",
+              e is not None and e.code() == grpc.StatusCode.INVALID_ARGUMENT and kw in e.details()
+              and fv and fv[0][0] == "constraint.json_schema", f"{e and e.details()} {fv}")
+    c, d = code_of(lambda: stub.Generate(pb.GenerateRequest(
+        prompt="x", constraint=pb.OutputConstraint(regex="a+")), timeout=10))
+    check("regex -> UNIMPLEMENTED", c == grpc.StatusCode.UNIMPLEMENTED, f"{c} {d}")
+    t_still_serving_simple()
+    # batch invariance: constrained and unconstrained greedy requests at once == alone
+    plain = {}
+    for p in ("The capital of France is", "Once upon a time"):
+        r = stub.Generate(pb.GenerateRequest(prompt=p, sampling=greedy(), return_token_ids=True), timeout=300)
+        plain[p] = list(r.token_ids)
+    jobs = [("s", i) for i in range(len(SCHEMAS))] + [("p", p) for p in plain] * 2
+    res, errs = {}, []
+
+    def worker(j):
+        kind, key = j
+        try:
+            if kind == "s":
+                r = stub.Generate(pb.GenerateRequest(
+                    chat=user_chat(PROMPTS[key]), sampling=pb.SamplingParams(temperature=0.0, max_tokens=300),
+                    constraint=pb.OutputConstraint(json_schema=json.dumps(SCHEMAS[key])),
+                    return_token_ids=True), timeout=600)
+                res[j] = (r.text, list(r.token_ids)) == solo[key]
+            else:
+                r = stub.Generate(pb.GenerateRequest(prompt=key, sampling=greedy(), return_token_ids=True),
+                                  timeout=600)
+                res[j] = list(r.token_ids) == plain[key]
+        except grpc.RpcError as e:
+            errs.append(f"{j}: {e.code()} {e.details()}")
+
+    th = [threading.Thread(target=worker, args=(j,)) for j in jobs]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join()
+    check("constrained + unconstrained batched == alone", not errs and all(res.get(j) for j in jobs),
+          f"{errs} {res}")
+    if stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5).context_length >= 1024:
+        t_tools()  # the declarations take ~800 tokens with a small vocabulary
+    else:
+        print("info: context under 1024 tokens: function calling checks skipped", flush=True)
+
+
+WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30},
+                                            "unit": {"enum": ["celsius", "fahrenheit"]}},
+           "required": ["city", "unit"], "additionalProperties": False}
+TIME = {"type": "object", "properties": {"timezone": {"type": "string", "maxLength": 30}},
+        "required": ["timezone"], "additionalProperties": False}
+
+
+def t_tools():
+    import json
+    import jsonschema
+    tools = [pb.Tool(name="get_weather", description="Current weather of a city",
+                     parameters_json_schema=json.dumps(WEATHER)),
+             pb.Tool(name="get_time", description="Current time in a timezone",
+                     parameters_json_schema=json.dumps(TIME))]
+    schemas = {"get_weather": WEATHER, "get_time": TIME}
+    for mode, name, want in ((pb.ToolChoice.MODE_REQUIRED, "", None),
+                             (pb.ToolChoice.MODE_NAMED, "get_time", "get_time"),
+                             (pb.ToolChoice.MODE_NAMED, "get_weather", "get_weather")):
+        chat = user_chat("What is the weather in Paris right now?", tools=tools,
+                         tool_choice=pb.ToolChoice(mode=mode, name=name))
+        for temp, seed in ((0.0, 0), (1.0, 7)):
+            req = pb.GenerateRequest(chat=chat, sampling=pb.SamplingParams(temperature=temp, seed=seed,
+                                                                           max_tokens=300))
+            r = stub.Generate(req, timeout=300)
+            ok = r.finish_reason == pb.FINISH_REASON_TOOL_CALLS and len(r.tool_calls) == 1
+            detail = f"{r.text!r} {r.finish_reason} {list(r.tool_calls)}"
+            if ok:
+                tc = r.tool_calls[0]
+                try:
+                    jsonschema.validate(json.loads(tc.arguments_json), schemas[tc.name])
+                    ok = tc.id == "call-1" and (want is None or tc.name == want)
+                except Exception as e:  # noqa: BLE001
+                    ok, detail = False, f"{detail} {e}"
+            check(f"tool_choice {mode} {name} temp {temp}: a valid structured call", ok, detail)
+            if ok and temp == 0.0:
+                print(f"info: tool call {r.tool_calls[0].name} {r.tool_calls[0].arguments_json}", flush=True)
+                evs, text, _ = stream_all(req)
+                fin = evs[-1].finished
+                check("tool call in the stream's Finished", fin.finish_reason == pb.FINISH_REASON_TOOL_CALLS
+                      and list(fin.tool_calls) == list(r.tool_calls) and text == r.text, str(fin))
+    # the prompt: declarations in the first user turn; a call and a tool result in the history
+    hist = pb.Chat(messages=[
+        pb.ChatMessage(role=pb.ROLE_USER, parts=[pb.ContentPart(text="Weather in Paris?")]),
+        pb.ChatMessage(role=pb.ROLE_MODEL, tool_calls=[pb.ToolCall(
+            name="get_weather", arguments_json='{"city":"Paris","unit":"celsius"}')]),
+        pb.ChatMessage(role=pb.ROLE_TOOL, name="get_weather", parts=[pb.ContentPart(text='{"temp": 21}')]),
+    ], tools=tools)
+    tk = stub.Tokenize(pb.TokenizeRequest(chat=hist), timeout=10)
+    text = b"".join(tk.pieces).decode()
+    exp = ("<start_of_turn>user\nYou have access to functions. If you decide to invoke any of the "
+           "function(s),\nyou MUST put it in the format of\n{\"name\": function name, \"parameters\": "
+           "dictionary of argument name and its value}\n\nYou SHOULD NOT include any other text in the "
+           "response if you call a function\n[\n  {\n    \"name\": \"get_weather\",")
+    check("tools rendered into the first user turn", exp in text, text[:400])
+    check("tool call and result rendered", '<start_of_turn>model\n{"name": "get_weather", "parameters": '
+          '{"city": "Paris", "unit": "celsius"}}<end_of_turn>\n<start_of_turn>user\n```tool_output\n'
+          '{"temp": 21}\n```<end_of_turn>\n<start_of_turn>model\n' in text, text[-300:])
+    r = stub.Generate(pb.GenerateRequest(chat=hist, sampling=greedy(16)), timeout=120)
+    check("generate after a tool result", r.usage.prompt_tokens > 50, str(r.usage))
+    # bad tool declarations
+    for tl, tc, field in (
+            ([pb.Tool(name="bad name", parameters_json_schema="{}")], None, "chat.tools[0].name"),
+            ([pb.Tool(name="f", parameters_json_schema='{"type":"object","properties":{"a":{"not":{}}}}')],
+             None, "chat.tools[0].parameters_json_schema"),
+            ([pb.Tool(name="f"), pb.Tool(name="f")], None, "chat.tools[1].name"),
+            ([pb.Tool(name="f")], pb.ToolChoice(mode=pb.ToolChoice.MODE_NAMED, name="g"), "chat.tool_choice.name")):
+        e = rpc_error(lambda: stub.Generate(pb.GenerateRequest(chat=user_chat("hi", tools=tl, tool_choice=tc)),
+                                            timeout=10))
+        st, fv = bad_request_fields(e) if e else (None, [])
+        check(f"bad tools -> INVALID_ARGUMENT {field}", e is not None
+              and e.code() == grpc.StatusCode.INVALID_ARGUMENT and fv and fv[0][0] == field,
+              f"{e and e.details()} {fv}")
+    t_still_serving_simple()
+
 if args.mode == "main":
     for name, fn in [("health", t_health), ("info", t_info), ("generate", t_generate),
                      ("invalid", t_invalid), ("concurrent", t_concurrent), ("cancel", t_cancel),
@@ -572,5 +765,7 @@ elif args.mode == "tls":
     run("tls", t_tls)
 elif args.mode == "fair":
     run("fair", t_fair)
+elif args.mode == "structured":
+    run("structured", t_structured)
 print(f"{passed} passed, {failed} failed", flush=True)
 sys.exit(1 if failed else 0)

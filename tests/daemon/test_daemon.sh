@@ -10,6 +10,8 @@
 # With TESSERA_DAEMON_RANKS=N (N > 1) every daemon runs as `mpirun -np N tesserad --pp N`
 # (TESSERA_MPIRUN names mpirun): signals go to rank 0 (its pid is on the serving line),
 # which drains and then releases the other ranks; the job's exit status is mpirun's.
+# Structured output and function calling (client_test.py --mode structured; outputs checked
+# with Debian's python3-jsonschema).
 set -u
 bin=$1
 daemon=$2
@@ -37,9 +39,9 @@ launch() { # launch ARGS... &: tesserad, or N ranks of it under mpirun (exec: $!
 }
 trap cleanup EXIT
 
-if ! $py -c "import grpc" 2>/dev/null || ! command -v grpc_python_plugin >/dev/null ||
+if ! $py -c "import grpc, jsonschema" 2>/dev/null || ! command -v grpc_python_plugin >/dev/null ||
    [ ! -f /usr/share/grpc-proto/grpc/health/v1/health.proto ]; then
-  echo "SKIP: needs python3-grpcio, protobuf-compiler-grpc and grpc-proto (scripts/deps.sh)"
+  echo "SKIP: needs python3-grpcio, python3-jsonschema, protobuf-compiler-grpc and grpc-proto (scripts/deps.sh)"
   exit 77
 fi
 
@@ -157,6 +159,14 @@ assert t == u['text'] + '\n', (t, u['text'])
   "$bin" generate --server "$addr" --tokens 2,100,200 --temp 0 -n 4 --json >/dev/null 2>"$tmp/err" && ok || bad "$l: C client --tokens: $(cat "$tmp/err")"
   "$bin" health --server "$addr" --service no.such.Service >/dev/null 2>"$tmp/err"; [ $? -eq 1 ] && grep -q NOT_FOUND "$tmp/err" && ok || bad "$l: health unknown service"
   "$bin" generate >/dev/null 2>&1; [ $? -eq 2 ] && ok || bad "$l: generate usage"
+  # structured output from the C client: --json-schema FILE
+  printf '{"type":"object","properties":{"answer":{"enum":["yes","no"]},"why":{"type":"string","maxLength":40}},"required":["answer","why"],"additionalProperties":false}' >"$tmp/schema.json"
+  "$bin" chat --server "$addr" -p "Is the sky blue?" --json-schema "$tmp/schema.json" --temp 0 -n 300 >"$tmp/js.txt" 2>"$tmp/err" || bad "$l: chat --json-schema: $(cat "$tmp/err")"
+  $py -c "
+import json, jsonschema; jsonschema.validate(json.loads(open('$tmp/js.txt').read()), json.load(open('$tmp/schema.json')))
+" && ok || bad "$l: chat --json-schema output does not validate: $(cat "$tmp/js.txt")"
+  printf '{"type":"string","pattern":"x"}' >"$tmp/bad_schema.json"
+  "$bin" generate --server "$addr" -p x --json-schema "$tmp/bad_schema.json" >/dev/null 2>"$tmp/err"; [ $? -eq 1 ] && grep -q "INVALID_ARGUMENT: constraint.json_schema: unsupported keyword 'pattern'" "$tmp/err" && ok || bad "$l: bad --json-schema: $(cat "$tmp/err")"
 }
 
 # same_as_run LABEL MODEL: the daemon's greedy output equals `tessera run` on the same model
@@ -186,6 +196,7 @@ for d in L:
 " && ok || bad "loadgen: $(cat "$tmp/err" "$tmp/lg.json")"
   "$bin" loadgen --server "$addr" --conc 1,x >/dev/null 2>"$tmp/err"; [ $? -eq 2 ] && grep -q -- "--conc" "$tmp/err" && ok || bad "loadgen bad --conc"
   pyrun --mode main --conc 32 --max-tokens 12
+  pyrun --mode structured
   stop_daemon
 fi
 # 200 concurrent streams, each equal to the same request alone (greedy)
@@ -335,6 +346,7 @@ if [ -n "$model" ] && [ -f "$model" ]; then
     c_clients 270m
     same_as_run 270m "$model"
     pyrun --mode main --conc "${TESSERA_DAEMON_CONC:-16}" --max-tokens 8
+    pyrun --mode structured
     stop_daemon
   fi
 else
