@@ -13,6 +13,7 @@ ok() { pass=$((pass + 1)); }
 bad() { echo "FAIL: $*"; failn=$((failn + 1)); }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# shellcheck disable=SC2054 # --ids takes one comma-separated value
 m=(-m "$fx/vision/tiny_text.gguf" --vision "$fx/vision/tiny_sg" --ids 500,501,502,20,30 --threads 2)
 
 "$bin" safety >/dev/null 2>"$tmp/err"; [ $? -eq 2 ] && grep -q "required" "$tmp/err" && ok || bad "no args"
