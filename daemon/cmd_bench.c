@@ -6,6 +6,11 @@
  *          then N decode steps of S tokens each: S * N / time (aggregate decode).
  * Token ids are random (seeded) in [0, vocab). Each test runs --reps times (after one
  * warm-up) and the median is reported.
+ *
+ * Under mpirun (--tp / --pp, docs/distributed.md) rank 0 drives and reports; the others
+ * serve. Per test it also reports rank 0's communication per token: operations, bytes,
+ * and with TESSERA_COMM_PROFILE=1 on NCCL the device time of the all-reduces and of all
+ * operations (medians are over the rep's whole test: the counters are summed over reps).
  */
 #include <errno.h>
 #include <jansson.h>
@@ -16,6 +21,7 @@
 
 #include "alloc.h"
 #include "commands.h"
+#include "dist.h"
 #include "engine.h"
 
 static double now_s(void) {
@@ -31,7 +37,8 @@ static int cmp_d(const void *a, const void *b) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: tessera bench -m MODEL [-p 512] [-n 128] [--streams S] [--threads N]\n"
-               "                     [--reps R] [--backend cpu|cuda] [--json]\n\n"
+               "                     [--reps R] [--backend cpu|cuda] [--json]\n"
+               "                     [--tp T] [--pp P] [--gpu-mem-limit BYTES] (under mpirun)\n\n"
                "Prefill (ppP) and decode (tgN) tokens/s with llama-bench's definitions; with\n"
                "--streams S also aggregate decode of S sequences with P-token prompts.\n");
 }
@@ -49,6 +56,20 @@ static int parse_int(const char *flag, const char *v, long lo, long hi, long *ou
     return 0;
 }
 
+/* Adds the communication since *s0 (rank 0's counters) to *acc over `tokens` tokens. */
+static void comm_add(const ts_transport *tr, const ts_transport_stats *s0, ts_transport_stats *acc,
+                     double *acc_tok, double tokens) {
+    if (!tr) return;
+    const ts_transport_stats *s1 = &tr->stats;
+    acc->n_ops += s1->n_ops - s0->n_ops;
+    acc->n_allreduce += s1->n_allreduce - s0->n_allreduce;
+    acc->bytes += s1->bytes - s0->bytes;
+    acc->wait_s += s1->wait_s - s0->wait_s;
+    acc->device_s += s1->device_s - s0->device_s;
+    acc->allreduce_s += s1->allreduce_s - s0->allreduce_s;
+    *acc_tok += tokens;
+}
+
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 static uint32_t rnd(void) {
     g_rng ^= g_rng << 13;
@@ -59,7 +80,8 @@ static uint32_t rnd(void) {
 
 int ts_cmd_bench(int argc, char **argv) {
     const char *model = NULL;
-    long p = 512, n = 128, streams = 1, threads = 0, reps = 3;
+    long p = 512, n = 128, streams = 1, threads = 0, reps = 3, tp = 1, ppar = 0;
+    uint64_t mem_limit = 0;
     bool json = false;
     const char *backend = NULL;
     for (int i = 1; i < argc; i++) {
@@ -85,6 +107,10 @@ int ts_cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--streams")) bad = parse_int(a, v, 1, 4096, &streams);
         else if (!strcmp(a, "--threads")) bad = parse_int(a, v, 1, 1024, &threads);
         else if (!strcmp(a, "--reps")) bad = parse_int(a, v, 1, 1000, &reps);
+        else if (!strcmp(a, "--tp")) bad = parse_int(a, v, 1, 256, &tp);
+        else if (!strcmp(a, "--pp")) bad = parse_int(a, v, 0, 256, &ppar);
+        else if (!strcmp(a, "--gpu-mem-limit"))
+            bad = ts_cmd_parse_bytes("tessera bench", a, v, &mem_limit);
         else if (!strcmp(a, "--backend")) {
             if (strcmp(v, "cpu") && strcmp(v, "cuda")) {
                 fprintf(stderr, "tessera bench: --backend expects cpu or cuda, got '%s'\n", v);
@@ -108,17 +134,42 @@ int ts_cmd_bench(int argc, char **argv) {
     }
     long batch = p > streams ? p : streams;
     if (batch < 1) batch = 1;
+    ts_transport *tr = NULL;
+    {
+        int dr = ts_cmd_dist_open("tessera bench", (int32_t)tp, (int32_t)ppar, backend, &tr);
+        if (dr) return dr;
+    }
     ts_engine_params ep = {
         .model_path = model, .n_threads = (int)threads, .backend = backend,
         .n_ctx = (int32_t)(p + n + 1),
         .n_seq_max = (int32_t)streams, .n_batch = (int32_t)batch,
         .n_chunk = (int32_t)(p > 0 ? p : 1),
+        .transport = tr, .tp = (int32_t)tp, .pp = (int32_t)ppar,
+        .device = tr && tr->device >= 0 ? tr->device : 0, .mem_limit = mem_limit,
     };
     ts_engine *e = NULL;
-    if (ts_engine_create(&ep, &e) != TS_OK) {
-        fprintf(stderr, "tessera bench: %s\n", ts_last_error());
+    ts_status cst = ts_engine_create(&ep, &e);
+    if (cst != TS_OK) {
+        if (!tr || (tr->rank == 0 && cst == TS_INVAL))
+            fprintf(stderr, "tessera bench: %s\n", ts_last_error());
+        else if (cst != TS_INVAL)
+            fprintf(stderr, "tessera bench: rank %d: %s\n", tr->rank, ts_last_error());
+        if (tr && cst != TS_INVAL) tr->ops->abort(tr, 1);
+        ts_transport_close(tr);
         return 1;
     }
+    if (tr && tr->rank != 0) {
+        int sr = 0;
+        if (ts_engine_serve(e) != TS_OK) {
+            fprintf(stderr, "tessera bench: %s\n", ts_last_error());
+            tr->ops->abort(tr, 1);
+            sr = 1;
+        }
+        ts_engine_destroy(e);
+        ts_transport_close(tr);
+        return sr;
+    }
+    if (tr) fprintf(stderr, "%s", ts_engine_plan(e)->desc);
     const ts_config *c = ts_engine_config(e);
     ts_engine_info info;
     ts_engine_get_info(e, &info);
@@ -134,6 +185,8 @@ int ts_cmd_bench(int argc, char **argv) {
         goto out;
     }
     double pp = 0, tg = 0, agg = 0;
+    ts_transport_stats acc[3] = {{0}}, s0 = {0};
+    double acc_tok[3] = {0, 0, 0};
     /* ppP */
     if (p > 0) {
         for (long r = 0; r <= reps; r++) {
@@ -145,9 +198,11 @@ int ts_cmd_bench(int argc, char **argv) {
                 seq[i] = 0;
             }
             ts_batch b = {.n_tokens = (int32_t)p, .token = tok, .pos = pos, .seq = seq};
+            if (tr) s0 = tr->stats;
             double t0 = now_s();
             if (ts_engine_step(e, &b, logits) != TS_OK) goto fail;
             t[r] = now_s() - t0;
+            comm_add(tr, &s0, &acc[0], &acc_tok[0], (double)p);
         }
         qsort(t + 1, (size_t)reps, sizeof(double), cmp_d); /* t[0] is the warm-up */
         pp = (double)p / t[1 + reps / 2];
@@ -157,6 +212,7 @@ int ts_cmd_bench(int argc, char **argv) {
         for (long r = 0; r <= reps; r++) {
             ts_engine_seq_release(e, 0);
             if (ts_engine_seq_reserve(e, 0, (int32_t)n) != TS_OK) goto fail;
+            if (tr) s0 = tr->stats;
             double t0 = now_s();
             for (long i = 0; i < n; i++) {
                 tok[0] = (int32_t)(rnd() % c->n_vocab);
@@ -166,6 +222,7 @@ int ts_cmd_bench(int argc, char **argv) {
                 if (ts_engine_step(e, &b, logits) != TS_OK) goto fail;
             }
             t[r] = now_s() - t0;
+            comm_add(tr, &s0, &acc[1], &acc_tok[1], (double)n);
         }
         qsort(t + 1, (size_t)reps, sizeof(double), cmp_d);
         tg = (double)n / t[1 + reps / 2];
@@ -186,6 +243,7 @@ int ts_cmd_bench(int argc, char **argv) {
                     if (ts_engine_step(e, &b, logits) != TS_OK) goto fail;
                 }
             }
+            if (tr) s0 = tr->stats;
             double t0 = now_s();
             for (long i = 0; i < n; i++) {
                 for (long s = 0; s < streams; s++) {
@@ -199,9 +257,24 @@ int ts_cmd_bench(int argc, char **argv) {
                 if (ts_engine_step(e, &b, logits) != TS_OK) goto fail;
             }
             t[r] = now_s() - t0;
+            comm_add(tr, &s0, &acc[2], &acc_tok[2], (double)(streams * n));
         }
         qsort(t + 1, (size_t)reps, sizeof(double), cmp_d);
         agg = (double)(streams * n) / t[1 + reps / 2];
+    }
+    char comm[3][320] = {"", "", ""};
+    for (int k = 0; tr && k < 3; k++) {
+        const ts_transport_stats *a = &acc[k];
+        const double tk = acc_tok[k];
+        if (tk <= 0) continue;
+        snprintf(comm[k], sizeof comm[k],
+                 "%.1f ops/token (%.1f all-reduces), %.1f KiB/token, rank-0 host wait %.3f "
+                 "ms/token, device comm %.3f ms/token (all-reduce %.3f)%s",
+                 (double)a->n_ops / tk, (double)a->n_allreduce / tk,
+                 (double)a->bytes / tk / 1024.0, a->wait_s * 1e3 / tk, a->device_s * 1e3 / tk,
+                 a->allreduce_s * 1e3 / tk,
+                 tr->device_buffers && a->device_s == 0 ? " (device times: set "
+                 "TESSERA_COMM_PROFILE=1)" : "");
     }
     if (json) {
         json_t *o = json_object();
@@ -214,6 +287,14 @@ int ts_cmd_bench(int argc, char **argv) {
         json_object_set_new(o, "p", json_integer(p));
         json_object_set_new(o, "n", json_integer(n));
         json_object_set_new(o, "streams", json_integer(streams));
+        if (tr) {
+            json_object_set_new(o, "tp", json_integer(tr->tp));
+            json_object_set_new(o, "pp", json_integer(tr->pp));
+            json_object_set_new(o, "transport", json_string(tr->ops->name));
+            json_object_set_new(o, "comm_pp", json_string(comm[0]));
+            json_object_set_new(o, "comm_tg", json_string(comm[1]));
+            json_object_set_new(o, "comm_streams", json_string(comm[2]));
+        }
         json_dumpf(o, stdout, JSON_COMPACT);
         putchar('\n');
         json_decref(o);
@@ -225,17 +306,25 @@ int ts_cmd_bench(int argc, char **argv) {
         char desc[160], thr[16];
         if (threads) snprintf(thr, sizeof thr, "%ld", threads);
         else snprintf(thr, sizeof thr, "all");
+        char be[64];
+        if (tr) snprintf(be, sizeof be, "%s tp%d pp%d %s", info.backend, tr->tp, tr->pp,
+                         tr->ops->name);
+        else snprintf(be, sizeof be, "%s", info.backend);
         snprintf(desc, sizeof desc, "gemma3 %s | %s | %.2f M | %s | %s", ts_config_size_label(c),
-                 sz, (double)ts_config_n_params(c) / 1e6, info.backend, thr);
+                 sz, (double)ts_config_n_params(c) / 1e6, be, thr);
         if (p > 0) printf("| %s | pp%ld | %.2f |\n", desc, p, pp);
         if (n > 0) printf("| %s | tg%ld | %.2f |\n", desc, n, tg);
         if (streams > 1 && n > 0)
             printf("| %s | %ld streams, pp%ld+tg%ld | %.2f |\n", desc, streams, p, n, agg);
+        const char *tn[3] = {"pp", "tg", "streams"};
+        for (int k = 0; k < 3; k++)
+            if (comm[k][0]) printf("comm %s: %s\n", tn[k], comm[k]);
     }
     ret = 0;
     goto out;
 fail:
     fprintf(stderr, "tessera bench: %s\n", ts_last_error());
+    if (tr) tr->ops->abort(tr, 1); /* the other ranks may wait on us */
 out:
     ts_free(tok);
     ts_free(pos);
@@ -244,5 +333,6 @@ out:
     ts_free(logits);
     ts_free(t);
     ts_engine_destroy(e);
+    ts_transport_close(tr);
     return ret;
 }

@@ -62,7 +62,9 @@ struct ts_engine {
     int32_t *desc;             /* step descriptor: header + 4 * n_batch */
     float *xfer;               /* host staging: (n_batch, d) */
     float *lhost;              /* host staging of logits (n_logit_rows, n_vocab) */
+    bool dev;                  /* device transport: activations move in backend memory */
     bool broken;
+    uint64_t charged;          /* bytes counted against p.mem_limit */
 };
 
 enum { CMD_STOP = 1, CMD_STEP = 2, CMD_RESERVE = 3, CMD_RELEASE = 4 };
@@ -70,9 +72,33 @@ enum { DESC_HDR = 4 };
 
 /* ---- loading ---- */
 
+static const char *human(uint64_t b, char *buf, size_t n) {
+    if (b >= (1ull << 30)) snprintf(buf, n, "%.2f GiB", (double)b / 1073741824.0);
+    else if (b >= (1ull << 20)) snprintf(buf, n, "%.1f MiB", (double)b / 1048576.0);
+    else snprintf(buf, n, "%.1f KiB", (double)b / 1024.0);
+    return buf;
+}
+
+/* Counts `bytes` of device memory against --gpu-mem-limit (params.mem_limit). */
+static ts_status charge(ts_engine *e, uint64_t bytes, const char *what) {
+    const uint64_t lim = e->p.mem_limit;
+    if (lim && e->charged + bytes > lim) {
+        char b0[32], b1[32], b2[32], b3[32], b4[32], b5[32];
+        return TS_FAIL(TS_NOMEM, "%s (%s) does not fit the memory limit of %s "
+                       "(--gpu-mem-limit): %s are already allocated (weights %s, KV %s, step "
+                       "buffers %s); use more ranks, a smaller --ctx or --batch, or a higher "
+                       "limit", what, human(bytes, b0, sizeof b0), human(lim, b1, sizeof b1),
+                       human(e->charged, b2, sizeof b2), human(e->weight_bytes, b3, sizeof b3),
+                       human(e->kv_bytes, b4, sizeof b4), human(e->act_bytes, b5, sizeof b5));
+    }
+    e->charged += bytes;
+    return TS_OK;
+}
+
 static ts_status load_matrix(ts_engine *e, const char *name, ts_wmat *out) {
     const ts_gguf_tensor *t = ts_gguf_find_tensor(e->g, name);
     if (!t) return TS_FAIL(TS_FORMAT, "tensor '%s' is missing", name);
+    TS_TRY(charge(e, t->nbytes, name));
     TS_TRY(e->b->ops->load_matrix(e->b, t, 0, t->n_dims >= 2 ? t->ne[1] : 1, out));
     e->weight_bytes += t->nbytes;
     return TS_OK;
@@ -84,6 +110,7 @@ static ts_status load_rows(ts_engine *e, const char *name, int64_t r0, int64_t r
     if (!t) return TS_FAIL(TS_FORMAT, "tensor '%s' is missing", name);
     int64_t rows = t->n_dims >= 2 ? t->ne[1] : 1;
     if (r1 < 0) r1 = rows;
+    TS_TRY(charge(e, t->nbytes / (size_t)rows * (size_t)(r1 - r0), name));
     TS_TRY(e->b->ops->load_matrix(e->b, t, r0, r1 - r0, out));
     e->weight_bytes += t->nbytes / (size_t)rows * (size_t)(r1 - r0);
     return TS_OK;
@@ -105,6 +132,7 @@ static ts_status load_cols(ts_engine *e, const char *name, int64_t c0, int64_t c
         return TS_FAIL(TS_INVAL, "tensor '%s' (%s): columns [%lld, %lld) are not whole %u-element "
                        "blocks of its %lld", name, ts_type_name(t->type), (long long)c0,
                        (long long)c1, be, (long long)t->ne[0]);
+    TS_TRY(charge(e, (uint64_t)part * (uint64_t)rows, name));
     if (e->n_owned == e->cap_owned) {
         int32_t cap = e->cap_owned ? 2 * e->cap_owned : 32;
         void **n = ts_realloc(e->owned, sizeof(void *) * (size_t)cap);
@@ -133,6 +161,7 @@ static ts_status load_norm(ts_engine *e, const char *name, int64_t n, float **ou
     if (!t) return TS_FAIL(TS_FORMAT, "tensor '%s' is missing", name);
     if (t->n_elems != n) return TS_FAIL(TS_FORMAT, "tensor '%s' has %lld elements, expected %lld",
                                         name, (long long)t->n_elems, (long long)n);
+    TS_TRY(charge(e, sizeof(float) * (uint64_t)n, name));
     float *tmp = ts_malloc(sizeof(float) * (size_t)n);
     if (!tmp) return TS_FAIL(TS_NOMEM, "norm '%s'", name);
     ts_status rc = TS_OK;
@@ -150,6 +179,7 @@ static ts_status balloc(ts_engine *e, float **p, int64_t rows, int64_t cols) {
     size_t n;
     if (!ts_mul_size((size_t)rows, (size_t)cols, &n) || !ts_mul_size(n, sizeof(float), &n))
         return TS_FAIL(TS_NOMEM, "step buffer size overflows");
+    TS_TRY(charge(e, n, "step buffer"));
     e->act_bytes += n;
     return e->b->ops->alloc(e->b, n, (void **)p);
 }
@@ -241,7 +271,43 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
                                  .pp = p->pp, .n_ctx = p->n_ctx, .n_seq = p->n_seq_max,
                                  .n_chunk = p->n_chunk, .weight_type = td ? td->type : 0,
                                  .embd_type = te ? te->type : 0, .row_align = align};
-            TS_TRY_GOTO(ts_plan_make(c, &pl, e->plan), rc, fail);
+            uint64_t *budget = NULL;
+            if (p->mem_limit) {
+                /* the same limit on every rank (the flag is per job), less an upper bound of
+                 * the step buffers (the plan counts weights and KV) */
+                const uint64_t tpn = (uint64_t)(pl.tp > 0 ? pl.tp : 1), B = (uint64_t)p->n_batch,
+                               qd = (uint64_t)c->n_head * c->head_dim / tpn,
+                               kd = (uint64_t)c->n_head_kv * c->head_dim / tpn,
+                               ffr = (uint64_t)c->n_ff / tpn + align,
+                               rows = (uint64_t)(p->n_seq_max > 8 ? p->n_seq_max : 8);
+                const uint64_t work = sizeof(float) * (B * (3ull * c->n_embd + 2 * qd + 2 * kd +
+                                                            2 * ffr) +
+                                                       rows * (c->n_embd + (uint64_t)c->n_vocab));
+                if (work >= p->mem_limit) {
+                    char b0[32], b1[32];
+                    rc = TS_FAIL(TS_INVAL, "the step buffers for a batch of %d tokens alone need "
+                                 "about %s, more than the memory limit of %s (--gpu-mem-limit); "
+                                 "use a smaller --batch or a higher limit", p->n_batch,
+                                 human(work, b0, sizeof b0), human(p->mem_limit, b1, sizeof b1));
+                    goto fail;
+                }
+                budget = ts_malloc(sizeof(uint64_t) * (size_t)e->tr->world);
+                if (!budget) {
+                    rc = TS_FAIL(TS_NOMEM, "plan budgets");
+                    goto fail;
+                }
+                for (int32_t r = 0; r < e->tr->world; r++) budget[r] = p->mem_limit - work;
+                pl.mem_bytes = budget;
+            }
+            rc = ts_plan_make(c, &pl, e->plan);
+            ts_free(budget);
+            if (rc != TS_OK && p->mem_limit) {
+                char msg[1024], b0[32];
+                snprintf(msg, sizeof msg, "%s", ts_last_error());
+                rc = TS_FAIL(rc, "%s (each rank's budget: --gpu-mem-limit %s less the step "
+                             "buffers)", msg, human(p->mem_limit, b0, sizeof b0));
+            }
+            if (rc != TS_OK) goto fail;
         }
         if (e->plan->world != e->tr->world || e->plan->tp != e->tr->tp ||
             e->tr->rank >= e->plan->world) {
@@ -250,6 +316,30 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
             goto fail;
         }
         e->me = &e->plan->rank[e->tr->rank];
+        if (e->tr->device_buffers) {
+            /* NCCL: activations stay in device memory, ordered against the backend's stream */
+#ifdef TS_HAVE_CUDA
+            void *stream = NULL;
+            if (strcmp(e->b->ops->name, "cuda") != 0) {
+                rc = TS_FAIL(TS_INVAL, "the %s transport moves device buffers: it needs the "
+                             "cuda backend (--backend cuda), not '%s'", e->tr->ops->name,
+                             e->b->ops->name);
+                goto fail;
+            }
+            if (e->tr->device >= 0 && p->device != e->tr->device) {
+                rc = TS_FAIL(TS_INVAL, "rank %d: the %s transport uses GPU %d but the backend "
+                             "was created on GPU %d", e->tr->rank, e->tr->ops->name,
+                             e->tr->device, p->device);
+                goto fail;
+            }
+            TS_TRY_GOTO(ts_backend_cuda_stream(e->b, &stream), rc, fail);
+            TS_TRY_GOTO(e->tr->ops->bind_stream(e->tr, stream), rc, fail);
+            e->dev = true;
+#else
+            rc = TS_FAIL(TS_UNSUPPORTED, "the %s transport needs a CUDA build", e->tr->ops->name);
+            goto fail;
+#endif
+        }
     }
     const ts_plan_rank *me = e->me;
     const int64_t hd_ = c->head_dim;
@@ -328,12 +418,19 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
         .n_ctx = p->n_ctx,
         .n_batch = p->n_batch,
     };
-    TS_TRY_GOTO(e->b->ops->kv_init(e->b, &kl), rc, fail);
     uint32_t n_glob = 0;
     for (int32_t il = me->l0; il < me->l1; il++) n_glob += c->is_global[il] ? 1u : 0u;
-    e->kv_bytes = 2ull * (uint64_t)kl.kv_dim * sizeof(float) * (uint64_t)kl.page_size *
-                  ((uint64_t)kl.global_pages * n_glob +
-                   (uint64_t)kl.local_pages * ((uint32_t)kl.n_layer - n_glob));
+    const uint64_t kv_need = 2ull * (uint64_t)kl.kv_dim * sizeof(float) * (uint64_t)kl.page_size *
+                             ((uint64_t)kl.global_pages * n_glob +
+                              (uint64_t)kl.local_pages * ((uint32_t)kl.n_layer - n_glob));
+    {
+        char what[96];
+        snprintf(what, sizeof what, "the KV cache for %lld tokens of context",
+                 (long long)p->kv_tokens);
+        TS_TRY_GOTO(charge(e, kv_need, what), rc, fail);
+    }
+    TS_TRY_GOTO(e->b->ops->kv_init(e->b, &kl), rc, fail);
+    e->kv_bytes = kv_need;
 
     /* step buffers */
     const int64_t B = p->n_batch, d = c->n_embd, qd = (int64_t)(me->h1 - me->h0) * c->head_dim,
@@ -353,13 +450,16 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
     if (me->lm_head) {
         TS_TRY_GOTO(balloc(e, &e->xs, e->n_logit_rows, d), rc, fail);
         TS_TRY_GOTO(balloc(e, &e->logits, e->n_logit_rows, c->n_vocab), rc, fail);
+    } else if (e->dev && e->tr->rank == 0) { /* rank 0 receives the logits on its device */
+        TS_TRY_GOTO(balloc(e, &e->logits, e->n_logit_rows, c->n_vocab), rc, fail);
     }
     if (e->tr) {
         e->desc = ts_malloc(sizeof(int32_t) * (DESC_HDR + 4 * (size_t)B));
-        e->xfer = ts_malloc(sizeof(float) * (size_t)B * (size_t)d);
-        if (me->lm_head && e->tr->rank != 0)
+        if (!e->dev) e->xfer = ts_malloc(sizeof(float) * (size_t)B * (size_t)d);
+        if (me->lm_head && e->tr->rank != 0 && !e->dev)
             e->lhost = ts_malloc(sizeof(float) * (size_t)e->n_logit_rows * c->n_vocab);
-        if (!e->desc || !e->xfer || (me->lm_head && e->tr->rank != 0 && !e->lhost)) {
+        if (!e->desc || (!e->dev && !e->xfer) ||
+            (me->lm_head && e->tr->rank != 0 && !e->dev && !e->lhost)) {
             rc = TS_FAIL(TS_NOMEM, "transfer buffers");
             goto fail;
         }
@@ -474,6 +574,7 @@ int64_t ts_engine_free_pages(const ts_engine *e) { return ts_kv_free_global_page
 static void hook(ts_engine *e, const char *name, int32_t layer, const float *dev, int64_t rows,
                  int64_t cols) {
     if (!e->p.hook) return;
+    if (e->dev && e->tr->ops->fence(e->tr) != TS_OK) return;
     size_t n = sizeof(float) * (size_t)rows * (size_t)cols;
     if (e->b->ops->to_host(e->b, e->hook_buf, dev, n) == TS_OK)
         e->p.hook(e->p.hook_ctx, name, layer, e->hook_buf, rows, cols);
@@ -519,6 +620,7 @@ static ts_status comm(ts_engine *e, ts_status rc) {
 /* The TP all-reduce of a row-parallel matmul's partial sums y (n floats, backend memory). */
 static ts_status tp_allreduce(ts_engine *e, float *y, int64_t n) {
     if (!e->tr || e->tr->tp == 1) return TS_OK;
+    if (e->dev) return comm(e, e->tr->ops->allreduce_sum(e->tr, y, (size_t)n));
     const size_t bytes = sizeof(float) * (size_t)n;
     TS_TRY(e->b->ops->to_host(e->b, e->xfer, y, bytes));
     TS_TRY(e->b->ops->sync(e->b));
@@ -540,6 +642,9 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
     if (me->stage == 0) {
         TS_TRY(ops->get_rows(b, e->x, &e->tok_embd, bt->token, T, c->embd_scale));
         hook(e, "embed", -1, e->x, T, d);
+    } else if (e->dev) {
+        TS_TRY(comm(e, tr->ops->recv(tr, me->stage - 1, e->x, sizeof(float) * (size_t)(T * d),
+                                     TS_TAG_ACTIVATIONS, "activations")));
     } else {
         TS_TRY(comm(e, tr->ops->recv(tr, me->stage - 1, e->xfer, sizeof(float) * (size_t)(T * d),
                                      TS_TAG_ACTIVATIONS, "activations")));
@@ -585,14 +690,20 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
         hook(e, "layer_out", (int32_t)il, e->x, T, d);
     }
 
-    if (me->stage < n_stage - 1) {
+    if (me->stage < n_stage - 1 && e->dev) {
+        TS_TRY(comm(e, tr->ops->send(tr, me->stage + 1, e->x, sizeof(float) * (size_t)(T * d),
+                                     TS_TAG_ACTIVATIONS, "activations")));
+    } else if (me->stage < n_stage - 1) {
         TS_TRY(ops->to_host(b, e->xfer, e->x, sizeof(float) * (size_t)(T * d)));
         TS_TRY(ops->sync(b));
         TS_TRY(comm(e, tr->ops->send(tr, me->stage + 1, e->xfer, sizeof(float) * (size_t)(T * d),
                                      TS_TAG_ACTIVATIONS, "activations")));
     }
     const bool is_rank0 = !tr || tr->rank == 0;
-    if (!me->lm_head && !is_rank0) return ops->sync(b);
+    if (!me->lm_head && !is_rank0) {
+        if (e->dev) TS_TRY(comm(e, tr->ops->fence(tr)));
+        return ops->sync(b);
+    }
 
     /* final norm + LM head for the flagged rows, n_logit_rows at a time; computed by the
      * last stage's TP rank 0, which sends each chunk to rank 0 unless it is rank 0 */
@@ -614,18 +725,27 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
             hook(e, "final_norm", -1, e->xs, n, d);
             TS_TRY(ops->matmul(b, e->logits, &e->output, e->xs, n));
             if (is_rank0) {
+                if (e->dev) TS_TRY(comm(e, tr->ops->fence(tr)));
                 TS_TRY(ops->to_host(b, logits + done * c->n_vocab, e->logits, lbytes));
+            } else if (e->dev) {
+                TS_TRY(comm(e, tr->ops->send(tr, 0, e->logits, lbytes, TS_TAG_LOGITS, "logits")));
             } else {
                 TS_TRY(ops->to_host(b, e->lhost, e->logits, lbytes));
                 TS_TRY(ops->sync(b));
                 TS_TRY(comm(e, tr->ops->send(tr, 0, e->lhost, lbytes, TS_TAG_LOGITS, "logits")));
             }
+        } else if (e->dev) {
+            TS_TRY(comm(e, tr->ops->recv(tr, n_stage - 1, e->logits, lbytes, TS_TAG_LOGITS,
+                                         "logits")));
+            TS_TRY(comm(e, tr->ops->fence(tr)));
+            TS_TRY(ops->to_host(b, logits + done * c->n_vocab, e->logits, lbytes));
         } else {
             TS_TRY(comm(e, tr->ops->recv(tr, n_stage - 1, logits + done * c->n_vocab, lbytes,
                                          TS_TAG_LOGITS, "logits")));
         }
         done += n;
     }
+    if (e->dev) TS_TRY(comm(e, tr->ops->fence(tr)));
     return ops->sync(b);
 }
 

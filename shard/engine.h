@@ -58,6 +58,11 @@ typedef struct ts_engine_params {
     ts_transport *transport;
     const ts_plan *plan;
     int32_t tp, pp;
+    /* Bytes this rank's engine may allocate on its device (weights, KV, step buffers;
+     * host memory of the CPU backend); 0 = unlimited. Creation fails with TS_NOMEM and a
+     * message naming what did not fit; distributed, the plan gets it as every rank's
+     * budget (tessera --gpu-mem-limit). */
+    uint64_t mem_limit;
     /* Called while weights load with the fraction done (0..1). */
     void (*progress)(void *ctx, float done);
     void *progress_ctx;

@@ -42,7 +42,10 @@ static ts_status wait_req(ts_transport *t, MPI_Request *req, const char *op) {
         int flag = 0;
         int rc = MPI_Test(req, &flag, MPI_STATUS_IGNORE);
         if (rc != MPI_SUCCESS) return mpi_fail(rc, op, t->rank);
-        if (flag) return TS_OK;
+        if (flag) {
+            t->stats.wait_s += MPI_Wtime() - t0;
+            return TS_OK;
+        }
         if (MPI_Wtime() - t0 > t->timeout_s)
             return TS_FAIL(TS_TIMEOUT, "rank %d: %s did not complete within %.1f s "
                            "(TESSERA_COMM_TIMEOUT)", t->rank, op, t->timeout_s);
@@ -64,6 +67,8 @@ static ts_status m_send(ts_transport *t, int32_t stage, const void *buf, size_t 
     snprintf(op, sizeof op, "send of %s (%zu bytes) to rank %d (stage %d)", what, bytes,
              column_rank(t, stage), stage);
     if (stage < 0 || stage >= t->pp) return TS_FAIL(TS_INVAL, "%s: no such stage", op);
+    t->stats.n_ops++;
+    t->stats.bytes += bytes;
     const char *p = buf;
     while (bytes > 0) {
         int n = bytes > (size_t)INT_MAX ? INT_MAX : (int)bytes;
@@ -83,6 +88,8 @@ static ts_status m_recv(ts_transport *t, int32_t stage, void *buf, size_t bytes,
     snprintf(op, sizeof op, "receive of %s (%zu bytes) from rank %d (stage %d)", what, bytes,
              column_rank(t, stage), stage);
     if (stage < 0 || stage >= t->pp) return TS_FAIL(TS_INVAL, "%s: no such stage", op);
+    t->stats.n_ops++;
+    t->stats.bytes += bytes;
     char *p = buf;
     while (bytes > 0) {
         int n = bytes > (size_t)INT_MAX ? INT_MAX : (int)bytes;
@@ -101,6 +108,9 @@ static ts_status m_allreduce(ts_transport *t, float *buf, size_t n) {
     char op[160];
     snprintf(op, sizeof op, "all-reduce of %zu floats in the TP group of stage %d (ranks %d..%d)",
              n, t->stage, t->stage * t->tp, t->stage * t->tp + t->tp - 1);
+    t->stats.n_ops++;
+    t->stats.n_allreduce++;
+    t->stats.bytes += n * sizeof(float);
     while (n > 0) {
         int c = n > (size_t)INT_MAX ? INT_MAX : (int)n;
         MPI_Request req;
@@ -202,6 +212,7 @@ ts_status ts_transport_mpi_open(int32_t tp, ts_transport **out) {
     t->stage = rank / tp;
     t->tp_rank = rank % tp;
     t->timeout_s = ts_transport_default_timeout();
+    t->device = -1;
     ts_status st = TS_OK;
     if ((rc = MPI_Comm_dup(MPI_COMM_WORLD, &m->world)) != MPI_SUCCESS ||
         (rc = MPI_Comm_split(MPI_COMM_WORLD, t->stage, t->tp_rank, &m->tp)) != MPI_SUCCESS ||

@@ -22,6 +22,10 @@ endfunction()
 
 add_executable(test_parallel ${CMAKE_CURRENT_SOURCE_DIR}/mpi/test_parallel.c)
 target_link_libraries(test_parallel PRIVATE ts_transport_mpi ts_engine PkgConfig::JANSSON m)
+if(TS_HAVE_NCCL)
+  # --backend cuda: GPU ranks over NCCL (scripts/gpu-check-dist.sh; needs 2+ GPUs, not in CTest)
+  target_link_libraries(test_parallel PRIVATE ts_transport_nccl)
+endif()
 target_compile_definitions(test_parallel PRIVATE TS_TEST_DATA="${TS_TEST_DATA}")
 target_include_directories(test_parallel PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/support)
 ts_c_target(test_parallel)
@@ -38,6 +42,13 @@ add_test(NAME mpi_kill_rank
          COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/mpi/test_kill_rank.sh $<TARGET_FILE:tessera>
                  ${MPIEXEC_EXECUTABLE})
 set_tests_properties(mpi_kill_rank PROPERTIES LABELS "mpi" TIMEOUT 300 SKIP_RETURN_CODE 77)
+
+# --gpu-mem-limit on CPU ranks: refusals (one rank, the plan) and a limit that only a split
+# fits, with the same greedy tokens as one rank.
+add_test(NAME mpi_mem_limit
+         COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/mpi/test_mem_limit.sh $<TARGET_FILE:tessera>
+                 ${MPIEXEC_EXECUTABLE})
+set_tests_properties(mpi_mem_limit PROPERTIES LABELS "mpi" TIMEOUT 300 SKIP_RETURN_CODE 77)
 
 # Two hosts in network namespaces joined by veth links (root only; skipped otherwise): the
 # same tokens as one rank for pp 2 and tp 2, and a cut link ends the job within seconds.

@@ -11,6 +11,11 @@
  * within 1e-4 (max|a-b| / max|ref|) and identical greedy tokens. Where the plan must
  * refuse (tp not dividing the KV heads, more stages than layers) it checks the refusal and
  * its message instead. Rank 0 prints "N passed, N failed"; exit 1 on a failure.
+ *
+ * GPU ranks (scripts/gpu-check-dist.sh): `--backend cuda` runs both engines on the CUDA
+ * backend (the single-rank one on rank 0's GPU; the distributed one over the NCCL
+ * transport when built with it, each rank on GPU local rank % devices); `--models A:B`
+ * adds GGUF files (e.g. tessera mkmodel output) run with fixed prompts.
  */
 #include <jansson.h>
 #include <math.h>
@@ -31,6 +36,8 @@
 #define MAX_CASES 8
 
 static int g_pass, g_fail, g_rank;
+static const char *g_backend; /* NULL: cpu */
+static int g_device;
 
 static void check(bool ok, const char *what) {
     if (g_rank != 0) return;
@@ -190,7 +197,8 @@ static void run_model(ts_transport *tr, const char *label, const char *gguf, con
     result ref = {0}, dist = {0};
     if (tr->rank == 0 && !refusal) {
         ts_engine_params ep = {.model_path = gguf, .n_threads = 1, .reference = true,
-                               .n_ctx = 256, .n_seq_max = 3, .n_batch = 256};
+                               .n_ctx = 256, .n_seq_max = 3, .n_batch = 256,
+                               .backend = g_backend, .device = g_device};
         ts_engine *e = NULL;
         if (ts_engine_create(&ep, &e) != TS_OK) {
             snprintf(what, sizeof what, "%s: single-rank engine: %s", label, ts_last_error());
@@ -202,7 +210,8 @@ static void run_model(ts_transport *tr, const char *label, const char *gguf, con
     }
     ts_engine_params dp = {.model_path = gguf, .n_threads = 1, .reference = true,
                            .n_ctx = 256, .n_seq_max = 3, .n_batch = 256,
-                           .transport = tr, .tp = tp, .pp = pp};
+                           .transport = tr, .tp = tp, .pp = pp,
+                           .backend = g_backend, .device = g_device};
     ts_engine *e = NULL;
     ts_status rc = ts_engine_create(&dp, &e);
     if (refusal) {
@@ -253,16 +262,30 @@ static void run_model(ts_transport *tr, const char *label, const char *gguf, con
 int main(int argc, char **argv) {
     int32_t tp = 1, pp = 0;
     const char *dir = TS_TEST_DATA "/fixtures/hf";
+    const char *models = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--tp") && i + 1 < argc) tp = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--pp") && i + 1 < argc) pp = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--backend") && i + 1 < argc) g_backend = argv[++i];
+        else if (!strcmp(argv[i], "--models") && i + 1 < argc) models = argv[++i];
         else dir = argv[i];
     }
     ts_transport *tr = NULL;
-    if (ts_transport_mpi_open(tp, &tr) != TS_OK) {
+    ts_status ost;
+    const bool cuda = g_backend && !strcmp(g_backend, "cuda");
+#ifdef TS_HAVE_NCCL
+    if (cuda) ost = ts_transport_nccl_open(tp, -1, &tr);
+    else
+#endif
+        ost = ts_transport_mpi_open(tp, &tr);
+    if (ost != TS_OK) {
         fprintf(stderr, "test_parallel: %s\n", ts_last_error());
         return 1;
     }
+    g_device = tr->device >= 0 ? tr->device : 0;
+    if (tr->rank == 0)
+        printf("transport %s, backend %s (rank 0 on device %d)\n", tr->ops->name,
+               cuda ? "cuda" : "cpu", g_device);
     g_rank = tr->rank;
     if (pp == 0) pp = tr->world / tp;
     if (tp * pp != tr->world) {
@@ -285,6 +308,30 @@ int main(int argc, char **argv) {
             continue;
         }
         run_model(tr, cfgs[i], gp, cs, n, tp, pp);
+    }
+    if (models && *models) {
+        char list[4096];
+        snprintf(list, sizeof list, "%s", models);
+        for (char *save = NULL, *m = strtok_r(list, ":", &save); m; m = strtok_r(NULL, ":", &save)) {
+            ts_gguf *g = NULL;
+            ts_config mc;
+            if (ts_gguf_open(m, &g) != TS_OK || ts_config_from_gguf(g, &mc) != TS_OK) {
+                ts_gguf_close(g);
+                check(false, m);
+                continue;
+            }
+            ts_gguf_close(g);
+            static const int32_t p0[] = {2, 818, 5279, 529, 7001, 563, 9079, 236761, 1437, 27};
+            pcase cs[3];
+            for (int k = 0; k < 3; k++) {
+                snprintf(cs[k].name, sizeof cs[k].name, "p%d", k);
+                cs[k].n_tok = 10 - 3 * k;
+                for (int32_t i = 0; i < cs[k].n_tok; i++)
+                    cs[k].tok[i] = (int32_t)((uint32_t)p0[i] % mc.n_vocab);
+            }
+            const char *base = strrchr(m, '/');
+            run_model(tr, base ? base + 1 : m, m, cs, 3, tp, pp);
+        }
     }
     const char *m270 = getenv("TESSERA_MODEL_270M");
     if (m270 && *m270) {
