@@ -2,15 +2,17 @@
  * definitions of llama.cpp's llama-bench:
  *   ppP  - one step of P prompt tokens from an empty context: P / time;
  *   tgN  - N tokens generated one at a time from an empty context: N / time;
- *   with --streams S > 1 also: S sequences each with a P-token prompt (prefill not timed),
- *          then N decode steps of S tokens each: S * N / time (aggregate decode).
+ *   with --streams S > 1 also: S sequences each with a P-token prompt (prefill not timed;
+ *          --stream-prompt P2 gives them P2 tokens instead), then N decode steps of S
+ *          tokens each: S * N / time (aggregate decode).
+ * --ctx C sizes the KV cache for C positions per sequence (default P + N + 1).
  * Token ids are random (seeded) in [0, vocab). Each test runs --reps times (after one
  * warm-up) and the median is reported.
  *
  * Under mpirun (--tp / --pp, docs/distributed.md) rank 0 drives and reports; the others
  * serve. Per test it also reports rank 0's communication per token: operations, bytes,
  * and with TESSERA_COMM_PROFILE=1 on NCCL the device time of the all-reduces and of all
- * operations (medians are over the rep's whole test: the counters are summed over reps).
+ * operations (summed over the timed reps, the warm-up excluded, per token).
  */
 #include <errno.h>
 #include <jansson.h>
@@ -38,6 +40,7 @@ static int cmp_d(const void *a, const void *b) {
 static void usage(FILE *f) {
     fprintf(f, "usage: tessera bench -m MODEL [-p 512] [-n 128] [--streams S] [--threads N]\n"
                "                     [--reps R] [--backend cpu|cuda] [--json]\n"
+               "                     [--stream-prompt P2] [--ctx C]\n"
                "                     [--tp T] [--pp P] [--gpu-mem-limit BYTES] (under mpirun)\n\n"
                "Prefill (ppP) and decode (tgN) tokens/s with llama-bench's definitions; with\n"
                "--streams S also aggregate decode of S sequences with P-token prompts.\n");
@@ -80,7 +83,8 @@ static uint32_t rnd(void) {
 
 int ts_cmd_bench(int argc, char **argv) {
     const char *model = NULL;
-    long p = 512, n = 128, streams = 1, threads = 0, reps = 3, tp = 1, ppar = 0;
+    long p = 512, n = 128, streams = 1, threads = 0, reps = 3, tp = 1, ppar = 0, sp = -1,
+         ctx = 0;
     uint64_t mem_limit = 0;
     bool json = false;
     const char *backend = NULL;
@@ -108,6 +112,8 @@ int ts_cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--threads")) bad = parse_int(a, v, 1, 1024, &threads);
         else if (!strcmp(a, "--reps")) bad = parse_int(a, v, 1, 1000, &reps);
         else if (!strcmp(a, "--tp")) bad = parse_int(a, v, 1, 256, &tp);
+        else if (!strcmp(a, "--stream-prompt")) bad = parse_int(a, v, 0, 65536, &sp);
+        else if (!strcmp(a, "--ctx")) bad = parse_int(a, v, 1, 1 << 24, &ctx);
         else if (!strcmp(a, "--pp")) bad = parse_int(a, v, 0, 256, &ppar);
         else if (!strcmp(a, "--gpu-mem-limit"))
             bad = ts_cmd_parse_bytes("tessera bench", a, v, &mem_limit);
@@ -132,7 +138,15 @@ int ts_cmd_bench(int argc, char **argv) {
         fprintf(stderr, "tessera bench: nothing to do (-p 0 -n 0)\n");
         return 2;
     }
+    if (sp < 0) sp = p;
     long batch = p > streams ? p : streams;
+    if (sp > batch) batch = sp;
+    long need_ctx = (p > sp ? p : sp) + n + 1;
+    if (ctx && ctx < need_ctx) {
+        fprintf(stderr, "tessera bench: --ctx %ld is less than the %ld positions the tests use\n",
+                ctx, need_ctx);
+        return 2;
+    }
     if (batch < 1) batch = 1;
     ts_transport *tr = NULL;
     {
@@ -141,9 +155,9 @@ int ts_cmd_bench(int argc, char **argv) {
     }
     ts_engine_params ep = {
         .model_path = model, .n_threads = (int)threads, .backend = backend,
-        .n_ctx = (int32_t)(p + n + 1),
+        .n_ctx = (int32_t)(ctx ? ctx : need_ctx),
         .n_seq_max = (int32_t)streams, .n_batch = (int32_t)batch,
-        .n_chunk = (int32_t)(p > 0 ? p : 1),
+        .n_chunk = (int32_t)(batch > 0 ? batch : 1),
         .transport = tr, .tp = (int32_t)tp, .pp = (int32_t)ppar,
         .device = tr && tr->device >= 0 ? tr->device : 0, .mem_limit = mem_limit,
     };
@@ -170,6 +184,14 @@ int ts_cmd_bench(int argc, char **argv) {
         return sr;
     }
     if (tr) fprintf(stderr, "%s", ts_engine_plan(e)->desc);
+    {
+        ts_engine_info in;
+        ts_engine_get_info(e, &in);
+        fprintf(stderr, "engine (rank 0): %s; weights %.1f MiB, KV cache %.1f MiB for %d "
+                "positions x %d sequences, step buffers %.1f MiB\n", in.backend,
+                (double)in.weight_bytes / 1048576.0, (double)in.kv_bytes / 1048576.0, in.n_ctx,
+                in.n_seq_max, (double)in.activation_bytes / 1048576.0);
+    }
     const ts_config *c = ts_engine_config(e);
     ts_engine_info info;
     ts_engine_get_info(e, &info);
@@ -202,7 +224,7 @@ int ts_cmd_bench(int argc, char **argv) {
             double t0 = now_s();
             if (ts_engine_step(e, &b, logits) != TS_OK) goto fail;
             t[r] = now_s() - t0;
-            comm_add(tr, &s0, &acc[0], &acc_tok[0], (double)p);
+            if (r > 0) comm_add(tr, &s0, &acc[0], &acc_tok[0], (double)p);
         }
         qsort(t + 1, (size_t)reps, sizeof(double), cmp_d); /* t[0] is the warm-up */
         pp = (double)p / t[1 + reps / 2];
@@ -222,7 +244,7 @@ int ts_cmd_bench(int argc, char **argv) {
                 if (ts_engine_step(e, &b, logits) != TS_OK) goto fail;
             }
             t[r] = now_s() - t0;
-            comm_add(tr, &s0, &acc[1], &acc_tok[1], (double)n);
+            if (r > 0) comm_add(tr, &s0, &acc[1], &acc_tok[1], (double)n);
         }
         qsort(t + 1, (size_t)reps, sizeof(double), cmp_d);
         tg = (double)n / t[1 + reps / 2];
@@ -232,14 +254,14 @@ int ts_cmd_bench(int argc, char **argv) {
         for (long r = 0; r <= reps; r++) {
             for (long s = 0; s < streams; s++) {
                 ts_engine_seq_release(e, (int32_t)s);
-                if (ts_engine_seq_reserve(e, (int32_t)s, (int32_t)(p + n)) != TS_OK) goto fail;
-                if (p > 0) {
-                    for (long i = 0; i < p; i++) {
+                if (ts_engine_seq_reserve(e, (int32_t)s, (int32_t)(sp + n)) != TS_OK) goto fail;
+                if (sp > 0) {
+                    for (long i = 0; i < sp; i++) {
                         tok[i] = (int32_t)(rnd() % c->n_vocab);
                         pos[i] = (int32_t)i;
                         seq[i] = (int32_t)s;
                     }
-                    ts_batch b = {.n_tokens = (int32_t)p, .token = tok, .pos = pos, .seq = seq};
+                    ts_batch b = {.n_tokens = (int32_t)sp, .token = tok, .pos = pos, .seq = seq};
                     if (ts_engine_step(e, &b, logits) != TS_OK) goto fail;
                 }
             }
@@ -248,7 +270,7 @@ int ts_cmd_bench(int argc, char **argv) {
             for (long i = 0; i < n; i++) {
                 for (long s = 0; s < streams; s++) {
                     tok[s] = (int32_t)(rnd() % c->n_vocab);
-                    pos[s] = (int32_t)(p + i);
+                    pos[s] = (int32_t)(sp + i);
                     seq[s] = (int32_t)s;
                     want[s] = 1;
                 }
@@ -257,7 +279,7 @@ int ts_cmd_bench(int argc, char **argv) {
                 if (ts_engine_step(e, &b, logits) != TS_OK) goto fail;
             }
             t[r] = now_s() - t0;
-            comm_add(tr, &s0, &acc[2], &acc_tok[2], (double)(streams * n));
+            if (r > 0) comm_add(tr, &s0, &acc[2], &acc_tok[2], (double)(streams * n));
         }
         qsort(t + 1, (size_t)reps, sizeof(double), cmp_d);
         agg = (double)(streams * n) / t[1 + reps / 2];
@@ -287,6 +309,8 @@ int ts_cmd_bench(int argc, char **argv) {
         json_object_set_new(o, "p", json_integer(p));
         json_object_set_new(o, "n", json_integer(n));
         json_object_set_new(o, "streams", json_integer(streams));
+        json_object_set_new(o, "stream_prompt", json_integer(sp));
+        json_object_set_new(o, "n_ctx", json_integer(info.n_ctx));
         if (tr) {
             json_object_set_new(o, "tp", json_integer(tr->tp));
             json_object_set_new(o, "pp", json_integer(tr->pp));
@@ -315,7 +339,7 @@ int ts_cmd_bench(int argc, char **argv) {
         if (p > 0) printf("| %s | pp%ld | %.2f |\n", desc, p, pp);
         if (n > 0) printf("| %s | tg%ld | %.2f |\n", desc, n, tg);
         if (streams > 1 && n > 0)
-            printf("| %s | %ld streams, pp%ld+tg%ld | %.2f |\n", desc, streams, p, n, agg);
+            printf("| %s | %ld streams, pp%ld+tg%ld | %.2f |\n", desc, streams, sp, n, agg);
         const char *tn[3] = {"pp", "tg", "streams"};
         for (int k = 0; k < 3; k++)
             if (comm[k][0]) printf("comm %s: %s\n", tn[k], comm[k]);
