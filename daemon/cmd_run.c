@@ -387,6 +387,11 @@ int ts_cmd_run(int argc, char **argv) {
         goto out;
     }
     for (size_t i = 0; i < pt.n; i++) (void)ts_sampler_accept(smp, pt.ids[i]);
+    /* distributed greedy decoding without penalties: the last stage picks the token and
+     * only its id crosses to rank 0 (ts_engine_step_greedy) */
+    const bool greedy_ids = dist && o.sp.temperature == 0.0f && o.sp.repetition_penalty == 1.0f &&
+                            o.sp.presence_penalty == 0.0f && o.sp.frequency_penalty == 0.0f;
+    int32_t next_id = -1;
 
     /* prefill in chunks; logits of the last prompt token */
     for (size_t i0 = 0; i0 < pt.n; i0 += (size_t)info.n_batch) {
@@ -396,7 +401,8 @@ int ts_cmd_run(int argc, char **argv) {
             pos[j] = (int32_t)i0 + j;
         }
         ts_batch b = {.n_tokens = n, .token = ids, .pos = pos, .seq = seq};
-        if (ts_engine_step(e, &b, logits) != TS_OK) {
+        if ((greedy_ids ? ts_engine_step_greedy(e, &b, &next_id) : ts_engine_step(e, &b, logits)) !=
+            TS_OK) {
             fprintf(stderr, "tessera run: %s\n", ts_last_error());
             if (dist) tr->ops->abort(tr, 1); /* the other ranks may wait on us */
             goto out;
@@ -409,8 +415,8 @@ int ts_cmd_run(int argc, char **argv) {
         if (strlen(o.stops[s]) > max_stop) max_stop = strlen(o.stops[s]);
     int32_t n_gen = 0, cur = (int32_t)pt.n;
     while (n_gen < o.n_predict) {
-        int32_t t;
-        if (ts_sampler_sample(smp, logits, &t) != TS_OK) {
+        int32_t t = next_id;
+        if (!greedy_ids && ts_sampler_sample(smp, logits, &t) != TS_OK) {
             fprintf(stderr, "tessera run: sampling: %s\n", ts_last_error());
             goto out;
         }
@@ -451,7 +457,8 @@ int ts_cmd_run(int argc, char **argv) {
         ids[0] = t;
         pos[0] = cur++;
         ts_batch b = {.n_tokens = 1, .token = ids, .pos = pos, .seq = seq};
-        if (ts_engine_step(e, &b, logits) != TS_OK) {
+        if ((greedy_ids ? ts_engine_step_greedy(e, &b, &next_id) : ts_engine_step(e, &b, logits)) !=
+            TS_OK) {
             fprintf(stderr, "tessera run: %s\n", ts_last_error());
             if (dist) tr->ops->abort(tr, 1); /* the other ranks may wait on us */
             goto out;

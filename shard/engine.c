@@ -61,13 +61,20 @@ struct ts_engine {
     int32_t n_owned, cap_owned;
     int32_t *desc;             /* step descriptor: header + 4 * n_batch */
     float *xfer;               /* host staging: (n_batch, d) */
-    float *lhost;              /* host staging of logits (n_logit_rows, n_vocab) */
+    float *lhost;              /* host staging of this rank's logits (n_logit_rows, v1 - v0) */
+    bool split;                /* vocab-split LM head over the last stage's TP group */
+    float *lfull_h;            /* split, logits: zero-padded full rows (n_logit_rows, n_vocab) */
+    float *lfull;              /* the same in backend memory (device transports) */
+    float *amx_h, *amx_d;      /* split, ids: (row, tp rank) -> (max, id), host / backend */
+    int32_t *ids_h;            /* (n_logit_rows) greedy ids of a chunk */
+    int32_t *ids_d;            /* backend memory: ids to / from rank 0 (device transports) */
     bool dev;                  /* device transport: activations move in backend memory */
     bool broken;
     uint64_t charged;          /* bytes counted against p.mem_limit */
 };
 
 enum { CMD_STOP = 1, CMD_STEP = 2, CMD_RESERVE = 3, CMD_RELEASE = 4 };
+enum { STEP_LOGITS = 0, STEP_IDS = 1 };
 enum { DESC_HDR = 4 };
 
 /* ---- loading ---- */
@@ -249,7 +256,8 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
     /* the plan: this rank's slice (single rank: everything) */
     e->whole = (ts_plan_rank){.l0 = 0, .l1 = (int32_t)c->n_layer, .h0 = 0,
                               .h1 = (int32_t)c->n_head, .kv0 = 0, .kv1 = (int32_t)c->n_head_kv,
-                              .f0 = 0, .f1 = (int32_t)c->n_ff, .embed = true, .lm_head = true};
+                              .f0 = 0, .f1 = (int32_t)c->n_ff, .v0 = 0,
+                              .v1 = (int32_t)c->n_vocab, .embed = true, .lm_head = true};
     e->me = &e->whole;
     if (p->transport) {
         e->tr = p->transport;
@@ -344,12 +352,28 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
     const ts_plan_rank *me = e->me;
     const int64_t hd_ = c->head_dim;
 
-    /* weights */
-    if (me->embed || me->lm_head)
+    /* weights; with tp > 1 the last stage's TP ranks split the LM head by vocabulary rows */
+    e->split = e->tr && e->tr->tp > 1 && me->lm_head;
+    if (me->lm_head && (me->v0 < 0 || me->v1 > (int32_t)c->n_vocab || me->v1 <= me->v0 ||
+                        (!e->split && (me->v0 != 0 || me->v1 != (int32_t)c->n_vocab)))) {
+        rc = TS_FAIL(TS_INVAL, "plan: LM head vocabulary slice [%d, %d) of %u", me->v0, me->v1,
+                     c->n_vocab);
+        goto fail;
+    }
+    if (e->split && c->n_vocab > (1u << 24)) {
+        rc = TS_FAIL(TS_UNSUPPORTED, "a vocabulary of %u ids is too large for the split LM head",
+                     c->n_vocab);
+        goto fail;
+    }
+    if (me->embed || (me->lm_head && !e->split))
         TS_TRY_GOTO(load_matrix(e, "token_embd.weight", &e->tok_embd), rc, fail);
     if (me->lm_head) {
-        if (ts_gguf_find_tensor(e->g, "output.weight"))
-            TS_TRY_GOTO(load_matrix(e, "output.weight", &e->output), rc, fail);
+        const char *oname = ts_gguf_find_tensor(e->g, "output.weight") ? "output.weight"
+                                                                        : "token_embd.weight";
+        if (e->split)
+            TS_TRY_GOTO(load_rows(e, oname, me->v0, me->v1, &e->output), rc, fail);
+        else if (oname[0] == 'o')
+            TS_TRY_GOTO(load_matrix(e, oname, &e->output), rc, fail);
         else
             e->output = e->tok_embd; /* tied */
         TS_TRY_GOTO(load_norm(e, "output_norm.weight", c->n_embd, &e->output_norm), rc, fail);
@@ -447,19 +471,36 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
     TS_TRY_GOTO(balloc(e, &e->o, B, d), rc, fail);
     TS_TRY_GOTO(balloc(e, &e->gate, B, ffr), rc, fail);
     TS_TRY_GOTO(balloc(e, &e->up, B, ffr), rc, fail);
+    const int64_t R = e->n_logit_rows, Vs = me->lm_head ? me->v1 - me->v0 : 0;
+    const int64_t tpn = e->tr ? e->tr->tp : 1;
     if (me->lm_head) {
-        TS_TRY_GOTO(balloc(e, &e->xs, e->n_logit_rows, d), rc, fail);
-        TS_TRY_GOTO(balloc(e, &e->logits, e->n_logit_rows, c->n_vocab), rc, fail);
+        TS_TRY_GOTO(balloc(e, &e->xs, R, d), rc, fail);
+        TS_TRY_GOTO(balloc(e, &e->logits, R, Vs), rc, fail);
+        if (e->split && e->dev) {
+            TS_TRY_GOTO(balloc(e, &e->lfull, R, c->n_vocab), rc, fail);
+            TS_TRY_GOTO(balloc(e, &e->amx_d, R * tpn, 2), rc, fail);
+        }
     } else if (e->dev && e->tr->rank == 0) { /* rank 0 receives the logits on its device */
-        TS_TRY_GOTO(balloc(e, &e->logits, e->n_logit_rows, c->n_vocab), rc, fail);
+        TS_TRY_GOTO(balloc(e, &e->logits, R, c->n_vocab), rc, fail);
+    }
+    if (e->dev && (me->lm_head || e->tr->rank == 0))
+        TS_TRY_GOTO(balloc(e, (float **)&e->ids_d, R, 1), rc, fail);
+    e->ids_h = ts_malloc(sizeof(int32_t) * (size_t)R);
+    if (me->lm_head) {
+        e->lhost = ts_malloc(sizeof(float) * (size_t)R * (size_t)Vs);
+        if (e->split) {
+            e->lfull_h = ts_malloc(sizeof(float) * (size_t)R * c->n_vocab);
+            e->amx_h = ts_malloc(sizeof(float) * 2 * (size_t)(R * tpn));
+        }
+    }
+    if (!e->ids_h || (me->lm_head && (!e->lhost || (e->split && (!e->lfull_h || !e->amx_h))))) {
+        rc = TS_FAIL(TS_NOMEM, "LM head buffers");
+        goto fail;
     }
     if (e->tr) {
         e->desc = ts_malloc(sizeof(int32_t) * (DESC_HDR + 4 * (size_t)B));
         if (!e->dev) e->xfer = ts_malloc(sizeof(float) * (size_t)B * (size_t)d);
-        if (me->lm_head && e->tr->rank != 0 && !e->dev)
-            e->lhost = ts_malloc(sizeof(float) * (size_t)e->n_logit_rows * c->n_vocab);
-        if (!e->desc || (!e->dev && !e->xfer) ||
-            (me->lm_head && e->tr->rank != 0 && !e->dev && !e->lhost)) {
+        if (!e->desc || (!e->dev && !e->xfer)) {
             rc = TS_FAIL(TS_NOMEM, "transfer buffers");
             goto fail;
         }
@@ -491,9 +532,13 @@ void ts_engine_destroy(ts_engine *e) {
     /* rank 0 releases the other ranks from ts_engine_serve */
     if (e->tr && e->tr->rank == 0 && e->tr->world > 1 && e->desc && !e->broken)
         (void)send_cmd(e, CMD_STOP, 0, 0, 0);
+    if (e->dev) { /* the transport outlives this engine's stream */
+        if (!e->broken) (void)e->tr->ops->fence(e->tr);
+        (void)e->tr->ops->bind_stream(e->tr, NULL);
+    }
     if (e->b) {
         float *bufs[] = {e->x, e->h, e->q, e->k, e->v, e->att, e->o, e->gate, e->up, e->xs,
-                         e->logits, e->output_norm};
+                         e->logits, e->output_norm, e->lfull, e->amx_d, (float *)e->ids_d};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             if (bufs[i]) e->b->ops->free(e->b, bufs[i]);
         if (e->layers)
@@ -517,6 +562,9 @@ void ts_engine_destroy(ts_engine *e) {
     ts_free(e->desc);
     ts_free(e->xfer);
     ts_free(e->lhost);
+    ts_free(e->lfull_h);
+    ts_free(e->amx_h);
+    ts_free(e->ids_h);
     ts_free(e);
 }
 
@@ -628,8 +676,131 @@ static ts_status tp_allreduce(ts_engine *e, float *y, int64_t n) {
     return e->b->ops->to_device(e->b, y, e->xfer, bytes);
 }
 
+/* ---- LM head (the last stage) ---- */
+
+/* The first index of the maximum of x[0..n); TS_INVAL on NaN / +inf. */
+static ts_status row_argmax(const float *x, int64_t n, int64_t row, float *m_out, int64_t *am) {
+    float m = -INFINITY;
+    int64_t a = -1;
+    for (int64_t j = 0; j < n; j++) {
+        const float v = x[j];
+        if (v != v || v == INFINITY)
+            return TS_FAIL(TS_INVAL, "logit %lld of row %lld is %s", (long long)j, (long long)row,
+                           v != v ? "NaN" : "+inf");
+        if (v > m) {
+            m = v;
+            a = j;
+        }
+    }
+    if (a < 0) return TS_FAIL(TS_INVAL, "row %lld: no finite logit", (long long)row);
+    *m_out = m;
+    *am = a;
+    return TS_OK;
+}
+
+/* Greedy ids of the chunk's n rows (e->logits: this rank's vocabulary slice) into
+ * e->ids_h on the last stage's TP rank 0: the argmax of each slice, combined in the TP
+ * group through a sum of zero-padded (max, id) slots (the same first-max rule as one rank:
+ * slices are in vocabulary order). */
+static ts_status lm_ids(ts_engine *e, int64_t n) {
+    const ts_plan_rank *me = e->me;
+    const int64_t Vs = me->v1 - me->v0;
+    ts_transport *tr = e->tr;
+    if (e->dev) TS_TRY(comm(e, tr->ops->fence(tr)));
+    TS_TRY(e->b->ops->to_host(e->b, e->lhost, e->logits, sizeof(float) * (size_t)(n * Vs)));
+    const int64_t tpn = e->split ? tr->tp : 1, slot = e->split ? tr->tp_rank : 0;
+    if (e->split) memset(e->amx_h, 0, sizeof(float) * 2 * (size_t)(n * tpn));
+    for (int64_t r = 0; r < n; r++) {
+        float m = 0;
+        int64_t am = 0;
+        TS_TRY(row_argmax(e->lhost + r * Vs, Vs, r, &m, &am));
+        if (!e->split) {
+            e->ids_h[r] = (int32_t)(me->v0 + am);
+        } else {
+            e->amx_h[2 * (r * tpn + slot)] = m;
+            e->amx_h[2 * (r * tpn + slot) + 1] = (float)(me->v0 + am);
+        }
+    }
+    if (!e->split) return TS_OK;
+    const size_t cnt = 2 * (size_t)(n * tpn);
+    if (e->dev) {
+        TS_TRY(e->b->ops->to_device(e->b, e->amx_d, e->amx_h, sizeof(float) * cnt));
+        TS_TRY(comm(e, tr->ops->allreduce_sum(tr, e->amx_d, cnt)));
+        TS_TRY(comm(e, tr->ops->fence(tr)));
+        TS_TRY(e->b->ops->to_host(e->b, e->amx_h, e->amx_d, sizeof(float) * cnt));
+    } else {
+        TS_TRY(comm(e, tr->ops->allreduce_sum(tr, e->amx_h, cnt)));
+    }
+    for (int64_t r = 0; r < n; r++) {
+        int64_t best = 0;
+        for (int64_t k = 1; k < tpn; k++) /* strictly greater: ties keep the lower ids */
+            if (e->amx_h[2 * (r * tpn + k)] > e->amx_h[2 * (r * tpn + best)]) best = k;
+        e->ids_h[r] = (int32_t)e->amx_h[2 * (r * tpn + best) + 1];
+    }
+    return TS_OK;
+}
+
+/* Split LM head, logits wanted: every TP rank's slice into zero-padded full rows, summed
+ * in the TP group (exact: one nonzero term per element): e->lfull (device transports) or
+ * e->lfull_h hold the chunk's full logits. */
+static ts_status lm_gather(ts_engine *e, int64_t n) {
+    const ts_plan_rank *me = e->me;
+    const int64_t V = e->cfg.n_vocab, Vs = me->v1 - me->v0;
+    ts_transport *tr = e->tr;
+    if (e->dev) TS_TRY(comm(e, tr->ops->fence(tr)));
+    TS_TRY(e->b->ops->to_host(e->b, e->lhost, e->logits, sizeof(float) * (size_t)(n * Vs)));
+    memset(e->lfull_h, 0, sizeof(float) * (size_t)(n * V));
+    for (int64_t r = 0; r < n; r++)
+        memcpy(e->lfull_h + r * V + me->v0, e->lhost + r * Vs, sizeof(float) * (size_t)Vs);
+    if (e->dev) {
+        TS_TRY(e->b->ops->to_device(e->b, e->lfull, e->lfull_h, sizeof(float) * (size_t)(n * V)));
+        return comm(e, tr->ops->allreduce_sum(tr, e->lfull, (size_t)(n * V)));
+    }
+    return comm(e, tr->ops->allreduce_sum(tr, e->lfull_h, (size_t)(n * V)));
+}
+
+/* The last stage's TP rank 0: the chunk's ids (e->ids_h) or logits to rank 0 (or into the
+ * caller's arrays when it is rank 0). */
+static ts_status deliver(ts_engine *e, int64_t n, bool want_ids, float *logits, int32_t *ids,
+                         int64_t done) {
+    ts_transport *tr = e->tr;
+    ts_backend *b = e->b;
+    const bool is_rank0 = !tr || tr->rank == 0;
+    const int64_t V = e->cfg.n_vocab;
+    if (want_ids) {
+        const size_t ib = sizeof(int32_t) * (size_t)n;
+        if (is_rank0) {
+            memcpy(ids + done, e->ids_h, ib);
+            return TS_OK;
+        }
+        if (e->dev) {
+            TS_TRY(b->ops->to_device(b, e->ids_d, e->ids_h, ib));
+            return comm(e, tr->ops->send(tr, 0, e->ids_d, ib, TS_TAG_LOGITS, "token ids"));
+        }
+        return comm(e, tr->ops->send(tr, 0, e->ids_h, ib, TS_TAG_LOGITS, "token ids"));
+    }
+    const size_t lbytes = sizeof(float) * (size_t)(n * V);
+    if (e->split && !e->dev) { /* full rows on the host */
+        if (is_rank0) {
+            memcpy(logits + done * V, e->lfull_h, lbytes);
+            return TS_OK;
+        }
+        return comm(e, tr->ops->send(tr, 0, e->lfull_h, lbytes, TS_TAG_LOGITS, "logits"));
+    }
+    const float *src = e->split ? e->lfull : e->logits; /* backend memory */
+    if (is_rank0) {
+        if (e->dev) TS_TRY(comm(e, tr->ops->fence(tr)));
+        return b->ops->to_host(b, logits + done * V, src, lbytes);
+    }
+    if (e->dev) return comm(e, tr->ops->send(tr, 0, src, lbytes, TS_TAG_LOGITS, "logits"));
+    TS_TRY(b->ops->to_host(b, e->lhost, src, lbytes));
+    TS_TRY(b->ops->sync(b));
+    return comm(e, tr->ops->send(tr, 0, e->lhost, lbytes, TS_TAG_LOGITS, "logits"));
+}
+
 /* The forward pass of this rank's part. logits: rank 0 only (NULL elsewhere). */
-static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
+static ts_status forward(ts_engine *e, const ts_batch *bt, bool want_ids, float *logits,
+                         int32_t *ids) {
     const ts_config *c = &e->cfg;
     const ts_backend_ops *ops = e->b->ops;
     ts_backend *b = e->b;
@@ -705,8 +876,11 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
         return ops->sync(b);
     }
 
-    /* final norm + LM head for the flagged rows, n_logit_rows at a time; computed by the
-     * last stage's TP rank 0, which sends each chunk to rank 0 unless it is rank 0 */
+    /* final norm + LM head for the flagged rows, n_logit_rows at a time, on the last
+     * stage (each TP rank its vocabulary slice [v0, v1)); its TP rank 0 ("lm0") delivers
+     * each chunk's logits or greedy ids to rank 0, or is rank 0 */
+    const int64_t V = c->n_vocab;
+    const bool lm0 = me->lm_head && (!tr || tr->tp_rank == 0);
     int64_t done = 0;
     int64_t i = 0;
     while (i < T) {
@@ -719,29 +893,35 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
             n++;
         }
         if (n == 0) break;
-        const size_t lbytes = sizeof(float) * (size_t)n * c->n_vocab;
         if (me->lm_head) {
             TS_TRY(ops->rmsnorm(b, e->xs, e->xs, e->output_norm, n, d, c->rms_eps));
             hook(e, "final_norm", -1, e->xs, n, d);
             TS_TRY(ops->matmul(b, e->logits, &e->output, e->xs, n));
-            if (is_rank0) {
-                if (e->dev) TS_TRY(comm(e, tr->ops->fence(tr)));
-                TS_TRY(ops->to_host(b, logits + done * c->n_vocab, e->logits, lbytes));
-            } else if (e->dev) {
-                TS_TRY(comm(e, tr->ops->send(tr, 0, e->logits, lbytes, TS_TAG_LOGITS, "logits")));
+            if (want_ids) TS_TRY(lm_ids(e, n));
+            else if (e->split) TS_TRY(lm_gather(e, n));
+            if (lm0) TS_TRY(deliver(e, n, want_ids, logits, ids, done));
+        } else if (want_ids) { /* rank 0, not on the last stage */
+            const size_t ib = sizeof(int32_t) * (size_t)n;
+            if (e->dev) {
+                TS_TRY(comm(e, tr->ops->recv(tr, n_stage - 1, e->ids_d, ib, TS_TAG_LOGITS,
+                                             "token ids")));
+                TS_TRY(comm(e, tr->ops->fence(tr)));
+                TS_TRY(ops->to_host(b, ids + done, e->ids_d, ib));
             } else {
-                TS_TRY(ops->to_host(b, e->lhost, e->logits, lbytes));
-                TS_TRY(ops->sync(b));
-                TS_TRY(comm(e, tr->ops->send(tr, 0, e->lhost, lbytes, TS_TAG_LOGITS, "logits")));
+                TS_TRY(comm(e, tr->ops->recv(tr, n_stage - 1, ids + done, ib, TS_TAG_LOGITS,
+                                             "token ids")));
             }
-        } else if (e->dev) {
-            TS_TRY(comm(e, tr->ops->recv(tr, n_stage - 1, e->logits, lbytes, TS_TAG_LOGITS,
-                                         "logits")));
-            TS_TRY(comm(e, tr->ops->fence(tr)));
-            TS_TRY(ops->to_host(b, logits + done * c->n_vocab, e->logits, lbytes));
         } else {
-            TS_TRY(comm(e, tr->ops->recv(tr, n_stage - 1, logits + done * c->n_vocab, lbytes,
-                                         TS_TAG_LOGITS, "logits")));
+            const size_t lbytes = sizeof(float) * (size_t)n * V;
+            if (e->dev) {
+                TS_TRY(comm(e, tr->ops->recv(tr, n_stage - 1, e->logits, lbytes, TS_TAG_LOGITS,
+                                             "logits")));
+                TS_TRY(comm(e, tr->ops->fence(tr)));
+                TS_TRY(ops->to_host(b, logits + done * V, e->logits, lbytes));
+            } else {
+                TS_TRY(comm(e, tr->ops->recv(tr, n_stage - 1, logits + done * V, lbytes,
+                                             TS_TAG_LOGITS, "logits")));
+            }
         }
         done += n;
     }
@@ -749,7 +929,7 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
     return ops->sync(b);
 }
 
-ts_status ts_engine_step(ts_engine *e, const ts_batch *bt, float *logits) {
+static ts_status step(ts_engine *e, const ts_batch *bt, float *logits, int32_t *ids) {
     TS_TRY(check_batch(e, bt));
     if (e->tr && e->tr->world > 1) {
         if (e->tr->rank != 0)
@@ -763,11 +943,21 @@ ts_status ts_engine_step(ts_engine *e, const ts_batch *bt, float *logits) {
         memcpy(pl + 2 * n, bt->seq, sizeof(int32_t) * (size_t)n);
         for (int32_t i = 0; i < n; i++)
             pl[3 * n + i] = bt->want_logits ? bt->want_logits[i] != 0 : i == n - 1;
-        TS_TRY(send_cmd(e, CMD_STEP, n, 0, 0));
+        TS_TRY(send_cmd(e, CMD_STEP, n, ids ? STEP_IDS : STEP_LOGITS, 0));
         TS_TRY(comm(e, e->tr->ops->bcast(e->tr, pl, sizeof(int32_t) * 4 * (size_t)n,
                                          "step descriptor")));
     }
-    return forward(e, bt, logits);
+    return forward(e, bt, ids != NULL, logits, ids);
+}
+
+ts_status ts_engine_step(ts_engine *e, const ts_batch *bt, float *logits) {
+    if (!logits) return TS_FAIL(TS_INVAL, "logits is NULL");
+    return step(e, bt, logits, NULL);
+}
+
+ts_status ts_engine_step_greedy(ts_engine *e, const ts_batch *bt, int32_t *ids) {
+    if (!ids) return TS_FAIL(TS_INVAL, "ids is NULL");
+    return step(e, bt, NULL, ids);
 }
 
 ts_status ts_engine_serve(ts_engine *e) {
@@ -805,7 +995,7 @@ ts_status ts_engine_serve(ts_engine *e) {
             ts_batch bt = {.n_tokens = a, .token = pl, .pos = pl + a, .seq = pl + 2 * a,
                            .want_logits = want};
             rc = check_batch(e, &bt);
-            if (rc == TS_OK) rc = forward(e, &bt, NULL);
+            if (rc == TS_OK) rc = forward(e, &bt, b2 == STEP_IDS, NULL, NULL);
             if (rc != TS_OK) break;
         } else {
             rc = TS_FAIL(TS_INTERNAL, "rank %d: unknown command %d from rank 0", e->tr->rank, cmd);

@@ -105,6 +105,13 @@ int64_t ts_engine_free_pages(const ts_engine *e);
  * (TS_INVAL elsewhere); the other ranks take part through ts_engine_serve. */
 ts_status ts_engine_step(ts_engine *e, const ts_batch *b, float *logits);
 
+/* Like ts_engine_step, but gives for each flagged token its greedy next token instead of
+ * logits: ids (number of flagged tokens) = the argmax of its logits (ties: the lowest id;
+ * NaN / +inf logits are an error). Distributed, the last stage computes the argmax (with
+ * TP, each rank over its vocabulary slice, combined in the TP group) and only the ids
+ * cross to rank 0. */
+ts_status ts_engine_step_greedy(ts_engine *e, const ts_batch *b, int32_t *ids);
+
 /* Ranks other than 0 of a distributed engine: executes rank 0's reserve / release / step
  * commands until rank 0 stops (destroy); returns TS_OK then, or the first failure (a
  * transport timeout names the peer and the operation: the caller aborts the job). */

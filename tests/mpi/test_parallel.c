@@ -63,6 +63,10 @@ typedef struct {
     size_t n, cap;
     int32_t ids[MAX_CASES * N_GREEDY];
     int32_t n_ids;
+    /* ts_engine_step_greedy on each prompt (every position flagged): the ids, and how many
+     * differ from the argmax of the same run's logits */
+    int32_t gids[MAX_CASES * 256];
+    int32_t n_gids, gid_mismatch;
     bool ok;
 } result;
 
@@ -110,6 +114,16 @@ static void run_script(ts_engine *e, const pcase *cs, int n_cases, int32_t V, re
             break;
         }
         push(r, lg, (size_t)c->n_tok * V);
+        int32_t gi[256];
+        if (ts_engine_step_greedy(e, &b, gi) != TS_OK) {
+            printf("greedy step: %s\n", ts_last_error());
+            r->ok = false;
+            break;
+        }
+        for (int32_t k = 0; k < c->n_tok; k++) {
+            r->gids[r->n_gids++] = gi[k];
+            if (gi[k] != argmax(lg + (size_t)k * V, V)) r->gid_mismatch++;
+        }
         int32_t next = argmax(lg + (size_t)(c->n_tok - 1) * V, V), cur = c->n_tok;
         for (int g = 0; g < N_GREEDY; g++) {
             r->ids[r->n_ids++] = next;
@@ -247,6 +261,12 @@ static void run_model(ts_transport *tr, const char *label, const char *gguf, con
         snprintf(what, sizeof what, "%s: tp %d x pp %d: %d greedy tokens identical", label, tp,
                  pp, ref.n_ids);
         check(same, what);
+        same = ref.n_gids == dist.n_gids && ref.n_gids > 0 &&
+               !memcmp(ref.gids, dist.gids, sizeof(int32_t) * (size_t)ref.n_gids);
+        snprintf(what, sizeof what, "%s: tp %d x pp %d: step_greedy ids (%d, only ids to rank 0) "
+                 "identical to one rank's and to the logits' argmax (%d / %d mismatches)", label,
+                 tp, pp, dist.n_gids, ref.gid_mismatch, dist.gid_mismatch);
+        check(same && ref.gid_mismatch == 0 && dist.gid_mismatch == 0, what);
     } else {
         rc = ts_engine_serve(e);
         if (rc != TS_OK) {
