@@ -5,7 +5,9 @@
  *   with --streams S > 1 also: S sequences each with a P-token prompt (prefill not timed;
  *          --stream-prompt P2 gives them P2 tokens instead), then N decode steps of S
  *          tokens each: S * N / time (aggregate decode).
- * --ctx C sizes the KV cache for C positions per sequence (default P + N + 1).
+ * --ctx C sizes the KV cache for C positions per sequence (default P + N + 1). --greedy
+ * steps with ts_engine_step_greedy (the token ids, not the logits, come back: what a
+ * greedy server does; distributed, it enables pipeline micro-batches, --micro-batches).
  * Token ids are random (seeded) in [0, vocab). Each test runs --reps times (after one
  * warm-up) and the median is reported.
  *
@@ -40,7 +42,8 @@ static int cmp_d(const void *a, const void *b) {
 static void usage(FILE *f) {
     fprintf(f, "usage: tessera bench -m MODEL [-p 512] [-n 128] [--streams S] [--threads N]\n"
                "                     [--reps R] [--backend cpu|cuda] [--json]\n"
-               "                     [--stream-prompt P2] [--ctx C]\n"
+               "                     [--stream-prompt P2] [--ctx C] [--greedy]\n"
+               "                     [--micro-batches M]\n"
                "                     [--tp T] [--pp P] [--gpu-mem-limit BYTES] (under mpirun)\n\n"
                "Prefill (ppP) and decode (tgN) tokens/s with llama-bench's definitions; with\n"
                "--streams S also aggregate decode of S sequences with P-token prompts.\n");
@@ -73,6 +76,11 @@ static void comm_add(const ts_transport *tr, const ts_transport_stats *s0, ts_tr
     *acc_tok += tokens;
 }
 
+/* One step: logits, or with --greedy the ids of the flagged tokens. */
+static ts_status bstep(ts_engine *e, const ts_batch *b, float *logits, bool greedy, int32_t *ids) {
+    return greedy ? ts_engine_step_greedy(e, b, ids) : ts_engine_step(e, b, logits);
+}
+
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 static uint32_t rnd(void) {
     g_rng ^= g_rng << 13;
@@ -86,6 +94,8 @@ int ts_cmd_bench(int argc, char **argv) {
     long p = 512, n = 128, streams = 1, threads = 0, reps = 3, tp = 1, ppar = 0, sp = -1,
          ctx = 0;
     uint64_t mem_limit = 0;
+    long micro = 0;
+    bool greedy = false;
     bool json = false;
     const char *backend = NULL;
     for (int i = 1; i < argc; i++) {
@@ -96,6 +106,10 @@ int ts_cmd_bench(int argc, char **argv) {
         }
         if (!strcmp(a, "--json")) {
             json = true;
+            continue;
+        }
+        if (!strcmp(a, "--greedy")) {
+            greedy = true;
             continue;
         }
         if (i + 1 >= argc || a[0] != '-') {
@@ -114,6 +128,7 @@ int ts_cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--tp")) bad = parse_int(a, v, 1, 256, &tp);
         else if (!strcmp(a, "--stream-prompt")) bad = parse_int(a, v, 0, 65536, &sp);
         else if (!strcmp(a, "--ctx")) bad = parse_int(a, v, 1, 1 << 24, &ctx);
+        else if (!strcmp(a, "--micro-batches")) bad = parse_int(a, v, 0, 4096, &micro);
         else if (!strcmp(a, "--pp")) bad = parse_int(a, v, 0, 256, &ppar);
         else if (!strcmp(a, "--gpu-mem-limit"))
             bad = ts_cmd_parse_bytes("tessera bench", a, v, &mem_limit);
@@ -160,6 +175,7 @@ int ts_cmd_bench(int argc, char **argv) {
         .n_chunk = (int32_t)(batch > 0 ? batch : 1),
         .transport = tr, .tp = (int32_t)tp, .pp = (int32_t)ppar,
         .device = tr && tr->device >= 0 ? tr->device : 0, .mem_limit = mem_limit,
+        .micro_batches = (int32_t)micro,
     };
     ts_engine *e = NULL;
     ts_status cst = ts_engine_create(&ep, &e);
@@ -199,10 +215,11 @@ int ts_cmd_bench(int argc, char **argv) {
     int32_t *pos = ts_malloc(sizeof(int32_t) * (size_t)batch);
     int32_t *seq = ts_malloc(sizeof(int32_t) * (size_t)batch);
     uint8_t *want = ts_malloc((size_t)batch);
+    int32_t *ids = ts_malloc(sizeof(int32_t) * (size_t)batch);
     float *logits = ts_malloc(sizeof(float) * c->n_vocab * (size_t)streams);
     double *t = ts_malloc(sizeof(double) * (size_t)(reps + 1));
     int ret = 1;
-    if (!tok || !pos || !seq || !want || !logits || !t) {
+    if (!tok || !pos || !seq || !want || !ids || !logits || !t) {
         fprintf(stderr, "tessera bench: out of memory\n");
         goto out;
     }
@@ -222,7 +239,7 @@ int ts_cmd_bench(int argc, char **argv) {
             ts_batch b = {.n_tokens = (int32_t)p, .token = tok, .pos = pos, .seq = seq};
             if (tr) s0 = tr->stats;
             double t0 = now_s();
-            if (ts_engine_step(e, &b, logits) != TS_OK) goto fail;
+            if (bstep(e, &b, logits, greedy, ids) != TS_OK) goto fail;
             t[r] = now_s() - t0;
             if (r > 0) comm_add(tr, &s0, &acc[0], &acc_tok[0], (double)p);
         }
@@ -241,7 +258,7 @@ int ts_cmd_bench(int argc, char **argv) {
                 pos[0] = (int32_t)i;
                 seq[0] = 0;
                 ts_batch b = {.n_tokens = 1, .token = tok, .pos = pos, .seq = seq};
-                if (ts_engine_step(e, &b, logits) != TS_OK) goto fail;
+                if (bstep(e, &b, logits, greedy, ids) != TS_OK) goto fail;
             }
             t[r] = now_s() - t0;
             if (r > 0) comm_add(tr, &s0, &acc[1], &acc_tok[1], (double)n);
@@ -262,7 +279,7 @@ int ts_cmd_bench(int argc, char **argv) {
                         seq[i] = (int32_t)s;
                     }
                     ts_batch b = {.n_tokens = (int32_t)sp, .token = tok, .pos = pos, .seq = seq};
-                    if (ts_engine_step(e, &b, logits) != TS_OK) goto fail;
+                    if (bstep(e, &b, logits, greedy, ids) != TS_OK) goto fail;
                 }
             }
             if (tr) s0 = tr->stats;
@@ -276,7 +293,7 @@ int ts_cmd_bench(int argc, char **argv) {
                 }
                 ts_batch b = {.n_tokens = (int32_t)streams, .token = tok, .pos = pos, .seq = seq,
                               .want_logits = want};
-                if (ts_engine_step(e, &b, logits) != TS_OK) goto fail;
+                if (bstep(e, &b, logits, greedy, ids) != TS_OK) goto fail;
             }
             t[r] = now_s() - t0;
             if (r > 0) comm_add(tr, &s0, &acc[2], &acc_tok[2], (double)(streams * n));
@@ -311,6 +328,7 @@ int ts_cmd_bench(int argc, char **argv) {
         json_object_set_new(o, "streams", json_integer(streams));
         json_object_set_new(o, "stream_prompt", json_integer(sp));
         json_object_set_new(o, "n_ctx", json_integer(info.n_ctx));
+        json_object_set_new(o, "greedy", json_boolean(greedy));
         if (tr) {
             json_object_set_new(o, "tp", json_integer(tr->tp));
             json_object_set_new(o, "pp", json_integer(tr->pp));
@@ -354,6 +372,7 @@ out:
     ts_free(pos);
     ts_free(seq);
     ts_free(want);
+    ts_free(ids);
     ts_free(logits);
     ts_free(t);
     ts_engine_destroy(e);

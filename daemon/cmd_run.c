@@ -39,7 +39,7 @@
 
 typedef struct {
     const char *model, *prompt, *system;
-    int32_t n_predict, n_ctx, n_threads, n_batch, tp, pp;
+    int32_t n_predict, n_ctx, n_threads, n_batch, tp, pp, micro_batches;
     bool chat, json, reference, llamacpp_batch, no_bos, seed_set, verbose;
     const char *backend;
     uint64_t mem_limit;
@@ -78,6 +78,8 @@ static void usage(FILE *f) {
             "                           default tp 1, pp = ranks / tp)\n"
             "      --gpu-mem-limit B    bytes each rank may allocate on its device (weights,\n"
             "                           KV, buffers), e.g. 12GiB; the plan fits it\n"
+            "      --micro-batches N    pipeline micro-batches per step (greedy runs; 0 =\n"
+            "                           auto: one per stage)\n"
             "      --verbose            print the parallel plan (stderr)\n"
             "      --json               print one JSON object at the end instead of streaming\n",
             MAX_STOPS);
@@ -141,7 +143,7 @@ static int parse_args(int argc, char **argv, run_opts *o) {
             "-m", "--model", "-p", "--prompt", "--system", "-n", "--n-predict", "--ctx",
             "--threads", "--batch", "--temp", "--top-k", "--top-p", "--min-p",
             "--repeat-penalty", "--presence-penalty", "--frequency-penalty", "--seed", "--stop",
-            "--backend", "--tp", "--pp", "--gpu-mem-limit"};
+            "--backend", "--tp", "--pp", "--gpu-mem-limit", "--micro-batches"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
             if (!strcmp(a, with_value[k])) known = true;
@@ -173,6 +175,8 @@ static int parse_args(int argc, char **argv, run_opts *o) {
             if (parse_i32(a, v, 1, 256, &o->tp)) return -1;
         } else if (!strcmp(a, "--pp")) {
             if (parse_i32(a, v, 0, 256, &o->pp)) return -1;
+        } else if (!strcmp(a, "--micro-batches")) {
+            if (parse_i32(a, v, 0, 4096, &o->micro_batches)) return -1;
         } else if (!strcmp(a, "--gpu-mem-limit")) {
             if (ts_cmd_parse_bytes("tessera run", a, v, &o->mem_limit)) return -1;
         } else if (!strcmp(a, "--threads")) {
@@ -297,7 +301,7 @@ int ts_cmd_run(int argc, char **argv) {
         .progress = isatty(STDERR_FILENO) && !dist ? progress : NULL,
         .transport = tr, .tp = o.tp, .pp = o.pp,
         .device = tr && tr->device >= 0 ? tr->device : 0,
-        .mem_limit = o.mem_limit,
+        .mem_limit = o.mem_limit, .micro_batches = o.micro_batches,
     };
     ts_status cst = ts_engine_create(&ep, &e);
     if (cst != TS_OK) {

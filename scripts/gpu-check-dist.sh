@@ -8,9 +8,10 @@
 #      1e-4 relative, greedy tokens identical); then `tessera run --temp 0` on 1 GPU vs
 #      tp 2 vs pp 2 (same ids);
 #   3. benchmarks on the random-weight 27B Q4_0 (tessera mkmodel, made in the background
-#      while 1-2 run): tp 1 vs tp 2 vs pp 2: pp512, tg64 (single stream), aggregate decode
-#      of 64 streams (16-token prompts), communication per token (TESSERA_COMM_PROFILE=1
-#      runs for tp 2 / pp 2);
+#      while 1-2 run): tp 1 vs tp 2 vs pp 2 (bench --greedy: token ids come back, pp 2
+#      pipelines 2 micro-batches): pp512, tg64 (single stream), aggregate decode of 64
+#      streams (16-token prompts), communication per token (TESSERA_COMM_PROFILE=1 runs for
+#      tp 2 / pp 2);
 #   4. the 27B on 2 ranks each capped at --gpu-mem-limit 12GiB with a 32768-token KV cache
 #      (pp 2), with nvidia-smi's memory use sampled during the run.
 # NCCL_NVLS_ENABLE=0 throughout (NVLink multicast must stay off on these machines).
@@ -135,7 +136,9 @@ if [ -n "$mk27" ]; then
     cat "$LOG/mkmodel-27b.txt"
     ls -la "$M27" 2>&1
     # bench ARGS...: pp512, tg64 and 64 streams (16-token prompts) in one load
-    BENCH=(bench -m "$M27" --backend cuda -p 512 -n 64 --streams 64 --stream-prompt 16 --reps 1)
+    # --greedy: ids come back instead of logits (a greedy server; pp 2 then pipelines the
+    # 64-stream steps in 2 micro-batches)
+    BENCH=(bench -m "$M27" --backend cuda -p 512 -n 64 --streams 64 --stream-prompt 16 --reps 1 --greedy)
     for cfg in tp1 tp2 pp2; do
         if [ "$(left)" -lt 100 ]; then echo "SKIPPED 27B $cfg (only $(left) s of the budget left)"; continue; fi
         step "27B Q4_0 bench $cfg"
@@ -153,7 +156,7 @@ if [ -n "$mk27" ]; then
         step "27B communication profile $cfg (TESSERA_COMM_PROFILE=1, tg32)"
         par="--${cfg:0:2} 2"
         TESSERA_COMM_PROFILE=1 timeout 120 "${MPI[@]}" -x TESSERA_COMM_PROFILE "$TS" bench -m "$M27" \
-            --backend cuda -p 0 -n 32 --reps 1 $par > "$LOG/comm-27b-$cfg.txt" 2>&1 || bad "comm profile $cfg"
+            --backend cuda -p 0 -n 32 --reps 1 --greedy $par > "$LOG/comm-27b-$cfg.txt" 2>&1 || bad "comm profile $cfg"
         grep -E "^\| gemma|^comm" "$LOG/comm-27b-$cfg.txt"
     done
     if [ "$(left)" -lt 50 ]; then
@@ -164,7 +167,7 @@ if [ -n "$mk27" ]; then
             > "$LOG/mem-12g-samples.txt" 2>/dev/null &
         smi=$!
         timeout 150 "${MPI[@]}" "$TS" bench -m "$M27" --backend cuda --pp 2 --gpu-mem-limit 12GiB \
-            --ctx 32768 -p 512 -n 32 --reps 1 > "$LOG/bench-27b-12g.txt" 2>&1
+            --ctx 32768 -p 512 -n 32 --reps 1 --greedy > "$LOG/bench-27b-12g.txt" 2>&1
         rc=$?
         kill "$smi" 2>/dev/null; wait "$smi" 2>/dev/null
         grep -v "^$" "$LOG/bench-27b-12g.txt" | head -30

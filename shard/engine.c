@@ -60,6 +60,7 @@ struct ts_engine {
     void **owned;              /* repacked column slices (host) */
     int32_t n_owned, cap_owned;
     int32_t *desc;             /* step descriptor: header + 4 * n_batch */
+    uint8_t *want;             /* the step's logit flags (n_batch) */
     float *xfer;               /* host staging: (n_batch, d) */
     float *lhost;              /* host staging of this rank's logits (n_logit_rows, v1 - v0) */
     bool split;                /* vocab-split LM head over the last stage's TP group */
@@ -68,6 +69,7 @@ struct ts_engine {
     float *amx_h, *amx_d;      /* split, ids: (row, tp rank) -> (max, id), host / backend */
     int32_t *ids_h;            /* (n_logit_rows) greedy ids of a chunk */
     int32_t *ids_d;            /* backend memory: ids to / from rank 0 (device transports) */
+    int32_t *ids_all;          /* (n_batch) the step's greedy ids (last stage, TP rank 0) */
     bool dev;                  /* device transport: activations move in backend memory */
     bool broken;
     uint64_t charged;          /* bytes counted against p.mem_limit */
@@ -484,8 +486,10 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
         TS_TRY_GOTO(balloc(e, &e->logits, R, c->n_vocab), rc, fail);
     }
     if (e->dev && (me->lm_head || e->tr->rank == 0))
-        TS_TRY_GOTO(balloc(e, (float **)&e->ids_d, R, 1), rc, fail);
+        TS_TRY_GOTO(balloc(e, (float **)&e->ids_d, B, 1), rc, fail);
     e->ids_h = ts_malloc(sizeof(int32_t) * (size_t)R);
+    e->ids_all = ts_malloc(sizeof(int32_t) * (size_t)B);
+    e->want = ts_malloc((size_t)B);
     if (me->lm_head) {
         e->lhost = ts_malloc(sizeof(float) * (size_t)R * (size_t)Vs);
         if (e->split) {
@@ -493,7 +497,7 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
             e->amx_h = ts_malloc(sizeof(float) * 2 * (size_t)(R * tpn));
         }
     }
-    if (!e->ids_h || (me->lm_head && (!e->lhost || (e->split && (!e->lfull_h || !e->amx_h))))) {
+    if (!e->ids_h || !e->ids_all || !e->want || (me->lm_head && (!e->lhost || (e->split && (!e->lfull_h || !e->amx_h))))) {
         rc = TS_FAIL(TS_NOMEM, "LM head buffers");
         goto fail;
     }
@@ -560,11 +564,13 @@ void ts_engine_destroy(ts_engine *e) {
     ts_free(e->owned);
     ts_free(e->plan);
     ts_free(e->desc);
+    ts_free(e->want);
     ts_free(e->xfer);
     ts_free(e->lhost);
     ts_free(e->lfull_h);
     ts_free(e->amx_h);
     ts_free(e->ids_h);
+    ts_free(e->ids_all);
     ts_free(e);
 }
 
@@ -759,26 +765,13 @@ static ts_status lm_gather(ts_engine *e, int64_t n) {
     return comm(e, tr->ops->allreduce_sum(tr, e->lfull_h, (size_t)(n * V)));
 }
 
-/* The last stage's TP rank 0: the chunk's ids (e->ids_h) or logits to rank 0 (or into the
- * caller's arrays when it is rank 0). */
-static ts_status deliver(ts_engine *e, int64_t n, bool want_ids, float *logits, int32_t *ids,
-                         int64_t done) {
+/* The last stage's TP rank 0: the chunk's logits to rank 0 (or into the caller's array
+ * when it is rank 0). */
+static ts_status deliver(ts_engine *e, int64_t n, float *logits, int64_t done) {
     ts_transport *tr = e->tr;
     ts_backend *b = e->b;
     const bool is_rank0 = !tr || tr->rank == 0;
     const int64_t V = e->cfg.n_vocab;
-    if (want_ids) {
-        const size_t ib = sizeof(int32_t) * (size_t)n;
-        if (is_rank0) {
-            memcpy(ids + done, e->ids_h, ib);
-            return TS_OK;
-        }
-        if (e->dev) {
-            TS_TRY(b->ops->to_device(b, e->ids_d, e->ids_h, ib));
-            return comm(e, tr->ops->send(tr, 0, e->ids_d, ib, TS_TAG_LOGITS, "token ids"));
-        }
-        return comm(e, tr->ops->send(tr, 0, e->ids_h, ib, TS_TAG_LOGITS, "token ids"));
-    }
     const size_t lbytes = sizeof(float) * (size_t)(n * V);
     if (e->split && !e->dev) { /* full rows on the host */
         if (is_rank0) {
@@ -799,8 +792,11 @@ static ts_status deliver(ts_engine *e, int64_t n, bool want_ids, float *logits, 
 }
 
 /* The forward pass of this rank's part. logits: rank 0 only (NULL elsewhere). */
+/* One (micro-)batch through this rank's part. Logits mode: rank 0 gets the flagged rows'
+ * logits in `logits`. Ids mode: the last stage's TP rank 0 stores the greedy ids in
+ * e->ids_all from index ids0 on (run_micro sends them to rank 0 after the step). */
 static ts_status forward(ts_engine *e, const ts_batch *bt, bool want_ids, float *logits,
-                         int32_t *ids) {
+                         int64_t ids0) {
     const ts_config *c = &e->cfg;
     const ts_backend_ops *ops = e->b->ops;
     ts_backend *b = e->b;
@@ -871,7 +867,7 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, bool want_ids, float 
                                      TS_TAG_ACTIVATIONS, "activations")));
     }
     const bool is_rank0 = !tr || tr->rank == 0;
-    if (!me->lm_head && !is_rank0) {
+    if (!me->lm_head && (!is_rank0 || want_ids)) {
         if (e->dev) TS_TRY(comm(e, tr->ops->fence(tr)));
         return ops->sync(b);
     }
@@ -897,19 +893,12 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, bool want_ids, float 
             TS_TRY(ops->rmsnorm(b, e->xs, e->xs, e->output_norm, n, d, c->rms_eps));
             hook(e, "final_norm", -1, e->xs, n, d);
             TS_TRY(ops->matmul(b, e->logits, &e->output, e->xs, n));
-            if (want_ids) TS_TRY(lm_ids(e, n));
-            else if (e->split) TS_TRY(lm_gather(e, n));
-            if (lm0) TS_TRY(deliver(e, n, want_ids, logits, ids, done));
-        } else if (want_ids) { /* rank 0, not on the last stage */
-            const size_t ib = sizeof(int32_t) * (size_t)n;
-            if (e->dev) {
-                TS_TRY(comm(e, tr->ops->recv(tr, n_stage - 1, e->ids_d, ib, TS_TAG_LOGITS,
-                                             "token ids")));
-                TS_TRY(comm(e, tr->ops->fence(tr)));
-                TS_TRY(ops->to_host(b, ids + done, e->ids_d, ib));
+            if (want_ids) {
+                TS_TRY(lm_ids(e, n));
+                if (lm0) memcpy(e->ids_all + ids0 + done, e->ids_h, sizeof(int32_t) * (size_t)n);
             } else {
-                TS_TRY(comm(e, tr->ops->recv(tr, n_stage - 1, ids + done, ib, TS_TAG_LOGITS,
-                                             "token ids")));
+                if (e->split) TS_TRY(lm_gather(e, n));
+                if (lm0) TS_TRY(deliver(e, n, logits, done));
             }
         } else {
             const size_t lbytes = sizeof(float) * (size_t)n * V;
@@ -929,6 +918,60 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, bool want_ids, float 
     return ops->sync(b);
 }
 
+/* Pipeline micro-batches for a step of n tokens: params.micro_batches, or (0, auto) the
+ * number of stages; at most n. 1 without pipeline stages, with llama.cpp's batch-size-
+ * dependent kernels (micro-batches must not change any result) and for logits steps (their
+ * outputs are large: the last stage would have to hold them until rank 0 can receive). */
+static int32_t micro_batches(const ts_engine *e, int32_t n, bool want_ids) {
+    if (!e->tr || e->tr->pp <= 1 || e->p.llamacpp_batch || !want_ids) return 1;
+    int32_t m = e->p.micro_batches > 0 ? e->p.micro_batches : e->tr->pp;
+    return m < n ? m : n;
+}
+
+/* Every rank: the step's tokens (e->want holds the flags) in m contiguous micro-batches,
+ * each through this rank's part in order, so that stage s works on micro-batch k while
+ * stage s + 1 works on k - 1. Ids mode: the last stage's TP rank 0 sends all ids to rank 0
+ * after the last micro-batch (so no stage ever waits on rank 0 mid-step). */
+static ts_status run_micro(ts_engine *e, const int32_t *tok, const int32_t *pos,
+                           const int32_t *seq, int32_t n, int32_t m, bool want_ids,
+                           float *logits, int32_t *ids) {
+    const int64_t V = e->cfg.n_vocab;
+    int64_t out0 = 0;
+    for (int32_t k = 0; k < m; k++) {
+        const int32_t a = (int32_t)((int64_t)n * k / m), z = (int32_t)((int64_t)n * (k + 1) / m);
+        ts_batch mb = {.n_tokens = z - a, .token = tok + a, .pos = pos + a, .seq = seq + a,
+                       .want_logits = e->want + a};
+        TS_TRY(forward(e, &mb, want_ids, logits ? logits + out0 * V : NULL, out0));
+        for (int32_t i = a; i < z; i++) out0 += e->want[i] ? 1 : 0;
+    }
+    if (!want_ids || out0 == 0) return TS_OK;
+    ts_transport *tr = e->tr;
+    const bool is_rank0 = !tr || tr->rank == 0;
+    const bool lm0 = e->me->lm_head && (!tr || tr->tp_rank == 0);
+    const size_t ib = sizeof(int32_t) * (size_t)out0;
+    if (lm0 && is_rank0) {
+        memcpy(ids, e->ids_all, ib);
+    } else if (lm0) {
+        if (e->dev) {
+            TS_TRY(e->b->ops->to_device(e->b, e->ids_d, e->ids_all, ib));
+            TS_TRY(comm(e, tr->ops->send(tr, 0, e->ids_d, ib, TS_TAG_LOGITS, "token ids")));
+            TS_TRY(comm(e, tr->ops->fence(tr)));
+        } else {
+            TS_TRY(comm(e, tr->ops->send(tr, 0, e->ids_all, ib, TS_TAG_LOGITS, "token ids")));
+        }
+    } else if (is_rank0) {
+        if (e->dev) {
+            TS_TRY(comm(e, tr->ops->recv(tr, tr->pp - 1, e->ids_d, ib, TS_TAG_LOGITS,
+                                         "token ids")));
+            TS_TRY(comm(e, tr->ops->fence(tr)));
+            TS_TRY(e->b->ops->to_host(e->b, ids, e->ids_d, ib));
+        } else {
+            TS_TRY(comm(e, tr->ops->recv(tr, tr->pp - 1, ids, ib, TS_TAG_LOGITS, "token ids")));
+        }
+    }
+    return TS_OK;
+}
+
 static ts_status step(ts_engine *e, const ts_batch *bt, float *logits, int32_t *ids) {
     TS_TRY(check_batch(e, bt));
     if (e->tr && e->tr->world > 1) {
@@ -943,11 +986,15 @@ static ts_status step(ts_engine *e, const ts_batch *bt, float *logits, int32_t *
         memcpy(pl + 2 * n, bt->seq, sizeof(int32_t) * (size_t)n);
         for (int32_t i = 0; i < n; i++)
             pl[3 * n + i] = bt->want_logits ? bt->want_logits[i] != 0 : i == n - 1;
-        TS_TRY(send_cmd(e, CMD_STEP, n, ids ? STEP_IDS : STEP_LOGITS, 0));
+        TS_TRY(send_cmd(e, CMD_STEP, n, ids ? STEP_IDS : STEP_LOGITS,
+                        micro_batches(e, n, ids != NULL)));
         TS_TRY(comm(e, e->tr->ops->bcast(e->tr, pl, sizeof(int32_t) * 4 * (size_t)n,
                                          "step descriptor")));
     }
-    return forward(e, bt, ids != NULL, logits, ids);
+    for (int32_t i = 0; i < bt->n_tokens; i++)
+        e->want[i] = (uint8_t)(bt->want_logits ? bt->want_logits[i] != 0 : i == bt->n_tokens - 1);
+    return run_micro(e, bt->token, bt->pos, bt->seq, bt->n_tokens,
+                     micro_batches(e, bt->n_tokens, ids != NULL), ids != NULL, logits, ids);
 }
 
 ts_status ts_engine_step(ts_engine *e, const ts_batch *bt, float *logits) {
@@ -995,7 +1042,13 @@ ts_status ts_engine_serve(ts_engine *e) {
             ts_batch bt = {.n_tokens = a, .token = pl, .pos = pl + a, .seq = pl + 2 * a,
                            .want_logits = want};
             rc = check_batch(e, &bt);
-            if (rc == TS_OK) rc = forward(e, &bt, b2 == STEP_IDS, NULL, NULL);
+            const int32_t m = e->desc[3];
+            if (rc == TS_OK && (m < 1 || m > a))
+                rc = TS_FAIL(TS_INTERNAL, "rank %d: %d micro-batches for %d tokens from rank 0",
+                             e->tr->rank, m, a);
+            memcpy(e->want, want, (size_t)a);
+            if (rc == TS_OK)
+                rc = run_micro(e, pl, pl + a, pl + 2 * a, a, m, b2 == STEP_IDS, NULL, NULL);
             if (rc != TS_OK) break;
         } else {
             rc = TS_FAIL(TS_INTERNAL, "rank %d: unknown command %d from rank 0", e->tr->rank, cmd);

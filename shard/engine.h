@@ -63,6 +63,11 @@ typedef struct ts_engine_params {
      * message naming what did not fit; distributed, the plan gets it as every rank's
      * budget (tessera --gpu-mem-limit). */
     uint64_t mem_limit;
+    /* Pipeline micro-batches per step (pp > 1): a step's tokens go through the stages in
+     * this many contiguous parts, so that several are in flight and every stage works.
+     * 0 = auto (the number of stages; 1 with llamacpp_batch). Results are identical to one
+     * part wherever the kernels are batch-invariant (the CPU default). */
+    int32_t micro_batches;
     /* Called while weights load with the fraction done (0..1). */
     void (*progress)(void *ctx, float done);
     void *progress_ctx;

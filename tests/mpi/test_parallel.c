@@ -7,7 +7,9 @@
  * is set: rank 0 runs a script on the single-rank engine (reference kernels): each prompt
  * in one step with logits everywhere, 8 greedy decode steps, and the three "batch" prompts
  * together in one 3-sequence step; then all ranks run the same script on the distributed
- * engine (reference kernels too: TP changes the summation order only). Checks: logits
+ * engine (reference kernels too: TP changes the summation order only), and every prompt
+ * and the batch once more through ts_engine_step_greedy (only ids to rank 0; with pp > 1
+ * in pipeline micro-batches: one per stage, or --micro-batches N). Checks: logits
  * within 1e-4 (max|a-b| / max|ref|) and identical greedy tokens. Where the plan must
  * refuse (tp not dividing the KV heads, more stages than layers) it checks the refusal and
  * its message instead. Rank 0 prints "N passed, N failed"; exit 1 on a failure.
@@ -37,6 +39,7 @@
 
 static int g_pass, g_fail, g_rank;
 static const char *g_backend; /* NULL: cpu */
+static int32_t g_micro;       /* --micro-batches (0: auto) */
 static int g_device;
 
 static void check(bool ok, const char *what) {
@@ -65,7 +68,7 @@ typedef struct {
     int32_t n_ids;
     /* ts_engine_step_greedy on each prompt (every position flagged): the ids, and how many
      * differ from the argmax of the same run's logits */
-    int32_t gids[MAX_CASES * 256];
+    int32_t gids[MAX_CASES * 256 + 256];
     int32_t n_gids, gid_mismatch;
     bool ok;
 } result;
@@ -108,18 +111,20 @@ static void run_script(ts_engine *e, const pcase *cs, int n_cases, int32_t V, re
         }
         ts_batch b = {.n_tokens = c->n_tok, .token = c->tok, .pos = pos, .seq = seq,
                       .want_logits = want};
-        if (ts_engine_step(e, &b, lg) != TS_OK) {
-            printf("step: %s\n", ts_last_error());
-            r->ok = false;
-            break;
-        }
-        push(r, lg, (size_t)c->n_tok * V);
+        /* greedy ids first, on positions the previous case's prompt (or nothing) wrote:
+         * micro-batches must see each other's KV; then the logits recompute everything */
         int32_t gi[256];
         if (ts_engine_step_greedy(e, &b, gi) != TS_OK) {
             printf("greedy step: %s\n", ts_last_error());
             r->ok = false;
             break;
         }
+        if (ts_engine_step(e, &b, lg) != TS_OK) {
+            printf("step: %s\n", ts_last_error());
+            r->ok = false;
+            break;
+        }
+        push(r, lg, (size_t)c->n_tok * V);
         for (int32_t k = 0; k < c->n_tok; k++) {
             r->gids[r->n_gids++] = gi[k];
             if (gi[k] != argmax(lg + (size_t)k * V, V)) r->gid_mismatch++;
@@ -158,8 +163,18 @@ static void run_script(ts_engine *e, const pcase *cs, int n_cases, int32_t V, re
         int32_t nw = 0;
         for (int32_t i = 0; i < n; i++) nw += want[i];
         ts_batch b = {.n_tokens = n, .token = tok, .pos = pos, .seq = seq, .want_logits = want};
+        int32_t gi[256];
+        bool gok = r->ok && ts_engine_step_greedy(e, &b, gi) == TS_OK;
         if (r->ok && ts_engine_step(e, &b, lg) == TS_OK) push(r, lg, (size_t)nw * V);
         else r->ok = false;
+        if (r->ok && gok) {
+            for (int32_t k = 0; k < nw; k++) {
+                r->gids[r->n_gids++] = gi[k];
+                if (gi[k] != argmax(lg + (size_t)k * V, V)) r->gid_mismatch++;
+            }
+        } else {
+            r->ok = false;
+        }
         for (int s = 0; s < 3; s++) ts_engine_seq_release(e, s);
     }
     free(lg);
@@ -224,7 +239,7 @@ static void run_model(ts_transport *tr, const char *label, const char *gguf, con
     }
     ts_engine_params dp = {.model_path = gguf, .n_threads = 1, .reference = true,
                            .n_ctx = 256, .n_seq_max = 3, .n_batch = 256,
-                           .transport = tr, .tp = tp, .pp = pp,
+                           .transport = tr, .tp = tp, .pp = pp, .micro_batches = g_micro,
                            .backend = g_backend, .device = g_device};
     ts_engine *e = NULL;
     ts_status rc = ts_engine_create(&dp, &e);
@@ -288,6 +303,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--pp") && i + 1 < argc) pp = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--backend") && i + 1 < argc) g_backend = argv[++i];
         else if (!strcmp(argv[i], "--models") && i + 1 < argc) models = argv[++i];
+        else if (!strcmp(argv[i], "--micro-batches") && i + 1 < argc) g_micro = atoi(argv[++i]);
         else dir = argv[i];
     }
     ts_transport *tr = NULL;
