@@ -97,10 +97,14 @@ m270=${TESSERA_MODEL_270M:-}
 if [ -n "$m270" ]; then export TESSERA_MODEL_270M=$m270; echo "real 270M: $m270"
 else unset TESSERA_MODEL_270M; echo "real 270M: not present (TESSERA_MODEL_270M unset): skipped"; fi
 
+# The comparisons use the exact fp32 decode matmul (TESSERA_CUDA_MMV=fp32): the default Q8
+# kernel serves n_tok <= 8 only, so micro-batches and TP slices would change which kernel
+# (and rounding) a row gets, and a near-tie of a random model could flip a greedy token.
+export TESSERA_CUDA_MMV=fp32
 for par in "--tp 2 --pp 1" "--tp 1 --pp 2"; do
     tag=$(echo "$par" | tr -d ' -')
     step "test_parallel --backend cuda $par (1 GPU vs 2 GPUs over NCCL)"
-    timeout 180 "${MPI[@]}" ${m270:+-x TESSERA_MODEL_270M} "$TP" $par --backend cuda \
+    timeout 180 "${MPI[@]}" -x TESSERA_CUDA_MMV ${m270:+-x TESSERA_MODEL_270M} "$TP" $par --backend cuda \
         --models "$M/tiny-q8_0.gguf:$M/tiny-q4_0.gguf" > "$LOG/test-parallel-$tag.log" 2>&1
     rc=$?
     grep -E "^(ok|FAIL|transport|plan:)|passed, |rank [0-9]|NCCL|error" "$LOG/test-parallel-$tag.log" | head -60
@@ -117,7 +121,7 @@ for mdl in "$M/tiny-q8_0.gguf" ${m270:+"$m270"}; do
     echo "$name 1 GPU: $ref"
     for par in "--tp 2" "--pp 2"; do
         tag=$(echo "$par" | tr -d ' -')
-        timeout 90 "${MPI[@]}" "$TS" run -m "$mdl" -p "The capital of France is" -n 32 --temp 0 \
+        timeout 90 "${MPI[@]}" -x TESSERA_CUDA_MMV "$TS" run -m "$mdl" -p "The capital of France is" -n 32 --temp 0 \
             --json --backend cuda $par --verbose > "$LOG/run-$name-$tag.json" 2> "$LOG/run-$name-$tag.err"
         rc=$?
         got=$(run_ids "$LOG/run-$name-$tag.json")
@@ -130,6 +134,7 @@ for mdl in "$M/tiny-q8_0.gguf" ${m270:+"$m270"}; do
     done
 done
 
+unset TESSERA_CUDA_MMV   # benchmarks: the default (Q8 integer-dot decode) kernels
 if [ -n "$mk27" ]; then
     step "waiting for the 27B file"
     wait "$mk27" || bad "mkmodel 27b"

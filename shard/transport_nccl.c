@@ -275,13 +275,19 @@ static ts_status n_bind(ts_transport *t, void *stream) {
     return TS_OK;
 }
 
+/* The control plane: the MPI transport, with this transport's deadline and counters. */
 static ts_status n_bcast(ts_transport *t, void *buf, size_t bytes, const char *what) {
     ts_transport *m = N(t)->mpi;
-    return m->ops->bcast(m, buf, bytes, what);
+    m->timeout_s = t->timeout_s;
+    const double w0 = m->stats.wait_s;
+    ts_status st = m->ops->bcast(m, buf, bytes, what);
+    t->stats.wait_s += m->stats.wait_s - w0;
+    return st;
 }
 
 static ts_status n_barrier(ts_transport *t) {
     ts_transport *m = N(t)->mpi;
+    m->timeout_s = t->timeout_s;
     return m->ops->barrier(m);
 }
 
