@@ -9,6 +9,9 @@
 #include <strings.h>
 
 #include "status.h"
+#ifdef TS_HAVE_CUDA
+#include "kernels_cuda.h"
+#endif
 
 int ts_cmd_dist_open(const char *cmd, int32_t tp, int32_t pp, const char *backend,
                      ts_transport **out) {
@@ -39,6 +42,16 @@ int ts_cmd_dist_open(const char *cmd, int32_t tp, int32_t pp, const char *backen
         ts_transport_close(tr); /* a singleton: the plain one-rank engine */
         return 0;
     }
+#ifdef TS_HAVE_CUDA
+    if (cuda && tr->device < 0) { /* MPI with GPU ranks: local rank % GPUs, as NCCL does */
+        int count = 0;
+        const char *lr = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+        if (!lr) lr = getenv("MPI_LOCALRANKID");
+        if (!lr) lr = getenv("SLURM_LOCALID");
+        if (ts_cuda_device_count(&count) == TS_OK && count > 0)
+            tr->device = (lr ? atoi(lr) : tr->rank) % count;
+    }
+#endif
     *out = tr;
     return 0;
 #else

@@ -111,7 +111,7 @@ for par in "--tp 2 --pp 1" "--tp 1 --pp 2"; do
     [ $rc = 0 ] || bad "test_parallel $par (exit $rc; log $LOG/test-parallel-$tag.log)"
 done
 
-step "tessera run --temp 0: 1 GPU vs tp 2 vs pp 2 (tiny q8_0, 32 tokens)"
+step "tessera run --temp 0: 1 GPU vs tp 2 vs pp 2 over NCCL vs pp 2 over MPI (32 tokens)"
 run_ids() { grep -o '"ids":\[[0-9,]*\]' "$1" 2>/dev/null; }
 for mdl in "$M/tiny-q8_0.gguf" ${m270:+"$m270"}; do
     name=$(basename "$mdl" .gguf)
@@ -119,9 +119,11 @@ for mdl in "$M/tiny-q8_0.gguf" ${m270:+"$m270"}; do
         --backend cuda > "$LOG/run-$name-1gpu.json" 2> "$LOG/run-$name-1gpu.err" || bad "run 1 GPU $name"
     ref=$(run_ids "$LOG/run-$name-1gpu.json")
     echo "$name 1 GPU: $ref"
-    for par in "--tp 2" "--pp 2"; do
+    for par in "--tp 2" "--pp 2" "--pp 2 --tp 1"; do
         tag=$(echo "$par" | tr -d ' -')
-        timeout 90 "${MPI[@]}" -x TESSERA_CUDA_MMV "$TS" run -m "$mdl" -p "The capital of France is" -n 32 --temp 0 \
+        # the last one: GPU ranks over MPI with host staging (TESSERA_TRANSPORT=mpi)
+        [ "$par" = "--pp 2 --tp 1" ] && export TESSERA_TRANSPORT=mpi || export TESSERA_TRANSPORT=nccl
+        timeout 90 "${MPI[@]}" -x TESSERA_CUDA_MMV -x TESSERA_TRANSPORT "$TS" run -m "$mdl" -p "The capital of France is" -n 32 --temp 0 \
             --json --backend cuda $par --verbose > "$LOG/run-$name-$tag.json" 2> "$LOG/run-$name-$tag.err"
         rc=$?
         got=$(run_ids "$LOG/run-$name-$tag.json")
@@ -129,10 +131,11 @@ for mdl in "$M/tiny-q8_0.gguf" ${m270:+"$m270"}; do
             bad "$name $par: exit $rc, $got (1 GPU: $ref)"
             grep -v "^plan\|^  rank" "$LOG/run-$name-$tag.err" | head -20
         else
-            echo "$name $par: identical ($(grep -c . "$LOG/run-$name-$tag.err") stderr lines)"
+            echo "$name $par ($TESSERA_TRANSPORT): identical"
         fi
     done
 done
+unset TESSERA_TRANSPORT
 
 unset TESSERA_CUDA_MMV   # benchmarks: the default (Q8 integer-dot decode) kernels
 if [ -n "$mk27" ]; then

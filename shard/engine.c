@@ -327,28 +327,28 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
         }
         e->me = &e->plan->rank[e->tr->rank];
         if (e->tr->device_buffers) {
-            /* NCCL: activations stay in device memory, ordered against the backend's stream */
-#ifdef TS_HAVE_CUDA
+            /* device transport (NCCL): activations stay in backend memory, ordered against
+             * the backend's stream. The CPU backend's memory is host memory: only the MPI
+             * transport's device emulation (tests) may move it this way. */
             void *stream = NULL;
-            if (strcmp(e->b->ops->name, "cuda") != 0) {
+            const bool cuda = !strcmp(e->b->ops->name, "cuda");
+            if (!cuda && strcmp(e->tr->ops->name, "mpi") != 0) {
                 rc = TS_FAIL(TS_INVAL, "the %s transport moves device buffers: it needs the "
                              "cuda backend (--backend cuda), not '%s'", e->tr->ops->name,
                              e->b->ops->name);
                 goto fail;
             }
-            if (e->tr->device >= 0 && p->device != e->tr->device) {
+            if (cuda && e->tr->device >= 0 && p->device != e->tr->device) {
                 rc = TS_FAIL(TS_INVAL, "rank %d: the %s transport uses GPU %d but the backend "
                              "was created on GPU %d", e->tr->rank, e->tr->ops->name,
                              e->tr->device, p->device);
                 goto fail;
             }
-            TS_TRY_GOTO(ts_backend_cuda_stream(e->b, &stream), rc, fail);
+#ifdef TS_HAVE_CUDA
+            if (cuda) TS_TRY_GOTO(ts_backend_cuda_stream(e->b, &stream), rc, fail);
+#endif
             TS_TRY_GOTO(e->tr->ops->bind_stream(e->tr, stream), rc, fail);
             e->dev = true;
-#else
-            rc = TS_FAIL(TS_UNSUPPORTED, "the %s transport needs a CUDA build", e->tr->ops->name);
-            goto fail;
-#endif
         }
     }
     const ts_plan_rank *me = e->me;

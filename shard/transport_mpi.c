@@ -16,6 +16,8 @@
 #include <mpi.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "alloc.h"
@@ -175,6 +177,17 @@ static const struct ts_transport_i mpi_ops = {
     .allreduce_sum = m_allreduce, .bcast = m_bcast, .barrier = m_barrier, .abort = m_abort,
 };
 
+/* TESSERA_MPI_AS_DEVICE=1 (tests): the MPI transport claims device buffers, so that CPU
+ * ranks run the engine's device-transport path (no host staging, fences) that the NCCL
+ * transport takes on GPUs; the CPU backend's memory is host memory, so MPI can move it. */
+static ts_status m_bind(ts_transport *t, void *stream) { return TS_OK; }
+static ts_status m_fence(ts_transport *t) { return TS_OK; }
+static const struct ts_transport_i mpi_dev_ops = {
+    .name = "mpi", .close = m_close, .send = m_send, .recv = m_recv,
+    .allreduce_sum = m_allreduce, .bcast = m_bcast, .barrier = m_barrier, .abort = m_abort,
+    .bind_stream = m_bind, .fence = m_fence,
+};
+
 ts_status ts_transport_mpi_open(int32_t tp, ts_transport **out) {
     *out = NULL;
     int inited = 0, provided = 0, rc;
@@ -218,6 +231,11 @@ ts_status ts_transport_mpi_open(int32_t tp, ts_transport **out) {
         (rc = MPI_Comm_split(MPI_COMM_WORLD, t->stage, t->tp_rank, &m->tp)) != MPI_SUCCESS ||
         (rc = MPI_Comm_split(MPI_COMM_WORLD, t->tp_rank, t->stage, &m->pipe)) != MPI_SUCCESS)
         st = mpi_fail(rc, "communicator setup", rank);
+    const char *emu = getenv("TESSERA_MPI_AS_DEVICE");
+    if (emu && !strcmp(emu, "1")) {
+        t->ops = &mpi_dev_ops;
+        t->device_buffers = true;
+    }
     if (st == TS_OK) {
         MPI_Comm_set_errhandler(m->world, MPI_ERRORS_RETURN);
         MPI_Comm_set_errhandler(m->tp, MPI_ERRORS_RETURN);

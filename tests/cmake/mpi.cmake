@@ -37,6 +37,10 @@ ts_add_mpi_test(mpi_parallel_tp2pp2  test_parallel 4 --tp 2 --pp 2)
 ts_add_mpi_test(mpi_parallel_pp3     test_parallel 3 --tp 1 --pp 3)
 # pipeline micro-batches (greedy-id steps; auto = one per stage above): 5 for 2 stages
 ts_add_mpi_test(mpi_parallel_pp2_mb5 test_parallel 2 --tp 1 --pp 2 --micro-batches 5)
+# the engine's device-transport path (what NCCL takes on GPUs: no host staging, fences,
+# ids / logits through backend buffers) on CPU ranks: the MPI transport's emulation
+ts_add_mpi_test(mpi_parallel_tp2pp2_devpath test_parallel 4 --tp 2 --pp 2)
+set_property(TEST mpi_parallel_tp2pp2_devpath APPEND PROPERTY ENVIRONMENT "TESSERA_MPI_AS_DEVICE=1")
 
 # A rank that stops answering (SIGSTOP) or dies (SIGKILL) mid-generation: the job ends
 # within seconds with a message naming the rank and the operation.

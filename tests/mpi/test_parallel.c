@@ -320,8 +320,8 @@ int main(int argc, char **argv) {
     }
     g_device = tr->device >= 0 ? tr->device : 0;
     if (tr->rank == 0)
-        printf("transport %s, backend %s (rank 0 on device %d)\n", tr->ops->name,
-               cuda ? "cuda" : "cpu", g_device);
+        printf("transport %s%s, backend %s (rank 0 on device %d)\n", tr->ops->name,
+               tr->device_buffers ? " (device buffers)" : "", cuda ? "cuda" : "cpu", g_device);
     g_rank = tr->rank;
     if (pp == 0) pp = tr->world / tp;
     if (tp * pp != tr->world) {
