@@ -9,11 +9,11 @@
 #      tp 2 vs pp 2 (same ids);
 #   3. benchmarks on the random-weight 27B Q4_0 (tessera mkmodel, made in the background
 #      while 1-2 run): tp 1 vs tp 2 vs pp 2 (bench --greedy: token ids come back, pp 2
-#      pipelines 2 micro-batches): pp512, tg64 (single stream), aggregate decode of 64
-#      streams (16-token prompts), communication per token (TESSERA_COMM_PROFILE=1 runs for
-#      tp 2 / pp 2);
+#      pipelines 2 micro-batches): pp512, tg32 (single stream), aggregate decode of 64
+#      streams (16-token prompts, 32 steps);
 #   4. the 27B on 2 ranks each capped at --gpu-mem-limit 12GiB with a 32768-token KV cache
-#      (pp 2), with nvidia-smi's memory use sampled during the run.
+#      (pp 2), with nvidia-smi's memory use sampled during the run;
+#   5. communication per token (TESSERA_COMM_PROFILE=1 runs for tp 2 / pp 2).
 # NCCL_NVLS_ENABLE=0 throughout (NVLink multicast must stay off on these machines).
 # Budget: about 8 minutes; later steps are skipped (and say so) when time runs short
 # (GPU_CHECK_BUDGET seconds, default 470). GPU_CHECK_NO_27B=1 skips 3-4.
@@ -33,6 +33,8 @@ t0=$(date +%s)
 el() { echo $(( $(date +%s) - t0 )); }
 step() { echo; echo "== [$(el) s] $*"; }
 left() { echo $(( budget - $(el) )); }
+# tmo N: a step's timeout: N seconds, or what is left of the budget (at least 20)
+tmo() { local l; l=$(left); [ "$l" -gt "$1" ] && echo "$1" || echo $(( l > 20 ? l : 20 )); }
 bad() { echo "FAILED: $*"; fail=1; }
 
 export NCCL_NVLS_ENABLE=0
@@ -143,38 +145,30 @@ if [ -n "$mk27" ]; then
     wait "$mk27" || bad "mkmodel 27b"
     cat "$LOG/mkmodel-27b.txt"
     ls -la "$M27" 2>&1
-    # bench ARGS...: pp512, tg64 and 64 streams (16-token prompts) in one load
+    # one load each: pp512, tg32 and 64 streams (16-token prompts, 32 steps)
     # --greedy: ids come back instead of logits (a greedy server; pp 2 then pipelines the
     # 64-stream steps in 2 micro-batches)
-    BENCH=(bench -m "$M27" --backend cuda -p 512 -n 64 --streams 64 --stream-prompt 16 --reps 1 --greedy)
+    BENCH=(bench -m "$M27" --backend cuda -p 512 -n 32 --streams 64 --stream-prompt 16 --reps 1 --greedy)
     for cfg in tp1 tp2 pp2; do
         if [ "$(left)" -lt 100 ]; then echo "SKIPPED 27B $cfg (only $(left) s of the budget left)"; continue; fi
         step "27B Q4_0 bench $cfg"
         case $cfg in
-            tp1) timeout 200 "$TS" "${BENCH[@]}" > "$LOG/bench-27b-$cfg.txt" 2>&1 ;;
-            tp2) timeout 200 "${MPI[@]}" "$TS" "${BENCH[@]}" --tp 2 > "$LOG/bench-27b-$cfg.txt" 2>&1 ;;
-            pp2) timeout 200 "${MPI[@]}" "$TS" "${BENCH[@]}" --pp 2 > "$LOG/bench-27b-$cfg.txt" 2>&1 ;;
+            tp1) timeout "$(tmo 200)" "$TS" "${BENCH[@]}" > "$LOG/bench-27b-$cfg.txt" 2>&1 ;;
+            tp2) timeout "$(tmo 200)" "${MPI[@]}" "$TS" "${BENCH[@]}" --tp 2 > "$LOG/bench-27b-$cfg.txt" 2>&1 ;;
+            pp2) timeout "$(tmo 200)" "${MPI[@]}" "$TS" "${BENCH[@]}" --pp 2 > "$LOG/bench-27b-$cfg.txt" 2>&1 ;;
         esac
         rc=$?
         grep -vE "^  rank|^plan" "$LOG/bench-27b-$cfg.txt" | grep -v "^$" | head -30
         [ $rc = 0 ] || bad "27B bench $cfg (exit $rc)"
     done
-    for cfg in tp2 pp2; do
-        if [ "$(left)" -lt 70 ]; then echo "SKIPPED comm profile $cfg (only $(left) s left)"; continue; fi
-        step "27B communication profile $cfg (TESSERA_COMM_PROFILE=1, tg32)"
-        par="--${cfg:0:2} 2"
-        TESSERA_COMM_PROFILE=1 timeout 120 "${MPI[@]}" -x TESSERA_COMM_PROFILE "$TS" bench -m "$M27" \
-            --backend cuda -p 0 -n 32 --reps 1 --greedy $par > "$LOG/comm-27b-$cfg.txt" 2>&1 || bad "comm profile $cfg"
-        grep -E "^\| gemma|^comm" "$LOG/comm-27b-$cfg.txt"
-    done
-    if [ "$(left)" -lt 50 ]; then
+    if [ "$(left)" -lt 40 ]; then
         echo "SKIPPED the 12 GiB run (only $(left) s left)"
     else
         step "27B on 2 ranks at --gpu-mem-limit 12GiB, 32768-token KV cache (pp 2)"
         ( while :; do nvidia-smi --query-gpu=index,memory.used --format=csv,noheader,nounits; sleep 1; done ) \
             > "$LOG/mem-12g-samples.txt" 2>/dev/null &
         smi=$!
-        timeout 150 "${MPI[@]}" "$TS" bench -m "$M27" --backend cuda --pp 2 --gpu-mem-limit 12GiB \
+        timeout "$(tmo 150)" "${MPI[@]}" "$TS" bench -m "$M27" --backend cuda --pp 2 --gpu-mem-limit 12GiB \
             --ctx 32768 -p 512 -n 32 --reps 1 --greedy > "$LOG/bench-27b-12g.txt" 2>&1
         rc=$?
         kill "$smi" 2>/dev/null; wait "$smi" 2>/dev/null
@@ -183,6 +177,14 @@ if [ -n "$mk27" ]; then
         awk -F', *' '{ if ($2 > m[$1]) m[$1] = $2 } END { for (g in m) printf "GPU %s: peak %d MiB used (nvidia-smi, CUDA context included)\n", g, m[g] }' \
             "$LOG/mem-12g-samples.txt"
     fi
+    for cfg in tp2 pp2; do
+        if [ "$(left)" -lt 50 ]; then echo "SKIPPED comm profile $cfg (only $(left) s left)"; continue; fi
+        step "27B communication profile $cfg (TESSERA_COMM_PROFILE=1, tg32)"
+        par="--${cfg:0:2} 2"
+        TESSERA_COMM_PROFILE=1 timeout "$(tmo 120)" "${MPI[@]}" -x TESSERA_COMM_PROFILE "$TS" bench -m "$M27" \
+            --backend cuda -p 0 -n 32 --reps 1 --greedy $par > "$LOG/comm-27b-$cfg.txt" 2>&1 || bad "comm profile $cfg"
+        grep -E "^\| gemma|^comm" "$LOG/comm-27b-$cfg.txt"
+    done
     rm -f "$M27"
 fi
 
