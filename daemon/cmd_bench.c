@@ -2,10 +2,19 @@
  * definitions of llama.cpp's llama-bench:
  *   ppP  - one step of P prompt tokens from an empty context: P / time;
  *   tgN  - N tokens generated one at a time from an empty context: N / time;
- *   with --streams S > 1 also: S sequences each with a P-token prompt (prefill not timed),
- *          then N decode steps of S tokens each: S * N / time (aggregate decode).
+ *   with --streams S > 1 also: S sequences each with a P-token prompt (prefill not timed;
+ *          --stream-prompt P2 gives them P2 tokens instead), then N decode steps of S
+ *          tokens each: S * N / time (aggregate decode).
+ * --ctx C sizes the KV cache for C positions per sequence (default P + N + 1). --greedy
+ * steps with ts_engine_step_greedy (the token ids, not the logits, come back: what a
+ * greedy server does; distributed, it enables pipeline micro-batches, --micro-batches).
  * Token ids are random (seeded) in [0, vocab). Each test runs --reps times (after one
  * warm-up) and the median is reported.
+ *
+ * Under mpirun (--tp / --pp, docs/distributed.md) rank 0 drives and reports; the others
+ * serve. Per test it also reports rank 0's communication per token: operations, bytes,
+ * and with TESSERA_COMM_PROFILE=1 on NCCL the device time of the all-reduces and of all
+ * operations (summed over the timed reps, the warm-up excluded, per token).
  */
 #include <errno.h>
 #include <jansson.h>
@@ -16,6 +25,7 @@
 
 #include "alloc.h"
 #include "commands.h"
+#include "dist.h"
 #include "engine.h"
 
 static double now_s(void) {
@@ -31,7 +41,10 @@ static int cmp_d(const void *a, const void *b) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: tessera bench -m MODEL [-p 512] [-n 128] [--streams S] [--threads N]\n"
-               "                     [--reps R] [--backend cpu|cuda] [--json]\n\n"
+               "                     [--reps R] [--backend cpu|cuda] [--json]\n"
+               "                     [--stream-prompt P2] [--ctx C] [--greedy]\n"
+               "                     [--micro-batches M]\n"
+               "                     [--tp T] [--pp P] [--gpu-mem-limit BYTES] (under mpirun)\n\n"
                "Prefill (ppP) and decode (tgN) tokens/s with llama-bench's definitions; with\n"
                "--streams S also aggregate decode of S sequences with P-token prompts.\n");
 }
@@ -49,6 +62,25 @@ static int parse_int(const char *flag, const char *v, long lo, long hi, long *ou
     return 0;
 }
 
+/* Adds the communication since *s0 (rank 0's counters) to *acc over `tokens` tokens. */
+static void comm_add(const ts_transport *tr, const ts_transport_stats *s0, ts_transport_stats *acc,
+                     double *acc_tok, double tokens) {
+    if (!tr) return;
+    const ts_transport_stats *s1 = &tr->stats;
+    acc->n_ops += s1->n_ops - s0->n_ops;
+    acc->n_allreduce += s1->n_allreduce - s0->n_allreduce;
+    acc->bytes += s1->bytes - s0->bytes;
+    acc->wait_s += s1->wait_s - s0->wait_s;
+    acc->device_s += s1->device_s - s0->device_s;
+    acc->allreduce_s += s1->allreduce_s - s0->allreduce_s;
+    *acc_tok += tokens;
+}
+
+/* One step: logits, or with --greedy the ids of the flagged tokens. */
+static ts_status bstep(ts_engine *e, const ts_batch *b, float *logits, bool greedy, int32_t *ids) {
+    return greedy ? ts_engine_step_greedy(e, b, ids) : ts_engine_step(e, b, logits);
+}
+
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 static uint32_t rnd(void) {
     g_rng ^= g_rng << 13;
@@ -59,7 +91,11 @@ static uint32_t rnd(void) {
 
 int ts_cmd_bench(int argc, char **argv) {
     const char *model = NULL;
-    long p = 512, n = 128, streams = 1, threads = 0, reps = 3;
+    long p = 512, n = 128, streams = 1, threads = 0, reps = 3, tp = 1, ppar = 0, sp = -1,
+         ctx = 0;
+    uint64_t mem_limit = 0;
+    long micro = 0;
+    bool greedy = false;
     bool json = false;
     const char *backend = NULL;
     for (int i = 1; i < argc; i++) {
@@ -70,6 +106,10 @@ int ts_cmd_bench(int argc, char **argv) {
         }
         if (!strcmp(a, "--json")) {
             json = true;
+            continue;
+        }
+        if (!strcmp(a, "--greedy")) {
+            greedy = true;
             continue;
         }
         if (i + 1 >= argc || a[0] != '-') {
@@ -85,6 +125,13 @@ int ts_cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--streams")) bad = parse_int(a, v, 1, 4096, &streams);
         else if (!strcmp(a, "--threads")) bad = parse_int(a, v, 1, 1024, &threads);
         else if (!strcmp(a, "--reps")) bad = parse_int(a, v, 1, 1000, &reps);
+        else if (!strcmp(a, "--tp")) bad = parse_int(a, v, 1, 256, &tp);
+        else if (!strcmp(a, "--stream-prompt")) bad = parse_int(a, v, 0, 65536, &sp);
+        else if (!strcmp(a, "--ctx")) bad = parse_int(a, v, 1, 1 << 24, &ctx);
+        else if (!strcmp(a, "--micro-batches")) bad = parse_int(a, v, 0, 4096, &micro);
+        else if (!strcmp(a, "--pp")) bad = parse_int(a, v, 0, 256, &ppar);
+        else if (!strcmp(a, "--gpu-mem-limit"))
+            bad = ts_cmd_parse_bytes("tessera bench", a, v, &mem_limit);
         else if (!strcmp(a, "--backend")) {
             if (strcmp(v, "cpu") && strcmp(v, "cuda")) {
                 fprintf(stderr, "tessera bench: --backend expects cpu or cuda, got '%s'\n", v);
@@ -106,18 +153,60 @@ int ts_cmd_bench(int argc, char **argv) {
         fprintf(stderr, "tessera bench: nothing to do (-p 0 -n 0)\n");
         return 2;
     }
+    if (sp < 0) sp = p;
     long batch = p > streams ? p : streams;
+    if (sp > batch) batch = sp;
+    long need_ctx = (p > sp ? p : sp) + n + 1;
+    if (ctx && ctx < need_ctx) {
+        fprintf(stderr, "tessera bench: --ctx %ld is less than the %ld positions the tests use\n",
+                ctx, need_ctx);
+        return 2;
+    }
     if (batch < 1) batch = 1;
+    ts_transport *tr = NULL;
+    {
+        int dr = ts_cmd_dist_open("tessera bench", (int32_t)tp, (int32_t)ppar, backend, &tr);
+        if (dr) return dr;
+    }
     ts_engine_params ep = {
         .model_path = model, .n_threads = (int)threads, .backend = backend,
-        .n_ctx = (int32_t)(p + n + 1),
+        .n_ctx = (int32_t)(ctx ? ctx : need_ctx),
         .n_seq_max = (int32_t)streams, .n_batch = (int32_t)batch,
-        .n_chunk = (int32_t)(p > 0 ? p : 1),
+        .n_chunk = (int32_t)(batch > 0 ? batch : 1),
+        .transport = tr, .tp = (int32_t)tp, .pp = (int32_t)ppar,
+        .device = tr && tr->device >= 0 ? tr->device : 0, .mem_limit = mem_limit,
+        .micro_batches = (int32_t)micro,
     };
     ts_engine *e = NULL;
-    if (ts_engine_create(&ep, &e) != TS_OK) {
-        fprintf(stderr, "tessera bench: %s\n", ts_last_error());
+    ts_status cst = ts_engine_create(&ep, &e);
+    if (cst != TS_OK) {
+        if (!tr || (tr->rank == 0 && cst == TS_INVAL))
+            fprintf(stderr, "tessera bench: %s\n", ts_last_error());
+        else if (cst != TS_INVAL)
+            fprintf(stderr, "tessera bench: rank %d: %s\n", tr->rank, ts_last_error());
+        if (tr && cst != TS_INVAL) tr->ops->abort(tr, 1);
+        ts_transport_close(tr);
         return 1;
+    }
+    if (tr && tr->rank != 0) {
+        int sr = 0;
+        if (ts_engine_serve(e) != TS_OK) {
+            fprintf(stderr, "tessera bench: %s\n", ts_last_error());
+            tr->ops->abort(tr, 1);
+            sr = 1;
+        }
+        ts_engine_destroy(e);
+        ts_transport_close(tr);
+        return sr;
+    }
+    if (tr) fprintf(stderr, "%s", ts_engine_plan(e)->desc);
+    {
+        ts_engine_info in;
+        ts_engine_get_info(e, &in);
+        fprintf(stderr, "engine (rank 0): %s; weights %.1f MiB, KV cache %.1f MiB for %d "
+                "positions x %d sequences, step buffers %.1f MiB\n", in.backend,
+                (double)in.weight_bytes / 1048576.0, (double)in.kv_bytes / 1048576.0, in.n_ctx,
+                in.n_seq_max, (double)in.activation_bytes / 1048576.0);
     }
     const ts_config *c = ts_engine_config(e);
     ts_engine_info info;
@@ -126,14 +215,17 @@ int ts_cmd_bench(int argc, char **argv) {
     int32_t *pos = ts_malloc(sizeof(int32_t) * (size_t)batch);
     int32_t *seq = ts_malloc(sizeof(int32_t) * (size_t)batch);
     uint8_t *want = ts_malloc((size_t)batch);
+    int32_t *ids = ts_malloc(sizeof(int32_t) * (size_t)batch);
     float *logits = ts_malloc(sizeof(float) * c->n_vocab * (size_t)streams);
     double *t = ts_malloc(sizeof(double) * (size_t)(reps + 1));
     int ret = 1;
-    if (!tok || !pos || !seq || !want || !logits || !t) {
+    if (!tok || !pos || !seq || !want || !ids || !logits || !t) {
         fprintf(stderr, "tessera bench: out of memory\n");
         goto out;
     }
     double pp = 0, tg = 0, agg = 0;
+    ts_transport_stats acc[3] = {{0}}, s0 = {0};
+    double acc_tok[3] = {0, 0, 0};
     /* ppP */
     if (p > 0) {
         for (long r = 0; r <= reps; r++) {
@@ -145,9 +237,11 @@ int ts_cmd_bench(int argc, char **argv) {
                 seq[i] = 0;
             }
             ts_batch b = {.n_tokens = (int32_t)p, .token = tok, .pos = pos, .seq = seq};
+            if (tr) s0 = tr->stats;
             double t0 = now_s();
-            if (ts_engine_step(e, &b, logits) != TS_OK) goto fail;
+            if (bstep(e, &b, logits, greedy, ids) != TS_OK) goto fail;
             t[r] = now_s() - t0;
+            if (r > 0) comm_add(tr, &s0, &acc[0], &acc_tok[0], (double)p);
         }
         qsort(t + 1, (size_t)reps, sizeof(double), cmp_d); /* t[0] is the warm-up */
         pp = (double)p / t[1 + reps / 2];
@@ -157,15 +251,17 @@ int ts_cmd_bench(int argc, char **argv) {
         for (long r = 0; r <= reps; r++) {
             ts_engine_seq_release(e, 0);
             if (ts_engine_seq_reserve(e, 0, (int32_t)n) != TS_OK) goto fail;
+            if (tr) s0 = tr->stats;
             double t0 = now_s();
             for (long i = 0; i < n; i++) {
                 tok[0] = (int32_t)(rnd() % c->n_vocab);
                 pos[0] = (int32_t)i;
                 seq[0] = 0;
                 ts_batch b = {.n_tokens = 1, .token = tok, .pos = pos, .seq = seq};
-                if (ts_engine_step(e, &b, logits) != TS_OK) goto fail;
+                if (bstep(e, &b, logits, greedy, ids) != TS_OK) goto fail;
             }
             t[r] = now_s() - t0;
+            if (r > 0) comm_add(tr, &s0, &acc[1], &acc_tok[1], (double)n);
         }
         qsort(t + 1, (size_t)reps, sizeof(double), cmp_d);
         tg = (double)n / t[1 + reps / 2];
@@ -175,33 +271,49 @@ int ts_cmd_bench(int argc, char **argv) {
         for (long r = 0; r <= reps; r++) {
             for (long s = 0; s < streams; s++) {
                 ts_engine_seq_release(e, (int32_t)s);
-                if (ts_engine_seq_reserve(e, (int32_t)s, (int32_t)(p + n)) != TS_OK) goto fail;
-                if (p > 0) {
-                    for (long i = 0; i < p; i++) {
+                if (ts_engine_seq_reserve(e, (int32_t)s, (int32_t)(sp + n)) != TS_OK) goto fail;
+                if (sp > 0) {
+                    for (long i = 0; i < sp; i++) {
                         tok[i] = (int32_t)(rnd() % c->n_vocab);
                         pos[i] = (int32_t)i;
                         seq[i] = (int32_t)s;
                     }
-                    ts_batch b = {.n_tokens = (int32_t)p, .token = tok, .pos = pos, .seq = seq};
-                    if (ts_engine_step(e, &b, logits) != TS_OK) goto fail;
+                    ts_batch b = {.n_tokens = (int32_t)sp, .token = tok, .pos = pos, .seq = seq};
+                    if (bstep(e, &b, logits, greedy, ids) != TS_OK) goto fail;
                 }
             }
+            if (tr) s0 = tr->stats;
             double t0 = now_s();
             for (long i = 0; i < n; i++) {
                 for (long s = 0; s < streams; s++) {
                     tok[s] = (int32_t)(rnd() % c->n_vocab);
-                    pos[s] = (int32_t)(p + i);
+                    pos[s] = (int32_t)(sp + i);
                     seq[s] = (int32_t)s;
                     want[s] = 1;
                 }
                 ts_batch b = {.n_tokens = (int32_t)streams, .token = tok, .pos = pos, .seq = seq,
                               .want_logits = want};
-                if (ts_engine_step(e, &b, logits) != TS_OK) goto fail;
+                if (bstep(e, &b, logits, greedy, ids) != TS_OK) goto fail;
             }
             t[r] = now_s() - t0;
+            if (r > 0) comm_add(tr, &s0, &acc[2], &acc_tok[2], (double)(streams * n));
         }
         qsort(t + 1, (size_t)reps, sizeof(double), cmp_d);
         agg = (double)(streams * n) / t[1 + reps / 2];
+    }
+    char comm[3][320] = {"", "", ""};
+    for (int k = 0; tr && k < 3; k++) {
+        const ts_transport_stats *a = &acc[k];
+        const double tk = acc_tok[k];
+        if (tk <= 0) continue;
+        snprintf(comm[k], sizeof comm[k],
+                 "%.1f ops/token (%.1f all-reduces), %.1f KiB/token, rank-0 host wait %.3f "
+                 "ms/token, device comm %.3f ms/token (all-reduce %.3f)%s",
+                 (double)a->n_ops / tk, (double)a->n_allreduce / tk,
+                 (double)a->bytes / tk / 1024.0, a->wait_s * 1e3 / tk, a->device_s * 1e3 / tk,
+                 a->allreduce_s * 1e3 / tk,
+                 tr->device_buffers && a->device_s == 0 ? " (device times: set "
+                 "TESSERA_COMM_PROFILE=1)" : "");
     }
     if (json) {
         json_t *o = json_object();
@@ -214,6 +326,17 @@ int ts_cmd_bench(int argc, char **argv) {
         json_object_set_new(o, "p", json_integer(p));
         json_object_set_new(o, "n", json_integer(n));
         json_object_set_new(o, "streams", json_integer(streams));
+        json_object_set_new(o, "stream_prompt", json_integer(sp));
+        json_object_set_new(o, "n_ctx", json_integer(info.n_ctx));
+        json_object_set_new(o, "greedy", json_boolean(greedy));
+        if (tr) {
+            json_object_set_new(o, "tp", json_integer(tr->tp));
+            json_object_set_new(o, "pp", json_integer(tr->pp));
+            json_object_set_new(o, "transport", json_string(tr->ops->name));
+            json_object_set_new(o, "comm_pp", json_string(comm[0]));
+            json_object_set_new(o, "comm_tg", json_string(comm[1]));
+            json_object_set_new(o, "comm_streams", json_string(comm[2]));
+        }
         json_dumpf(o, stdout, JSON_COMPACT);
         putchar('\n');
         json_decref(o);
@@ -225,24 +348,34 @@ int ts_cmd_bench(int argc, char **argv) {
         char desc[160], thr[16];
         if (threads) snprintf(thr, sizeof thr, "%ld", threads);
         else snprintf(thr, sizeof thr, "all");
+        char be[64];
+        if (tr) snprintf(be, sizeof be, "%s tp%d pp%d %s", info.backend, tr->tp, tr->pp,
+                         tr->ops->name);
+        else snprintf(be, sizeof be, "%s", info.backend);
         snprintf(desc, sizeof desc, "gemma3 %s | %s | %.2f M | %s | %s", ts_config_size_label(c),
-                 sz, (double)ts_config_n_params(c) / 1e6, info.backend, thr);
+                 sz, (double)ts_config_n_params(c) / 1e6, be, thr);
         if (p > 0) printf("| %s | pp%ld | %.2f |\n", desc, p, pp);
         if (n > 0) printf("| %s | tg%ld | %.2f |\n", desc, n, tg);
         if (streams > 1 && n > 0)
-            printf("| %s | %ld streams, pp%ld+tg%ld | %.2f |\n", desc, streams, p, n, agg);
+            printf("| %s | %ld streams, pp%ld+tg%ld | %.2f |\n", desc, streams, sp, n, agg);
+        const char *tn[3] = {"pp", "tg", "streams"};
+        for (int k = 0; k < 3; k++)
+            if (comm[k][0]) printf("comm %s: %s\n", tn[k], comm[k]);
     }
     ret = 0;
     goto out;
 fail:
     fprintf(stderr, "tessera bench: %s\n", ts_last_error());
+    if (tr) tr->ops->abort(tr, 1); /* the other ranks may wait on us */
 out:
     ts_free(tok);
     ts_free(pos);
     ts_free(seq);
     ts_free(want);
+    ts_free(ids);
     ts_free(logits);
     ts_free(t);
     ts_engine_destroy(e);
+    ts_transport_close(tr);
     return ret;
 }

@@ -32,15 +32,17 @@
 #include "engine.h"
 #include "sampler.h"
 #include "tokenizer.h"
+#include "dist.h"
 #include "transport.h"
 
 #define MAX_STOPS 16
 
 typedef struct {
     const char *model, *prompt, *system;
-    int32_t n_predict, n_ctx, n_threads, n_batch, tp, pp;
+    int32_t n_predict, n_ctx, n_threads, n_batch, tp, pp, micro_batches;
     bool chat, json, reference, llamacpp_batch, no_bos, seed_set, verbose;
     const char *backend;
+    uint64_t mem_limit;
     ts_sampler_params sp;
     const char *stops[MAX_STOPS];
     size_t n_stops;
@@ -70,9 +72,14 @@ static void usage(FILE *f) {
             "      --reference          scalar reference kernels (slow; for checking)\n"
             "      --llamacpp-batch     batched prompts with llama.cpp's batch-size-dependent\n"
             "                           kernels (its exact numerics; see docs/engine.md)\n"
-            "      --backend cpu|cuda   compute backend (default cpu; cuda: GPU 0)\n"
+            "      --backend cpu|cuda   compute backend (default cpu; cuda: GPU 0, under\n"
+            "                           mpirun GPU local-rank %% device count, NCCL)\n"
             "      --tp T, --pp P       tensor / pipeline parallel ranks (under mpirun;\n"
             "                           default tp 1, pp = ranks / tp)\n"
+            "      --gpu-mem-limit B    bytes each rank may allocate on its device (weights,\n"
+            "                           KV, buffers), e.g. 12GiB; the plan fits it\n"
+            "      --micro-batches N    pipeline micro-batches per step (greedy runs; 0 =\n"
+            "                           auto: one per stage)\n"
             "      --verbose            print the parallel plan (stderr)\n"
             "      --json               print one JSON object at the end instead of streaming\n",
             MAX_STOPS);
@@ -136,7 +143,7 @@ static int parse_args(int argc, char **argv, run_opts *o) {
             "-m", "--model", "-p", "--prompt", "--system", "-n", "--n-predict", "--ctx",
             "--threads", "--batch", "--temp", "--top-k", "--top-p", "--min-p",
             "--repeat-penalty", "--presence-penalty", "--frequency-penalty", "--seed", "--stop",
-            "--backend", "--tp", "--pp"};
+            "--backend", "--tp", "--pp", "--gpu-mem-limit", "--micro-batches"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
             if (!strcmp(a, with_value[k])) known = true;
@@ -168,6 +175,10 @@ static int parse_args(int argc, char **argv, run_opts *o) {
             if (parse_i32(a, v, 1, 256, &o->tp)) return -1;
         } else if (!strcmp(a, "--pp")) {
             if (parse_i32(a, v, 0, 256, &o->pp)) return -1;
+        } else if (!strcmp(a, "--micro-batches")) {
+            if (parse_i32(a, v, 0, 4096, &o->micro_batches)) return -1;
+        } else if (!strcmp(a, "--gpu-mem-limit")) {
+            if (ts_cmd_parse_bytes("tessera run", a, v, &o->mem_limit)) return -1;
         } else if (!strcmp(a, "--threads")) {
             if (parse_i32(a, v, 1, 1024, &o->n_threads)) return -1;
         } else if (!strcmp(a, "--batch")) {
@@ -275,22 +286,10 @@ int ts_cmd_run(int argc, char **argv) {
     bool dist = false;
 
     /* Under mpirun (or with --tp / --pp): one rank of a distributed engine. */
-    if (ts_transport_mpi_launched() || o.tp > 1 || o.pp > 1) {
-#ifdef TS_HAVE_MPI
-        if (ts_transport_mpi_open(o.tp > 0 ? o.tp : 1, &tr) != TS_OK) {
-            fprintf(stderr, "tessera run: %s\n", ts_last_error());
-            return 1;
-        }
-        if (tr->world == 1 && tr->tp == 1 && o.pp <= 1) {
-            ts_transport_close(tr); /* a singleton: the plain one-rank engine */
-            tr = NULL;
-        } else {
-            dist = true;
-        }
-#else
-        fprintf(stderr, "tessera run: --tp / --pp need a build with MPI (Open MPI)\n");
-        return 2;
-#endif
+    {
+        int dr = ts_cmd_dist_open("tessera run", o.tp, o.pp, o.backend, &tr);
+        if (dr) return dr;
+        dist = tr != NULL;
     }
     if (dist && tr->rank != 0) o.json = true; /* never stream on other ranks */
 
@@ -301,12 +300,14 @@ int ts_cmd_run(int argc, char **argv) {
         .n_ctx = o.n_ctx, .n_seq_max = 1, .n_batch = o.n_batch,
         .progress = isatty(STDERR_FILENO) && !dist ? progress : NULL,
         .transport = tr, .tp = o.tp, .pp = o.pp,
+        .device = tr && tr->device >= 0 ? tr->device : 0,
+        .mem_limit = o.mem_limit, .micro_batches = o.micro_batches,
     };
     ts_status cst = ts_engine_create(&ep, &e);
     if (cst != TS_OK) {
         /* plan refusals are the same on every rank: rank 0 reports, all exit; anything
          * else may be one rank's alone: it reports and ends the job */
-        if (!dist || tr->rank == 0)
+        if (!dist || (tr->rank == 0 && cst == TS_INVAL))
             fprintf(stderr, "tessera run: %s\n", ts_last_error());
         else if (cst != TS_INVAL)
             fprintf(stderr, "tessera run: rank %d: %s\n", tr->rank, ts_last_error());
@@ -390,6 +391,11 @@ int ts_cmd_run(int argc, char **argv) {
         goto out;
     }
     for (size_t i = 0; i < pt.n; i++) (void)ts_sampler_accept(smp, pt.ids[i]);
+    /* distributed greedy decoding without penalties: the last stage picks the token and
+     * only its id crosses to rank 0 (ts_engine_step_greedy) */
+    const bool greedy_ids = dist && o.sp.temperature == 0.0f && o.sp.repetition_penalty == 1.0f &&
+                            o.sp.presence_penalty == 0.0f && o.sp.frequency_penalty == 0.0f;
+    int32_t next_id = -1;
 
     /* prefill in chunks; logits of the last prompt token */
     for (size_t i0 = 0; i0 < pt.n; i0 += (size_t)info.n_batch) {
@@ -399,7 +405,8 @@ int ts_cmd_run(int argc, char **argv) {
             pos[j] = (int32_t)i0 + j;
         }
         ts_batch b = {.n_tokens = n, .token = ids, .pos = pos, .seq = seq};
-        if (ts_engine_step(e, &b, logits) != TS_OK) {
+        if ((greedy_ids ? ts_engine_step_greedy(e, &b, &next_id) : ts_engine_step(e, &b, logits)) !=
+            TS_OK) {
             fprintf(stderr, "tessera run: %s\n", ts_last_error());
             if (dist) tr->ops->abort(tr, 1); /* the other ranks may wait on us */
             goto out;
@@ -412,8 +419,8 @@ int ts_cmd_run(int argc, char **argv) {
         if (strlen(o.stops[s]) > max_stop) max_stop = strlen(o.stops[s]);
     int32_t n_gen = 0, cur = (int32_t)pt.n;
     while (n_gen < o.n_predict) {
-        int32_t t;
-        if (ts_sampler_sample(smp, logits, &t) != TS_OK) {
+        int32_t t = next_id;
+        if (!greedy_ids && ts_sampler_sample(smp, logits, &t) != TS_OK) {
             fprintf(stderr, "tessera run: sampling: %s\n", ts_last_error());
             goto out;
         }
@@ -454,7 +461,8 @@ int ts_cmd_run(int argc, char **argv) {
         ids[0] = t;
         pos[0] = cur++;
         ts_batch b = {.n_tokens = 1, .token = ids, .pos = pos, .seq = seq};
-        if (ts_engine_step(e, &b, logits) != TS_OK) {
+        if ((greedy_ids ? ts_engine_step_greedy(e, &b, &next_id) : ts_engine_step(e, &b, logits)) !=
+            TS_OK) {
             fprintf(stderr, "tessera run: %s\n", ts_last_error());
             if (dist) tr->ops->abort(tr, 1); /* the other ranks may wait on us */
             goto out;

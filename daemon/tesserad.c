@@ -41,6 +41,7 @@
 #include "server.h"
 #include "tools.h"
 #include "tessera/v1/inference.pb-c.h"
+#include "dist.h"
 #include "transport.h"
 
 #ifndef TESSERA_VERSION
@@ -57,7 +58,8 @@ static atomic_uint_fast64_t g_req_counter;
 typedef struct {
     int32_t n_ctx, slots, batch, threads, queue, max_tokens_default, grace_s, max_recv_mb, cq_threads;
     int32_t tp, pp, device;
-    const char *backend;
+    const char *backend, *gpu_mem_limit;
+    uint64_t mem_limit; /* parsed gpu_mem_limit (0: none) */
     const char *model, *listen, *api_keys, *tls_cert, *tls_key, *log_level, *config;
     const char *safety_model, *safety_vision, *safety_ids; /* ShieldGemma 2 (docs/vision.md) */
     const char *metrics, *log_format;
@@ -1108,6 +1110,7 @@ static void usage(FILE *f) {
             "      --threads N           CPU threads (default: all)\n"
             "      --backend cpu|cuda    compute backend (default cpu)\n"
             "      --device N            CUDA device of --backend cuda (default 0)\n"
+            "      --gpu-mem-limit BYTES cap on what the engine allocates per rank (e.g. 12GiB)\n"
             "      --queue N             waiting requests at most (default 64)\n"
             "      --max-tokens-default N  for requests with max_tokens 0 (default 256)\n"
             "      --grace-seconds N     on SIGTERM/SIGINT/SIGUSR1, time for running requests (default 30)\n"
@@ -1152,6 +1155,7 @@ static const struct optdef {
     {"tls-cert", O_STR, 0, 0, offsetof(opts, tls_cert)},
     {"tls-key", O_STR, 0, 0, offsetof(opts, tls_key)},
     {"backend", O_STR, 0, 0, offsetof(opts, backend)},
+    {"gpu-mem-limit", O_STR, 0, 0, offsetof(opts, gpu_mem_limit)},
     {"device", O_INT, 0, 64, offsetof(opts, device)},
     {"tp", O_INT, 1, 64, offsetof(opts, tp)},
     {"pp", O_INT, 1, 64, offsetof(opts, pp)},
@@ -1301,6 +1305,9 @@ static int parse_args(int argc, char **argv, opts *o, config_t *cfg, bool *have_
         fprintf(stderr, "tesserad: --backend expects cpu or cuda, got '%s'\n", o->backend);
         return -1;
     }
+    if (o->gpu_mem_limit &&
+        ts_cmd_parse_bytes("tesserad", "--gpu-mem-limit", o->gpu_mem_limit, &o->mem_limit))
+        return -1;
     return 0;
 }
 
@@ -1365,7 +1372,7 @@ static int serve_rank(const opts *o, ts_transport *tr) {
     ts_engine_params ep = {.model_path = o->model, .n_threads = o->threads, .n_ctx = o->n_ctx,
                            .n_seq_max = o->slots, .n_batch = o->batch,
                            .backend = o->backend, .device = o->device,
-                           .transport = tr, .tp = o->tp, .pp = o->pp};
+                           .mem_limit = o->mem_limit, .transport = tr, .tp = o->tp, .pp = o->pp};
     ts_engine *e = NULL;
     ts_status st = ts_engine_create(&ep, &e);
     if (st != TS_OK) {
@@ -1454,27 +1461,19 @@ int main(int argc, char **argv) {
         sigaddset(&early, SIGUSR2);
         pthread_sigmask(SIG_BLOCK, &early, NULL);
     }
-    /* Under mpirun (or with --tp / --pp): one rank of a distributed engine. */
-    if (ts_transport_mpi_launched() || o.tp > 1 || o.pp > 1) {
-#ifdef TS_HAVE_MPI
-        if (ts_transport_mpi_open(o.tp > 0 ? o.tp : 1, &g_tr) != TS_OK) {
-            fprintf(stderr, "tesserad: %s\n", ts_last_error());
+    /* Under mpirun (or with --tp / --pp): one rank of a distributed engine (NCCL between
+     * GPU ranks in a build with NCCL, else MPI). */
+    {
+        int dr = ts_cmd_dist_open("tesserad", o.tp, o.pp, o.backend, &g_tr);
+        if (dr) {
             if (have_cfg) config_destroy(&conf);
-            return 1;
+            return dr;
         }
-        if (g_tr->world == 1 && g_tr->tp == 1 && o.pp <= 1) {
-            ts_transport_close(g_tr); /* a singleton: the plain one-rank engine */
-            g_tr = NULL;
-        } else if (g_tr->rank != 0) {
+        if (g_tr && g_tr->rank != 0) {
             int rc = serve_rank(&o, g_tr);
             if (have_cfg) config_destroy(&conf);
             return rc;
         }
-#else
-        fprintf(stderr, "tesserad: --tp / --pp need a build with MPI (Open MPI)\n");
-        if (have_cfg) config_destroy(&conf);
-        return 2;
-#endif
     }
     int exit_code = 1;
     char *tls_cert = NULL, *tls_key = NULL;
@@ -1515,7 +1514,7 @@ int main(int argc, char **argv) {
     ts_sched_params sp = {
         .engine = {.model_path = o.model, .n_threads = o.threads, .n_ctx = o.n_ctx,
                    .n_seq_max = o.slots, .n_batch = o.batch,
-                   .backend = o.backend, .device = o.device,
+                   .backend = o.backend, .device = o.device, .mem_limit = o.mem_limit,
                    .transport = g_tr, .tp = o.tp, .pp = o.pp},
         .queue_max = o.queue,
         .max_tokens_default = o.max_tokens_default,

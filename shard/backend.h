@@ -118,6 +118,9 @@ void ts_backend_cpu_set_llamacpp_batch(ts_backend *b, bool on);
 /* The CUDA backend on `device` (shard/backend_cuda.c; built only with CUDA, see
  * TS_HAVE_CUDA). TS_UNSUPPORTED when there is no CUDA device or driver. */
 ts_status ts_backend_cuda_create(int device, ts_backend **out);
+/* The CUDA backend's stream (a cudaStream_t) that every op is enqueued on; TS_INVAL for
+ * another backend. For device transports (transport.h bind_stream). */
+ts_status ts_backend_cuda_stream(ts_backend *b, void **stream);
 
 static inline void ts_backend_destroy(ts_backend *b) {
     if (b) b->ops->destroy(b);

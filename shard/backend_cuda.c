@@ -518,3 +518,11 @@ ts_status ts_backend_cuda_create(int device, ts_backend **out) {
     *out = b;
     return TS_OK;
 }
+
+ts_status ts_backend_cuda_stream(ts_backend *b, void **stream) {
+    *stream = NULL;
+    if (!b || b->ops != &g_cuda_ops) return TS_FAIL(TS_INVAL, "not the CUDA backend");
+    (void)W(b); /* device memory will change outside the backend's ops */
+    *stream = (void *)C(b)->st;
+    return TS_OK;
+}

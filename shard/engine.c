@@ -61,19 +61,54 @@ struct ts_engine {
     void **owned;              /* repacked column slices (host) */
     int32_t n_owned, cap_owned;
     int32_t *desc;             /* step descriptor: header + 4 * n_batch */
+    uint8_t *want;             /* the step's logit flags (n_batch) */
     float *xfer;               /* host staging: (n_batch, d) */
-    float *lhost;              /* host staging of logits (n_logit_rows, n_vocab) */
+    float *lhost;              /* host staging of this rank's logits (n_logit_rows, v1 - v0) */
+    bool split;                /* vocab-split LM head over the last stage's TP group */
+    float *lfull_h;            /* split, logits: zero-padded full rows (n_logit_rows, n_vocab) */
+    float *lfull;              /* the same in backend memory (device transports) */
+    float *amx_h, *amx_d;      /* split, ids: (row, tp rank) -> (max, id), host / backend */
+    int32_t *ids_h;            /* (n_logit_rows) greedy ids of a chunk */
+    int32_t *ids_d;            /* backend memory: ids to / from rank 0 (device transports) */
+    int32_t *ids_all;          /* (n_batch) the step's greedy ids (last stage, TP rank 0) */
+    bool dev;                  /* device transport: activations move in backend memory */
     bool broken;
+    uint64_t charged;          /* bytes counted against p.mem_limit */
 };
 
 enum { CMD_STOP = 1, CMD_STEP = 2, CMD_RESERVE = 3, CMD_RELEASE = 4, CMD_PING = 5 };
+enum { STEP_LOGITS = 0, STEP_IDS = 1 };
 enum { DESC_HDR = 4 };
 
 /* ---- loading ---- */
 
+static const char *human(uint64_t b, char *buf, size_t n) {
+    if (b >= (1ull << 30)) snprintf(buf, n, "%.2f GiB", (double)b / 1073741824.0);
+    else if (b >= (1ull << 20)) snprintf(buf, n, "%.1f MiB", (double)b / 1048576.0);
+    else snprintf(buf, n, "%.1f KiB", (double)b / 1024.0);
+    return buf;
+}
+
+/* Counts `bytes` of device memory against --gpu-mem-limit (params.mem_limit). */
+static ts_status charge(ts_engine *e, uint64_t bytes, const char *what) {
+    const uint64_t lim = e->p.mem_limit;
+    if (lim && e->charged + bytes > lim) {
+        char b0[32], b1[32], b2[32], b3[32], b4[32], b5[32];
+        return TS_FAIL(TS_NOMEM, "%s (%s) does not fit the memory limit of %s "
+                       "(--gpu-mem-limit): %s are already allocated (weights %s, KV %s, step "
+                       "buffers %s); use more ranks, a smaller --ctx or --batch, or a higher "
+                       "limit", what, human(bytes, b0, sizeof b0), human(lim, b1, sizeof b1),
+                       human(e->charged, b2, sizeof b2), human(e->weight_bytes, b3, sizeof b3),
+                       human(e->kv_bytes, b4, sizeof b4), human(e->act_bytes, b5, sizeof b5));
+    }
+    e->charged += bytes;
+    return TS_OK;
+}
+
 static ts_status load_matrix(ts_engine *e, const char *name, ts_wmat *out) {
     const ts_gguf_tensor *t = ts_gguf_find_tensor(e->g, name);
     if (!t) return TS_FAIL(TS_FORMAT, "tensor '%s' is missing", name);
+    TS_TRY(charge(e, t->nbytes, name));
     TS_TRY(e->b->ops->load_matrix(e->b, t, 0, t->n_dims >= 2 ? t->ne[1] : 1, out));
     e->weight_bytes += t->nbytes;
     return TS_OK;
@@ -85,6 +120,7 @@ static ts_status load_rows(ts_engine *e, const char *name, int64_t r0, int64_t r
     if (!t) return TS_FAIL(TS_FORMAT, "tensor '%s' is missing", name);
     int64_t rows = t->n_dims >= 2 ? t->ne[1] : 1;
     if (r1 < 0) r1 = rows;
+    TS_TRY(charge(e, t->nbytes / (size_t)rows * (size_t)(r1 - r0), name));
     TS_TRY(e->b->ops->load_matrix(e->b, t, r0, r1 - r0, out));
     e->weight_bytes += t->nbytes / (size_t)rows * (size_t)(r1 - r0);
     return TS_OK;
@@ -106,6 +142,7 @@ static ts_status load_cols(ts_engine *e, const char *name, int64_t c0, int64_t c
         return TS_FAIL(TS_INVAL, "tensor '%s' (%s): columns [%lld, %lld) are not whole %u-element "
                        "blocks of its %lld", name, ts_type_name(t->type), (long long)c0,
                        (long long)c1, be, (long long)t->ne[0]);
+    TS_TRY(charge(e, (uint64_t)part * (uint64_t)rows, name));
     if (e->n_owned == e->cap_owned) {
         int32_t cap = e->cap_owned ? 2 * e->cap_owned : 32;
         void **n = ts_realloc(e->owned, sizeof(void *) * (size_t)cap);
@@ -134,6 +171,7 @@ static ts_status load_norm(ts_engine *e, const char *name, int64_t n, float **ou
     if (!t) return TS_FAIL(TS_FORMAT, "tensor '%s' is missing", name);
     if (t->n_elems != n) return TS_FAIL(TS_FORMAT, "tensor '%s' has %lld elements, expected %lld",
                                         name, (long long)t->n_elems, (long long)n);
+    TS_TRY(charge(e, sizeof(float) * (uint64_t)n, name));
     float *tmp = ts_malloc(sizeof(float) * (size_t)n);
     if (!tmp) return TS_FAIL(TS_NOMEM, "norm '%s'", name);
     ts_status rc = TS_OK;
@@ -151,6 +189,7 @@ static ts_status balloc(ts_engine *e, float **p, int64_t rows, int64_t cols) {
     size_t n;
     if (!ts_mul_size((size_t)rows, (size_t)cols, &n) || !ts_mul_size(n, sizeof(float), &n))
         return TS_FAIL(TS_NOMEM, "step buffer size overflows");
+    TS_TRY(charge(e, n, "step buffer"));
     e->act_bytes += n;
     return e->b->ops->alloc(e->b, n, (void **)p);
 }
@@ -220,7 +259,8 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
     /* the plan: this rank's slice (single rank: everything) */
     e->whole = (ts_plan_rank){.l0 = 0, .l1 = (int32_t)c->n_layer, .h0 = 0,
                               .h1 = (int32_t)c->n_head, .kv0 = 0, .kv1 = (int32_t)c->n_head_kv,
-                              .f0 = 0, .f1 = (int32_t)c->n_ff, .embed = true, .lm_head = true};
+                              .f0 = 0, .f1 = (int32_t)c->n_ff, .v0 = 0,
+                              .v1 = (int32_t)c->n_vocab, .embed = true, .lm_head = true};
     e->me = &e->whole;
     if (p->transport) {
         e->tr = p->transport;
@@ -242,7 +282,43 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
                                  .pp = p->pp, .n_ctx = p->n_ctx, .n_seq = p->n_seq_max,
                                  .n_chunk = p->n_chunk, .weight_type = td ? td->type : 0,
                                  .embd_type = te ? te->type : 0, .row_align = align};
-            TS_TRY_GOTO(ts_plan_make(c, &pl, e->plan), rc, fail);
+            uint64_t *budget = NULL;
+            if (p->mem_limit) {
+                /* the same limit on every rank (the flag is per job), less an upper bound of
+                 * the step buffers (the plan counts weights and KV) */
+                const uint64_t tpn = (uint64_t)(pl.tp > 0 ? pl.tp : 1), B = (uint64_t)p->n_batch,
+                               qd = (uint64_t)c->n_head * c->head_dim / tpn,
+                               kd = (uint64_t)c->n_head_kv * c->head_dim / tpn,
+                               ffr = (uint64_t)c->n_ff / tpn + align,
+                               rows = (uint64_t)(p->n_seq_max > 8 ? p->n_seq_max : 8);
+                const uint64_t work = sizeof(float) * (B * (3ull * c->n_embd + 2 * qd + 2 * kd +
+                                                            2 * ffr) +
+                                                       rows * (c->n_embd + (uint64_t)c->n_vocab));
+                if (work >= p->mem_limit) {
+                    char b0[32], b1[32];
+                    rc = TS_FAIL(TS_INVAL, "the step buffers for a batch of %d tokens alone need "
+                                 "about %s, more than the memory limit of %s (--gpu-mem-limit); "
+                                 "use a smaller --batch or a higher limit", p->n_batch,
+                                 human(work, b0, sizeof b0), human(p->mem_limit, b1, sizeof b1));
+                    goto fail;
+                }
+                budget = ts_malloc(sizeof(uint64_t) * (size_t)e->tr->world);
+                if (!budget) {
+                    rc = TS_FAIL(TS_NOMEM, "plan budgets");
+                    goto fail;
+                }
+                for (int32_t r = 0; r < e->tr->world; r++) budget[r] = p->mem_limit - work;
+                pl.mem_bytes = budget;
+            }
+            rc = ts_plan_make(c, &pl, e->plan);
+            ts_free(budget);
+            if (rc != TS_OK && p->mem_limit) {
+                char msg[1024], b0[32];
+                snprintf(msg, sizeof msg, "%s", ts_last_error());
+                rc = TS_FAIL(rc, "%s (each rank's budget: --gpu-mem-limit %s less the step "
+                             "buffers)", msg, human(p->mem_limit, b0, sizeof b0));
+            }
+            if (rc != TS_OK) goto fail;
         }
         if (e->plan->world != e->tr->world || e->plan->tp != e->tr->tp ||
             e->tr->rank >= e->plan->world) {
@@ -251,16 +327,56 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
             goto fail;
         }
         e->me = &e->plan->rank[e->tr->rank];
+        if (e->tr->device_buffers) {
+            /* device transport (NCCL): activations stay in backend memory, ordered against
+             * the backend's stream. The CPU backend's memory is host memory: only the MPI
+             * transport's device emulation (tests) may move it this way. */
+            void *stream = NULL;
+            const bool cuda = !strcmp(e->b->ops->name, "cuda");
+            if (!cuda && strcmp(e->tr->ops->name, "mpi") != 0) {
+                rc = TS_FAIL(TS_INVAL, "the %s transport moves device buffers: it needs the "
+                             "cuda backend (--backend cuda), not '%s'", e->tr->ops->name,
+                             e->b->ops->name);
+                goto fail;
+            }
+            if (cuda && e->tr->device >= 0 && p->device != e->tr->device) {
+                rc = TS_FAIL(TS_INVAL, "rank %d: the %s transport uses GPU %d but the backend "
+                             "was created on GPU %d", e->tr->rank, e->tr->ops->name,
+                             e->tr->device, p->device);
+                goto fail;
+            }
+#ifdef TS_HAVE_CUDA
+            if (cuda) TS_TRY_GOTO(ts_backend_cuda_stream(e->b, &stream), rc, fail);
+#endif
+            TS_TRY_GOTO(e->tr->ops->bind_stream(e->tr, stream), rc, fail);
+            e->dev = true;
+        }
     }
     const ts_plan_rank *me = e->me;
     const int64_t hd_ = c->head_dim;
 
-    /* weights */
-    if (me->embed || me->lm_head)
+    /* weights; with tp > 1 the last stage's TP ranks split the LM head by vocabulary rows */
+    e->split = e->tr && e->tr->tp > 1 && me->lm_head;
+    if (me->lm_head && (me->v0 < 0 || me->v1 > (int32_t)c->n_vocab || me->v1 <= me->v0 ||
+                        (!e->split && (me->v0 != 0 || me->v1 != (int32_t)c->n_vocab)))) {
+        rc = TS_FAIL(TS_INVAL, "plan: LM head vocabulary slice [%d, %d) of %u", me->v0, me->v1,
+                     c->n_vocab);
+        goto fail;
+    }
+    if (e->split && c->n_vocab > (1u << 24)) {
+        rc = TS_FAIL(TS_UNSUPPORTED, "a vocabulary of %u ids is too large for the split LM head",
+                     c->n_vocab);
+        goto fail;
+    }
+    if (me->embed || (me->lm_head && !e->split))
         TS_TRY_GOTO(load_matrix(e, "token_embd.weight", &e->tok_embd), rc, fail);
     if (me->lm_head) {
-        if (ts_gguf_find_tensor(e->g, "output.weight"))
-            TS_TRY_GOTO(load_matrix(e, "output.weight", &e->output), rc, fail);
+        const char *oname = ts_gguf_find_tensor(e->g, "output.weight") ? "output.weight"
+                                                                        : "token_embd.weight";
+        if (e->split)
+            TS_TRY_GOTO(load_rows(e, oname, me->v0, me->v1, &e->output), rc, fail);
+        else if (oname[0] == 'o')
+            TS_TRY_GOTO(load_matrix(e, oname, &e->output), rc, fail);
         else
             e->output = e->tok_embd; /* tied */
         TS_TRY_GOTO(load_norm(e, "output_norm.weight", c->n_embd, &e->output_norm), rc, fail);
@@ -329,12 +445,19 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
         .n_ctx = p->n_ctx,
         .n_batch = p->n_batch,
     };
-    TS_TRY_GOTO(e->b->ops->kv_init(e->b, &kl), rc, fail);
     uint32_t n_glob = 0;
     for (int32_t il = me->l0; il < me->l1; il++) n_glob += c->is_global[il] ? 1u : 0u;
-    e->kv_bytes = 2ull * (uint64_t)kl.kv_dim * sizeof(float) * (uint64_t)kl.page_size *
-                  ((uint64_t)kl.global_pages * n_glob +
-                   (uint64_t)kl.local_pages * ((uint32_t)kl.n_layer - n_glob));
+    const uint64_t kv_need = 2ull * (uint64_t)kl.kv_dim * sizeof(float) * (uint64_t)kl.page_size *
+                             ((uint64_t)kl.global_pages * n_glob +
+                              (uint64_t)kl.local_pages * ((uint32_t)kl.n_layer - n_glob));
+    {
+        char what[96];
+        snprintf(what, sizeof what, "the KV cache for %lld tokens of context",
+                 (long long)p->kv_tokens);
+        TS_TRY_GOTO(charge(e, kv_need, what), rc, fail);
+    }
+    TS_TRY_GOTO(e->b->ops->kv_init(e->b, &kl), rc, fail);
+    e->kv_bytes = kv_need;
 
     /* step buffers */
     const int64_t B = p->n_batch, d = c->n_embd, qd = (int64_t)(me->h1 - me->h0) * c->head_dim,
@@ -351,16 +474,38 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
     TS_TRY_GOTO(balloc(e, &e->o, B, d), rc, fail);
     TS_TRY_GOTO(balloc(e, &e->gate, B, ffr), rc, fail);
     TS_TRY_GOTO(balloc(e, &e->up, B, ffr), rc, fail);
+    const int64_t R = e->n_logit_rows, Vs = me->lm_head ? me->v1 - me->v0 : 0;
+    const int64_t tpn = e->tr ? e->tr->tp : 1;
     if (me->lm_head) {
-        TS_TRY_GOTO(balloc(e, &e->xs, e->n_logit_rows, d), rc, fail);
-        TS_TRY_GOTO(balloc(e, &e->logits, e->n_logit_rows, c->n_vocab), rc, fail);
+        TS_TRY_GOTO(balloc(e, &e->xs, R, d), rc, fail);
+        TS_TRY_GOTO(balloc(e, &e->logits, R, Vs), rc, fail);
+        if (e->split && e->dev) {
+            TS_TRY_GOTO(balloc(e, &e->lfull, R, c->n_vocab), rc, fail);
+            TS_TRY_GOTO(balloc(e, &e->amx_d, R * tpn, 2), rc, fail);
+        }
+    } else if (e->dev && e->tr->rank == 0) { /* rank 0 receives the logits on its device */
+        TS_TRY_GOTO(balloc(e, &e->logits, R, c->n_vocab), rc, fail);
+    }
+    if (e->dev && (me->lm_head || e->tr->rank == 0))
+        TS_TRY_GOTO(balloc(e, (float **)&e->ids_d, B, 1), rc, fail);
+    e->ids_h = ts_malloc(sizeof(int32_t) * (size_t)R);
+    e->ids_all = ts_malloc(sizeof(int32_t) * (size_t)B);
+    e->want = ts_malloc((size_t)B);
+    if (me->lm_head) {
+        e->lhost = ts_malloc(sizeof(float) * (size_t)R * (size_t)Vs);
+        if (e->split) {
+            e->lfull_h = ts_malloc(sizeof(float) * (size_t)R * c->n_vocab);
+            e->amx_h = ts_malloc(sizeof(float) * 2 * (size_t)(R * tpn));
+        }
+    }
+    if (!e->ids_h || !e->ids_all || !e->want || (me->lm_head && (!e->lhost || (e->split && (!e->lfull_h || !e->amx_h))))) {
+        rc = TS_FAIL(TS_NOMEM, "LM head buffers");
+        goto fail;
     }
     if (e->tr) {
         e->desc = ts_malloc(sizeof(int32_t) * (DESC_HDR + 4 * (size_t)B));
-        e->xfer = ts_malloc(sizeof(float) * (size_t)B * (size_t)d);
-        if (me->lm_head && e->tr->rank != 0)
-            e->lhost = ts_malloc(sizeof(float) * (size_t)e->n_logit_rows * c->n_vocab);
-        if (!e->desc || !e->xfer || (me->lm_head && e->tr->rank != 0 && !e->lhost)) {
+        if (!e->dev) e->xfer = ts_malloc(sizeof(float) * (size_t)B * (size_t)d);
+        if (!e->desc || (!e->dev && !e->xfer)) {
             rc = TS_FAIL(TS_NOMEM, "transfer buffers");
             goto fail;
         }
@@ -393,9 +538,13 @@ void ts_engine_destroy(ts_engine *e) {
     /* rank 0 releases the other ranks from ts_engine_serve */
     if (e->tr && e->tr->rank == 0 && e->tr->world > 1 && e->desc && !e->broken)
         (void)send_cmd(e, CMD_STOP, 0, 0, 0);
+    if (e->dev) { /* the transport outlives this engine's stream */
+        if (!e->broken) (void)e->tr->ops->fence(e->tr);
+        (void)e->tr->ops->bind_stream(e->tr, NULL);
+    }
     if (e->b) {
         float *bufs[] = {e->x, e->h, e->q, e->k, e->v, e->att, e->o, e->gate, e->up, e->xs,
-                         e->logits, e->output_norm};
+                         e->logits, e->output_norm, e->lfull, e->amx_d, (float *)e->ids_d};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             if (bufs[i]) e->b->ops->free(e->b, bufs[i]);
         if (e->layers)
@@ -418,8 +567,13 @@ void ts_engine_destroy(ts_engine *e) {
     ts_free(e->owned);
     ts_free(e->plan);
     ts_free(e->desc);
+    ts_free(e->want);
     ts_free(e->xfer);
     ts_free(e->lhost);
+    ts_free(e->lfull_h);
+    ts_free(e->amx_h);
+    ts_free(e->ids_h);
+    ts_free(e->ids_all);
     ts_free(e);
 }
 
@@ -490,6 +644,7 @@ int64_t ts_engine_free_pages(const ts_engine *e) { return ts_kv_free_global_page
 static void hook(ts_engine *e, const char *name, int32_t layer, const float *dev, int64_t rows,
                  int64_t cols) {
     if (!e->p.hook) return;
+    if (e->dev && e->tr->ops->fence(e->tr) != TS_OK) return;
     size_t n = sizeof(float) * (size_t)rows * (size_t)cols;
     if (e->b->ops->to_host(e->b, e->hook_buf, dev, n) == TS_OK)
         e->p.hook(e->p.hook_ctx, name, layer, e->hook_buf, rows, cols);
@@ -547,6 +702,7 @@ static ts_status comm(ts_engine *e, ts_status rc) {
 /* The TP all-reduce of a row-parallel matmul's partial sums y (n floats, backend memory). */
 static ts_status tp_allreduce(ts_engine *e, float *y, int64_t n) {
     if (!e->tr || e->tr->tp == 1) return TS_OK;
+    if (e->dev) return comm(e, e->tr->ops->allreduce_sum(e->tr, y, (size_t)n));
     const size_t bytes = sizeof(float) * (size_t)n;
     TS_TRY(e->b->ops->to_host(e->b, e->xfer, y, bytes));
     TS_TRY(e->b->ops->sync(e->b));
@@ -554,8 +710,121 @@ static ts_status tp_allreduce(ts_engine *e, float *y, int64_t n) {
     return e->b->ops->to_device(e->b, y, e->xfer, bytes);
 }
 
+/* ---- LM head (the last stage) ---- */
+
+/* The first index of the maximum of x[0..n); TS_INVAL on NaN / +inf. */
+static ts_status row_argmax(const float *x, int64_t n, int64_t row, float *m_out, int64_t *am) {
+    float m = -INFINITY;
+    int64_t a = -1;
+    for (int64_t j = 0; j < n; j++) {
+        const float v = x[j];
+        if (v != v || v == INFINITY)
+            return TS_FAIL(TS_INVAL, "logit %lld of row %lld is %s", (long long)j, (long long)row,
+                           v != v ? "NaN" : "+inf");
+        if (v > m) {
+            m = v;
+            a = j;
+        }
+    }
+    if (a < 0) return TS_FAIL(TS_INVAL, "row %lld: no finite logit", (long long)row);
+    *m_out = m;
+    *am = a;
+    return TS_OK;
+}
+
+/* Greedy ids of the chunk's n rows (e->logits: this rank's vocabulary slice) into
+ * e->ids_h on the last stage's TP rank 0: the argmax of each slice, combined in the TP
+ * group through a sum of zero-padded (max, id) slots (the same first-max rule as one rank:
+ * slices are in vocabulary order). */
+static ts_status lm_ids(ts_engine *e, int64_t n) {
+    const ts_plan_rank *me = e->me;
+    const int64_t Vs = me->v1 - me->v0;
+    ts_transport *tr = e->tr;
+    if (e->dev) TS_TRY(comm(e, tr->ops->fence(tr)));
+    TS_TRY(e->b->ops->to_host(e->b, e->lhost, e->logits, sizeof(float) * (size_t)(n * Vs)));
+    const int64_t tpn = e->split ? tr->tp : 1, slot = e->split ? tr->tp_rank : 0;
+    if (e->split) memset(e->amx_h, 0, sizeof(float) * 2 * (size_t)(n * tpn));
+    for (int64_t r = 0; r < n; r++) {
+        float m = 0;
+        int64_t am = 0;
+        TS_TRY(row_argmax(e->lhost + r * Vs, Vs, r, &m, &am));
+        if (!e->split) {
+            e->ids_h[r] = (int32_t)(me->v0 + am);
+        } else {
+            e->amx_h[2 * (r * tpn + slot)] = m;
+            e->amx_h[2 * (r * tpn + slot) + 1] = (float)(me->v0 + am);
+        }
+    }
+    if (!e->split) return TS_OK;
+    const size_t cnt = 2 * (size_t)(n * tpn);
+    if (e->dev) {
+        TS_TRY(e->b->ops->to_device(e->b, e->amx_d, e->amx_h, sizeof(float) * cnt));
+        TS_TRY(comm(e, tr->ops->allreduce_sum(tr, e->amx_d, cnt)));
+        TS_TRY(comm(e, tr->ops->fence(tr)));
+        TS_TRY(e->b->ops->to_host(e->b, e->amx_h, e->amx_d, sizeof(float) * cnt));
+    } else {
+        TS_TRY(comm(e, tr->ops->allreduce_sum(tr, e->amx_h, cnt)));
+    }
+    for (int64_t r = 0; r < n; r++) {
+        int64_t best = 0;
+        for (int64_t k = 1; k < tpn; k++) /* strictly greater: ties keep the lower ids */
+            if (e->amx_h[2 * (r * tpn + k)] > e->amx_h[2 * (r * tpn + best)]) best = k;
+        e->ids_h[r] = (int32_t)e->amx_h[2 * (r * tpn + best) + 1];
+    }
+    return TS_OK;
+}
+
+/* Split LM head, logits wanted: every TP rank's slice into zero-padded full rows, summed
+ * in the TP group (exact: one nonzero term per element): e->lfull (device transports) or
+ * e->lfull_h hold the chunk's full logits. */
+static ts_status lm_gather(ts_engine *e, int64_t n) {
+    const ts_plan_rank *me = e->me;
+    const int64_t V = e->cfg.n_vocab, Vs = me->v1 - me->v0;
+    ts_transport *tr = e->tr;
+    if (e->dev) TS_TRY(comm(e, tr->ops->fence(tr)));
+    TS_TRY(e->b->ops->to_host(e->b, e->lhost, e->logits, sizeof(float) * (size_t)(n * Vs)));
+    memset(e->lfull_h, 0, sizeof(float) * (size_t)(n * V));
+    for (int64_t r = 0; r < n; r++)
+        memcpy(e->lfull_h + r * V + me->v0, e->lhost + r * Vs, sizeof(float) * (size_t)Vs);
+    if (e->dev) {
+        TS_TRY(e->b->ops->to_device(e->b, e->lfull, e->lfull_h, sizeof(float) * (size_t)(n * V)));
+        return comm(e, tr->ops->allreduce_sum(tr, e->lfull, (size_t)(n * V)));
+    }
+    return comm(e, tr->ops->allreduce_sum(tr, e->lfull_h, (size_t)(n * V)));
+}
+
+/* The last stage's TP rank 0: the chunk's logits to rank 0 (or into the caller's array
+ * when it is rank 0). */
+static ts_status deliver(ts_engine *e, int64_t n, float *logits, int64_t done) {
+    ts_transport *tr = e->tr;
+    ts_backend *b = e->b;
+    const bool is_rank0 = !tr || tr->rank == 0;
+    const int64_t V = e->cfg.n_vocab;
+    const size_t lbytes = sizeof(float) * (size_t)(n * V);
+    if (e->split && !e->dev) { /* full rows on the host */
+        if (is_rank0) {
+            memcpy(logits + done * V, e->lfull_h, lbytes);
+            return TS_OK;
+        }
+        return comm(e, tr->ops->send(tr, 0, e->lfull_h, lbytes, TS_TAG_LOGITS, "logits"));
+    }
+    const float *src = e->split ? e->lfull : e->logits; /* backend memory */
+    if (is_rank0) {
+        if (e->dev) TS_TRY(comm(e, tr->ops->fence(tr)));
+        return b->ops->to_host(b, logits + done * V, src, lbytes);
+    }
+    if (e->dev) return comm(e, tr->ops->send(tr, 0, src, lbytes, TS_TAG_LOGITS, "logits"));
+    TS_TRY(b->ops->to_host(b, e->lhost, src, lbytes));
+    TS_TRY(b->ops->sync(b));
+    return comm(e, tr->ops->send(tr, 0, e->lhost, lbytes, TS_TAG_LOGITS, "logits"));
+}
+
 /* The forward pass of this rank's part. logits: rank 0 only (NULL elsewhere). */
-static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
+/* One (micro-)batch through this rank's part. Logits mode: rank 0 gets the flagged rows'
+ * logits in `logits`. Ids mode: the last stage's TP rank 0 stores the greedy ids in
+ * e->ids_all from index ids0 on (run_micro sends them to rank 0 after the step). */
+static ts_status forward(ts_engine *e, const ts_batch *bt, bool want_ids, float *logits,
+                         int64_t ids0) {
     const ts_config *c = &e->cfg;
     const ts_backend_ops *ops = e->b->ops;
     ts_backend *b = e->b;
@@ -577,6 +846,9 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
                 if (bt->embd[i])
                     TS_TRY(ops->to_device(b, e->x + i * d, bt->embd[i], sizeof(float) * (size_t)d));
         hook(e, "embed", -1, e->x, T, d);
+    } else if (e->dev) {
+        TS_TRY(comm(e, tr->ops->recv(tr, me->stage - 1, e->x, sizeof(float) * (size_t)(T * d),
+                                     TS_TAG_ACTIVATIONS, "activations")));
     } else {
         TS_TRY(comm(e, tr->ops->recv(tr, me->stage - 1, e->xfer, sizeof(float) * (size_t)(T * d),
                                      TS_TAG_ACTIVATIONS, "activations")));
@@ -623,17 +895,26 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
         hook(e, "layer_out", (int32_t)il, e->x, T, d);
     }
 
-    if (me->stage < n_stage - 1) {
+    if (me->stage < n_stage - 1 && e->dev) {
+        TS_TRY(comm(e, tr->ops->send(tr, me->stage + 1, e->x, sizeof(float) * (size_t)(T * d),
+                                     TS_TAG_ACTIVATIONS, "activations")));
+    } else if (me->stage < n_stage - 1) {
         TS_TRY(ops->to_host(b, e->xfer, e->x, sizeof(float) * (size_t)(T * d)));
         TS_TRY(ops->sync(b));
         TS_TRY(comm(e, tr->ops->send(tr, me->stage + 1, e->xfer, sizeof(float) * (size_t)(T * d),
                                      TS_TAG_ACTIVATIONS, "activations")));
     }
     const bool is_rank0 = !tr || tr->rank == 0;
-    if (!me->lm_head && !is_rank0) return ops->sync(b);
+    if (!me->lm_head && (!is_rank0 || want_ids)) {
+        if (e->dev) TS_TRY(comm(e, tr->ops->fence(tr)));
+        return ops->sync(b);
+    }
 
-    /* final norm + LM head for the flagged rows, n_logit_rows at a time; computed by the
-     * last stage's TP rank 0, which sends each chunk to rank 0 unless it is rank 0 */
+    /* final norm + LM head for the flagged rows, n_logit_rows at a time, on the last
+     * stage (each TP rank its vocabulary slice [v0, v1)); its TP rank 0 ("lm0") delivers
+     * each chunk's logits or greedy ids to rank 0, or is rank 0 */
+    const int64_t V = c->n_vocab;
+    const bool lm0 = me->lm_head && (!tr || tr->tp_rank == 0);
     int64_t done = 0;
     int64_t i = 0;
     while (i < T) {
@@ -646,28 +927,90 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
             n++;
         }
         if (n == 0) break;
-        const size_t lbytes = sizeof(float) * (size_t)n * c->n_vocab;
         if (me->lm_head) {
             TS_TRY(ops->rmsnorm(b, e->xs, e->xs, e->output_norm, n, d, c->rms_eps));
             hook(e, "final_norm", -1, e->xs, n, d);
             TS_TRY(ops->matmul(b, e->logits, &e->output, e->xs, n));
-            if (is_rank0) {
-                TS_TRY(ops->to_host(b, logits + done * c->n_vocab, e->logits, lbytes));
+            if (want_ids) {
+                TS_TRY(lm_ids(e, n));
+                if (lm0) memcpy(e->ids_all + ids0 + done, e->ids_h, sizeof(int32_t) * (size_t)n);
             } else {
-                TS_TRY(ops->to_host(b, e->lhost, e->logits, lbytes));
-                TS_TRY(ops->sync(b));
-                TS_TRY(comm(e, tr->ops->send(tr, 0, e->lhost, lbytes, TS_TAG_LOGITS, "logits")));
+                if (e->split) TS_TRY(lm_gather(e, n));
+                if (lm0) TS_TRY(deliver(e, n, logits, done));
             }
         } else {
-            TS_TRY(comm(e, tr->ops->recv(tr, n_stage - 1, logits + done * c->n_vocab, lbytes,
-                                         TS_TAG_LOGITS, "logits")));
+            const size_t lbytes = sizeof(float) * (size_t)n * V;
+            if (e->dev) {
+                TS_TRY(comm(e, tr->ops->recv(tr, n_stage - 1, e->logits, lbytes, TS_TAG_LOGITS,
+                                             "logits")));
+                TS_TRY(comm(e, tr->ops->fence(tr)));
+                TS_TRY(ops->to_host(b, logits + done * V, e->logits, lbytes));
+            } else {
+                TS_TRY(comm(e, tr->ops->recv(tr, n_stage - 1, logits + done * V, lbytes,
+                                             TS_TAG_LOGITS, "logits")));
+            }
         }
         done += n;
     }
+    if (e->dev) TS_TRY(comm(e, tr->ops->fence(tr)));
     return ops->sync(b);
 }
 
-ts_status ts_engine_step(ts_engine *e, const ts_batch *bt, float *logits) {
+/* Pipeline micro-batches for a step of n tokens: params.micro_batches, or (0, auto) the
+ * number of stages; at most n. 1 without pipeline stages, with llama.cpp's batch-size-
+ * dependent kernels (micro-batches must not change any result) and for logits steps (their
+ * outputs are large: the last stage would have to hold them until rank 0 can receive). */
+static int32_t micro_batches(const ts_engine *e, int32_t n, bool want_ids) {
+    if (!e->tr || e->tr->pp <= 1 || e->p.llamacpp_batch || !want_ids) return 1;
+    int32_t m = e->p.micro_batches > 0 ? e->p.micro_batches : e->tr->pp;
+    return m < n ? m : n;
+}
+
+/* Every rank: the step's tokens (e->want holds the flags) in m contiguous micro-batches,
+ * each through this rank's part in order, so that stage s works on micro-batch k while
+ * stage s + 1 works on k - 1. Ids mode: the last stage's TP rank 0 sends all ids to rank 0
+ * after the last micro-batch (so no stage ever waits on rank 0 mid-step). */
+static ts_status run_micro(ts_engine *e, const int32_t *tok, const int32_t *pos,
+                           const int32_t *seq, int32_t n, int32_t m, bool want_ids,
+                           float *logits, int32_t *ids) {
+    const int64_t V = e->cfg.n_vocab;
+    int64_t out0 = 0;
+    for (int32_t k = 0; k < m; k++) {
+        const int32_t a = (int32_t)((int64_t)n * k / m), z = (int32_t)((int64_t)n * (k + 1) / m);
+        ts_batch mb = {.n_tokens = z - a, .token = tok + a, .pos = pos + a, .seq = seq + a,
+                       .want_logits = e->want + a};
+        TS_TRY(forward(e, &mb, want_ids, logits ? logits + out0 * V : NULL, out0));
+        for (int32_t i = a; i < z; i++) out0 += e->want[i] ? 1 : 0;
+    }
+    if (!want_ids || out0 == 0) return TS_OK;
+    ts_transport *tr = e->tr;
+    const bool is_rank0 = !tr || tr->rank == 0;
+    const bool lm0 = e->me->lm_head && (!tr || tr->tp_rank == 0);
+    const size_t ib = sizeof(int32_t) * (size_t)out0;
+    if (lm0 && is_rank0) {
+        memcpy(ids, e->ids_all, ib);
+    } else if (lm0) {
+        if (e->dev) {
+            TS_TRY(e->b->ops->to_device(e->b, e->ids_d, e->ids_all, ib));
+            TS_TRY(comm(e, tr->ops->send(tr, 0, e->ids_d, ib, TS_TAG_LOGITS, "token ids")));
+            TS_TRY(comm(e, tr->ops->fence(tr)));
+        } else {
+            TS_TRY(comm(e, tr->ops->send(tr, 0, e->ids_all, ib, TS_TAG_LOGITS, "token ids")));
+        }
+    } else if (is_rank0) {
+        if (e->dev) {
+            TS_TRY(comm(e, tr->ops->recv(tr, tr->pp - 1, e->ids_d, ib, TS_TAG_LOGITS,
+                                         "token ids")));
+            TS_TRY(comm(e, tr->ops->fence(tr)));
+            TS_TRY(e->b->ops->to_host(e->b, ids, e->ids_d, ib));
+        } else {
+            TS_TRY(comm(e, tr->ops->recv(tr, tr->pp - 1, ids, ib, TS_TAG_LOGITS, "token ids")));
+        }
+    }
+    return TS_OK;
+}
+
+static ts_status step(ts_engine *e, const ts_batch *bt, float *logits, int32_t *ids) {
     TS_TRY(check_batch(e, bt));
     if (e->tr && e->tr->world > 1 && (bt->embd || bt->attn_hi))
         return TS_FAIL(TS_UNSUPPORTED, "image prompts on a distributed engine are not "
@@ -684,11 +1027,25 @@ ts_status ts_engine_step(ts_engine *e, const ts_batch *bt, float *logits) {
         memcpy(pl + 2 * n, bt->seq, sizeof(int32_t) * (size_t)n);
         for (int32_t i = 0; i < n; i++)
             pl[3 * n + i] = bt->want_logits ? bt->want_logits[i] != 0 : i == n - 1;
-        TS_TRY(send_cmd(e, CMD_STEP, n, 0, 0));
+        TS_TRY(send_cmd(e, CMD_STEP, n, ids ? STEP_IDS : STEP_LOGITS,
+                        micro_batches(e, n, ids != NULL)));
         TS_TRY(comm(e, e->tr->ops->bcast(e->tr, pl, sizeof(int32_t) * 4 * (size_t)n,
                                          "step descriptor")));
     }
-    return forward(e, bt, logits);
+    for (int32_t i = 0; i < bt->n_tokens; i++)
+        e->want[i] = (uint8_t)(bt->want_logits ? bt->want_logits[i] != 0 : i == bt->n_tokens - 1);
+    return run_micro(e, bt->token, bt->pos, bt->seq, bt->n_tokens,
+                     micro_batches(e, bt->n_tokens, ids != NULL), ids != NULL, logits, ids);
+}
+
+ts_status ts_engine_step(ts_engine *e, const ts_batch *bt, float *logits) {
+    if (!logits) return TS_FAIL(TS_INVAL, "logits is NULL");
+    return step(e, bt, logits, NULL);
+}
+
+ts_status ts_engine_step_greedy(ts_engine *e, const ts_batch *bt, int32_t *ids) {
+    if (!ids) return TS_FAIL(TS_INVAL, "ids is NULL");
+    return step(e, bt, NULL, ids);
 }
 
 ts_status ts_engine_serve(ts_engine *e) {
@@ -727,7 +1084,13 @@ ts_status ts_engine_serve(ts_engine *e) {
             ts_batch bt = {.n_tokens = a, .token = pl, .pos = pl + a, .seq = pl + 2 * a,
                            .want_logits = want};
             rc = check_batch(e, &bt);
-            if (rc == TS_OK) rc = forward(e, &bt, NULL);
+            const int32_t m = e->desc[3];
+            if (rc == TS_OK && (m < 1 || m > a))
+                rc = TS_FAIL(TS_INTERNAL, "rank %d: %d micro-batches for %d tokens from rank 0",
+                             e->tr->rank, m, a);
+            memcpy(e->want, want, (size_t)a);
+            if (rc == TS_OK)
+                rc = run_micro(e, pl, pl + a, pl + 2 * a, a, m, b2 == STEP_IDS, NULL, NULL);
             if (rc != TS_OK) break;
         } else {
             rc = TS_FAIL(TS_INTERNAL, "rank %d: unknown command %d from rank 0", e->tr->rank, cmd);

@@ -58,6 +58,16 @@ typedef struct ts_engine_params {
     ts_transport *transport;
     const ts_plan *plan;
     int32_t tp, pp;
+    /* Bytes this rank's engine may allocate on its device (weights, KV, step buffers;
+     * host memory of the CPU backend); 0 = unlimited. Creation fails with TS_NOMEM and a
+     * message naming what did not fit; distributed, the plan gets it as every rank's
+     * budget (tessera --gpu-mem-limit). */
+    uint64_t mem_limit;
+    /* Pipeline micro-batches per step (pp > 1): a step's tokens go through the stages in
+     * this many contiguous parts, so that several are in flight and every stage works.
+     * 0 = auto (the number of stages; 1 with llamacpp_batch). Results are identical to one
+     * part wherever the kernels are batch-invariant (the CPU default). */
+    int32_t micro_batches;
     /* Called while weights load with the fraction done (0..1). */
     void (*progress)(void *ctx, float done);
     void *progress_ctx;
@@ -109,6 +119,13 @@ int64_t ts_engine_free_pages(const ts_engine *e);
 /* logits: (number of flagged tokens, n_vocab) host floats. Distributed: only on rank 0
  * (TS_INVAL elsewhere); the other ranks take part through ts_engine_serve. */
 ts_status ts_engine_step(ts_engine *e, const ts_batch *b, float *logits);
+
+/* Like ts_engine_step, but gives for each flagged token its greedy next token instead of
+ * logits: ids (number of flagged tokens) = the argmax of its logits (ties: the lowest id;
+ * NaN / +inf logits are an error). Distributed, the last stage computes the argmax (with
+ * TP, each rank over its vocabulary slice, combined in the TP group) and only the ids
+ * cross to rank 0. */
+ts_status ts_engine_step_greedy(ts_engine *e, const ts_batch *b, int32_t *ids);
 
 /* Ranks other than 0 of a distributed engine: executes rank 0's reserve / release / step
  * commands until rank 0 stops (destroy); returns TS_OK then, or the first failure (a

@@ -206,13 +206,17 @@ ts_status ts_plan_make(const ts_config *c, const ts_plan_params *pp, ts_plan *pl
             x->f0 = (int32_t)(b0 * align);
             x->f1 = (int32_t)(b1 * align < (int64_t)c->n_ff ? b1 * align : (int64_t)c->n_ff);
             x->embed = s == 0;
-            x->lm_head = s == npp - 1 && r == 0;
+            x->lm_head = s == npp - 1;
+            x->v0 = x->lm_head ? (int32_t)((int64_t)c->n_vocab * r / tp) : 0;
+            x->v1 = x->lm_head ? (int32_t)((int64_t)c->n_vocab * (r + 1) / tp) : 0;
             uint64_t w = 0, kv = 0;
             for (int32_t il = x->l0; il < x->l1; il++) {
                 w += layer_weight_bytes(&k, hr, kvr, x->f1 - x->f0);
                 kv += layer_kv_bytes(&k, il, kvr);
             }
-            if (x->embed || x->lm_head) w += E;
+            if (x->embed) w += E;
+            if (x->lm_head && (tp > 1 || !x->embed)) /* the slice; tp 1 + embed: tied, shared */
+                w += E / c->n_vocab * (uint64_t)(x->v1 - x->v0);
             if (x->lm_head) w += sizeof(float) * c->n_embd;
             x->weight_bytes = w;
             x->kv_bytes = kv;
@@ -258,11 +262,12 @@ ts_status ts_plan_make(const ts_config *c, const ts_plan_params *pp, ts_plan *pl
         const ts_plan_rank *x = &pl->rank[i];
         int32_t ng = 0;
         for (int32_t il = x->l0; il < x->l1; il++) ng += c->is_global[il] ? 1 : 0;
+        char lm[64] = "";
+        if (x->lm_head) snprintf(lm, sizeof lm, ", lm_head vocab [%d, %d)", x->v0, x->v1);
         dappend(pl, "  rank %d: stage %d layers [%d, %d) (%d global), tp %d/%d heads [%d, %d) "
                 "kv [%d, %d) ffn [%d, %d)%s%s; weights %.1f MiB, KV %.1f MiB\n", i, x->stage,
                 x->l0, x->l1, ng, x->tp_rank, tp, x->h0, x->h1, x->kv0, x->kv1, x->f0, x->f1,
-                x->embed ? ", embed" : "", x->lm_head ? ", lm_head" : "", MiB(x->weight_bytes),
-                MiB(x->kv_bytes));
+                x->embed ? ", embed" : "", lm, MiB(x->weight_bytes), MiB(x->kv_bytes));
     }
     return TS_OK;
 }

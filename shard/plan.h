@@ -15,8 +15,10 @@
  *     in the TP group before the post-norm. Slices start and end at multiples of
  *     `row_align` elements (quant blocks: 32, or 256 for the K-quants);
  *   norms: mirrored.
- * token_embd is held by every rank of the first stage (input embedding) and by TP rank 0
- * of the last stage, which computes the final norm and the (tied) LM head alone.
+ * token_embd is held by every rank of the first stage (input embedding); each TP rank of
+ * the last stage holds the rows [v0, v1) of the (tied) LM head (vocab split: V * r / tp ..
+ * V * (r + 1) / tp) and computes the final norm and those logits; argmax / logits are
+ * combined in the TP group (engine.c).
  *
  * Refused (TS_INVAL, the message says why and what would fit): tp not dividing the KV
  * heads, tp * pp != world, more stages than layers, row-parallel slices off block
@@ -43,8 +45,10 @@ typedef struct ts_plan_rank {
     int32_t h0, h1;          /* query heads [h0, h1) */
     int32_t kv0, kv1;        /* KV heads [kv0, kv1) */
     int32_t f0, f1;          /* FFN intermediate rows / ffn_down columns [f0, f1) */
+    int32_t v0, v1;          /* vocabulary slice of the LM head [v0, v1) (lm_head ranks) */
     bool embed;              /* holds token_embd for the input (first stage) */
-    bool lm_head;            /* computes final norm + LM head (last stage, TP rank 0) */
+    bool lm_head;            /* computes final norm + LM head rows [v0, v1) (last stage;
+                              * every TP rank: the vocabulary is split over the TP group) */
     uint64_t weight_bytes;   /* estimate of what it loads */
     uint64_t kv_bytes;       /* estimate of its KV storage for the context budget */
 } ts_plan_rank;

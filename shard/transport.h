@@ -2,9 +2,13 @@
  * "Process model"): point-to-point between pipeline stages, all-reduce inside a TP group,
  * broadcast of the step descriptor from rank 0, barrier, abort.
  *
- * Implementations: local (one rank; transport_local.c) and MPI over host buffers
- * (transport_mpi.c, CPU ranks; built when MPI is found, TS_HAVE_MPI). NCCL (device
- * buffers) comes next behind the same table.
+ * Implementations: local (one rank; transport_local.c), MPI over host buffers
+ * (transport_mpi.c, CPU ranks; built when MPI is found, TS_HAVE_MPI) and NCCL over device
+ * buffers (transport_nccl.c, GPU ranks; built with CUDA, MPI and NCCL, TS_HAVE_NCCL): there
+ * `device_buffers` is true, send / recv / allreduce_sum take device pointers and are only
+ * enqueued (ordered after the compute stream given to bind_stream, and the compute stream
+ * after them); `fence` waits for everything enqueued with the deadline. bcast and barrier
+ * (the control plane) stay on MPI and host memory for every transport.
  *
  * Ranks: world rank = stage * tp + tp_rank (plan.h). Point-to-point peers are named by
  * stage: a rank talks to the rank of the same TP rank in another stage (its pipeline
@@ -46,7 +50,26 @@ struct ts_transport_i {
     ts_status (*barrier)(ts_transport *t);
     /* Ends the job (MPI_Abort under MPI); does not return there. No-op locally. */
     void (*abort)(ts_transport *t, int code);
+    /* Device transports only (NULL otherwise). bind_stream: the compute stream (a
+     * cudaStream_t) that communication is ordered against. fence: waits until all work
+     * enqueued on the compute stream so far (communication included) is done, polling for
+     * asynchronous errors; on the deadline it aborts the communicators and returns
+     * TS_TIMEOUT naming this rank and the last operation enqueued. */
+    ts_status (*bind_stream)(ts_transport *t, void *stream);
+    ts_status (*fence)(ts_transport *t);
 };
+
+/* Communication counters (every transport keeps them; for benchmarks). */
+typedef struct ts_transport_stats {
+    uint64_t n_ops;          /* send / recv / allreduce_sum calls */
+    uint64_t bytes;          /* payload bytes of those */
+    double wait_s;           /* host seconds blocked in them (and in fence) */
+    double device_s;         /* device transports with TESSERA_COMM_PROFILE=1: summed
+                              * duration of the operations on the communication stream
+                              * (a receive posted early includes waiting for its sender) */
+    double allreduce_s;      /* the same, all-reduces only */
+    uint64_t n_allreduce;
+} ts_transport_stats;
 
 struct ts_transport {
     const struct ts_transport_i *ops;
@@ -55,6 +78,9 @@ struct ts_transport {
     int32_t tp, pp;          /* group sizes */
     int32_t stage, tp_rank;  /* this rank's place */
     double timeout_s;        /* deadline of every blocking operation */
+    bool device_buffers;     /* send / recv / allreduce_sum take device memory (NCCL) */
+    int device;              /* the CUDA device of this rank (device transports), else -1 */
+    ts_transport_stats stats;
 };
 
 enum { TS_TAG_ACTIVATIONS = 11, TS_TAG_LOGITS = 12 };
@@ -67,6 +93,14 @@ ts_status ts_transport_local_open(ts_transport **out);
  * sets MPI_ERRORS_RETURN. TS_INVAL when tp does not divide the world size. Only in the
  * library ts_transport_mpi (built when MPI is found; its users get TS_HAVE_MPI). */
 ts_status ts_transport_mpi_open(int32_t tp, ts_transport **out);
+/* NCCL for GPU ranks (only in the library ts_transport_nccl; its users get TS_HAVE_NCCL):
+ * opens the MPI transport for the control plane (as ts_transport_mpi_open), selects CUDA
+ * device `device` (< 0: local rank % device count, the local rank from
+ * OMPI_COMM_WORLD_LOCAL_RANK / MPI_COMM_TYPE_SHARED), creates one NCCL communicator per TP
+ * group and per pipeline column (unique ids made on rank 0, broadcast over MPI) and
+ * checks each with a small warm-up operation. Errors name the rank, device and step. */
+ts_status ts_transport_nccl_open(int32_t tp, int device, ts_transport **out);
+
 /* True when this process was started by mpirun (Open MPI / PMIx environment). */
 int ts_transport_mpi_launched(void);
 

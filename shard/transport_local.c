@@ -43,6 +43,7 @@ ts_status ts_transport_local_open(ts_transport **out) {
     t->ops = &local_ops;
     t->world = t->tp = t->pp = 1;
     t->timeout_s = ts_transport_default_timeout();
+    t->device = -1;
     *out = t;
     return TS_OK;
 }

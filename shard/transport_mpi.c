@@ -16,6 +16,8 @@
 #include <mpi.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "alloc.h"
@@ -43,7 +45,10 @@ static ts_status wait_req(ts_transport *t, MPI_Request *req, const char *op) {
         int flag = 0;
         int rc = MPI_Test(req, &flag, MPI_STATUS_IGNORE);
         if (rc != MPI_SUCCESS) return mpi_fail(rc, op, t->rank);
-        if (flag) return TS_OK;
+        if (flag) {
+            t->stats.wait_s += MPI_Wtime() - t0;
+            return TS_OK;
+        }
         if (MPI_Wtime() - t0 > t->timeout_s)
             return TS_FAIL(TS_TIMEOUT, "rank %d: %s did not complete within %.1f s "
                            "(TESSERA_COMM_TIMEOUT)", t->rank, op, t->timeout_s);
@@ -65,6 +70,8 @@ static ts_status m_send(ts_transport *t, int32_t stage, const void *buf, size_t 
     snprintf(op, sizeof op, "send of %s (%zu bytes) to rank %d (stage %d)", what, bytes,
              column_rank(t, stage), stage);
     if (stage < 0 || stage >= t->pp) return TS_FAIL(TS_INVAL, "%s: no such stage", op);
+    t->stats.n_ops++;
+    t->stats.bytes += bytes;
     const char *p = buf;
     while (bytes > 0) {
         int n = bytes > (size_t)INT_MAX ? INT_MAX : (int)bytes;
@@ -84,6 +91,8 @@ static ts_status m_recv(ts_transport *t, int32_t stage, void *buf, size_t bytes,
     snprintf(op, sizeof op, "receive of %s (%zu bytes) from rank %d (stage %d)", what, bytes,
              column_rank(t, stage), stage);
     if (stage < 0 || stage >= t->pp) return TS_FAIL(TS_INVAL, "%s: no such stage", op);
+    t->stats.n_ops++;
+    t->stats.bytes += bytes;
     char *p = buf;
     while (bytes > 0) {
         int n = bytes > (size_t)INT_MAX ? INT_MAX : (int)bytes;
@@ -102,6 +111,9 @@ static ts_status m_allreduce(ts_transport *t, float *buf, size_t n) {
     char op[160];
     snprintf(op, sizeof op, "all-reduce of %zu floats in the TP group of stage %d (ranks %d..%d)",
              n, t->stage, t->stage * t->tp, t->stage * t->tp + t->tp - 1);
+    t->stats.n_ops++;
+    t->stats.n_allreduce++;
+    t->stats.bytes += n * sizeof(float);
     while (n > 0) {
         int c = n > (size_t)INT_MAX ? INT_MAX : (int)n;
         MPI_Request req;
@@ -166,6 +178,17 @@ static const struct ts_transport_i mpi_ops = {
     .allreduce_sum = m_allreduce, .bcast = m_bcast, .barrier = m_barrier, .abort = m_abort,
 };
 
+/* TESSERA_MPI_AS_DEVICE=1 (tests): the MPI transport claims device buffers, so that CPU
+ * ranks run the engine's device-transport path (no host staging, fences) that the NCCL
+ * transport takes on GPUs; the CPU backend's memory is host memory, so MPI can move it. */
+static ts_status m_bind(ts_transport *t, void *stream) { return TS_OK; }
+static ts_status m_fence(ts_transport *t) { return TS_OK; }
+static const struct ts_transport_i mpi_dev_ops = {
+    .name = "mpi", .close = m_close, .send = m_send, .recv = m_recv,
+    .allreduce_sum = m_allreduce, .bcast = m_bcast, .barrier = m_barrier, .abort = m_abort,
+    .bind_stream = m_bind, .fence = m_fence,
+};
+
 ts_status ts_transport_mpi_open(int32_t tp, ts_transport **out) {
     *out = NULL;
     int inited = 0, provided = 0, rc;
@@ -208,11 +231,17 @@ ts_status ts_transport_mpi_open(int32_t tp, ts_transport **out) {
     t->stage = rank / tp;
     t->tp_rank = rank % tp;
     t->timeout_s = ts_transport_default_timeout();
+    t->device = -1;
     ts_status st = TS_OK;
     if ((rc = MPI_Comm_dup(MPI_COMM_WORLD, &m->world)) != MPI_SUCCESS ||
         (rc = MPI_Comm_split(MPI_COMM_WORLD, t->stage, t->tp_rank, &m->tp)) != MPI_SUCCESS ||
         (rc = MPI_Comm_split(MPI_COMM_WORLD, t->tp_rank, t->stage, &m->pipe)) != MPI_SUCCESS)
         st = mpi_fail(rc, "communicator setup", rank);
+    const char *emu = getenv("TESSERA_MPI_AS_DEVICE");
+    if (emu && !strcmp(emu, "1")) {
+        t->ops = &mpi_dev_ops;
+        t->device_buffers = true;
+    }
     if (st == TS_OK) {
         MPI_Comm_set_errhandler(m->world, MPI_ERRORS_RETURN);
         MPI_Comm_set_errhandler(m->tp, MPI_ERRORS_RETURN);

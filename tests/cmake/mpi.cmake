@@ -22,6 +22,10 @@ endfunction()
 
 add_executable(test_parallel ${CMAKE_CURRENT_SOURCE_DIR}/mpi/test_parallel.c)
 target_link_libraries(test_parallel PRIVATE ts_transport_mpi ts_engine PkgConfig::JANSSON m)
+if(TS_HAVE_NCCL)
+  # --backend cuda: GPU ranks over NCCL (scripts/gpu-check-dist.sh; needs 2+ GPUs, not in CTest)
+  target_link_libraries(test_parallel PRIVATE ts_transport_nccl)
+endif()
 target_compile_definitions(test_parallel PRIVATE TS_TEST_DATA="${TS_TEST_DATA}")
 target_include_directories(test_parallel PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/support)
 ts_c_target(test_parallel)
@@ -31,6 +35,12 @@ ts_add_mpi_test(mpi_parallel_pp2     test_parallel 2 --tp 1 --pp 2)
 ts_add_mpi_test(mpi_parallel_tp2pp2  test_parallel 4 --tp 2 --pp 2)
 # 3 uneven stages (and a model with fewer layers than stages: refused)
 ts_add_mpi_test(mpi_parallel_pp3     test_parallel 3 --tp 1 --pp 3)
+# pipeline micro-batches (greedy-id steps; auto = one per stage above): 5 for 2 stages
+ts_add_mpi_test(mpi_parallel_pp2_mb5 test_parallel 2 --tp 1 --pp 2 --micro-batches 5)
+# the engine's device-transport path (what NCCL takes on GPUs: no host staging, fences,
+# ids / logits through backend buffers) on CPU ranks: the MPI transport's emulation
+ts_add_mpi_test(mpi_parallel_tp2pp2_devpath test_parallel 4 --tp 2 --pp 2)
+set_property(TEST mpi_parallel_tp2pp2_devpath APPEND PROPERTY ENVIRONMENT "TESSERA_MPI_AS_DEVICE=1")
 
 # A rank that stops answering (SIGSTOP) or dies (SIGKILL) mid-generation: the job ends
 # within seconds with a message naming the rank and the operation.
@@ -38,6 +48,13 @@ add_test(NAME mpi_kill_rank
          COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/mpi/test_kill_rank.sh $<TARGET_FILE:tessera>
                  ${MPIEXEC_EXECUTABLE})
 set_tests_properties(mpi_kill_rank PROPERTIES LABELS "mpi" TIMEOUT 300 SKIP_RETURN_CODE 77)
+
+# --gpu-mem-limit on CPU ranks: refusals (one rank, the plan) and a limit that only a split
+# fits, with the same greedy tokens as one rank.
+add_test(NAME mpi_mem_limit
+         COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/mpi/test_mem_limit.sh $<TARGET_FILE:tessera>
+                 ${MPIEXEC_EXECUTABLE})
+set_tests_properties(mpi_mem_limit PROPERTIES LABELS "mpi" TIMEOUT 300 SKIP_RETURN_CODE 77)
 
 # Two hosts in network namespaces joined by veth links (root only; skipped otherwise): the
 # same tokens as one rank for pp 2 and tp 2, and a cut link ends the job within seconds.

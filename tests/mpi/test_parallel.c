@@ -7,10 +7,17 @@
  * is set: rank 0 runs a script on the single-rank engine (reference kernels): each prompt
  * in one step with logits everywhere, 8 greedy decode steps, and the three "batch" prompts
  * together in one 3-sequence step; then all ranks run the same script on the distributed
- * engine (reference kernels too: TP changes the summation order only). Checks: logits
+ * engine (reference kernels too: TP changes the summation order only), and every prompt
+ * and the batch once more through ts_engine_step_greedy (only ids to rank 0; with pp > 1
+ * in pipeline micro-batches: one per stage, or --micro-batches N). Checks: logits
  * within 1e-4 (max|a-b| / max|ref|) and identical greedy tokens. Where the plan must
  * refuse (tp not dividing the KV heads, more stages than layers) it checks the refusal and
  * its message instead. Rank 0 prints "N passed, N failed"; exit 1 on a failure.
+ *
+ * GPU ranks (scripts/gpu-check-dist.sh): `--backend cuda` runs both engines on the CUDA
+ * backend (the single-rank one on rank 0's GPU; the distributed one over the NCCL
+ * transport when built with it, each rank on GPU local rank % devices); `--models A:B`
+ * adds GGUF files (e.g. tessera mkmodel output) run with fixed prompts.
  */
 #include <jansson.h>
 #include <math.h>
@@ -31,6 +38,9 @@
 #define MAX_CASES 8
 
 static int g_pass, g_fail, g_rank;
+static const char *g_backend; /* NULL: cpu */
+static int32_t g_micro;       /* --micro-batches (0: auto) */
+static int g_device;
 
 static void check(bool ok, const char *what) {
     if (g_rank != 0) return;
@@ -56,6 +66,10 @@ typedef struct {
     size_t n, cap;
     int32_t ids[MAX_CASES * N_GREEDY];
     int32_t n_ids;
+    /* ts_engine_step_greedy on each prompt (every position flagged): the ids, and how many
+     * differ from the argmax of the same run's logits */
+    int32_t gids[MAX_CASES * 256 + 256];
+    int32_t n_gids, gid_mismatch;
     bool ok;
 } result;
 
@@ -97,12 +111,24 @@ static void run_script(ts_engine *e, const pcase *cs, int n_cases, int32_t V, re
         }
         ts_batch b = {.n_tokens = c->n_tok, .token = c->tok, .pos = pos, .seq = seq,
                       .want_logits = want};
+        /* greedy ids first, on positions the previous case's prompt (or nothing) wrote:
+         * micro-batches must see each other's KV; then the logits recompute everything */
+        int32_t gi[256];
+        if (ts_engine_step_greedy(e, &b, gi) != TS_OK) {
+            printf("greedy step: %s\n", ts_last_error());
+            r->ok = false;
+            break;
+        }
         if (ts_engine_step(e, &b, lg) != TS_OK) {
             printf("step: %s\n", ts_last_error());
             r->ok = false;
             break;
         }
         push(r, lg, (size_t)c->n_tok * V);
+        for (int32_t k = 0; k < c->n_tok; k++) {
+            r->gids[r->n_gids++] = gi[k];
+            if (gi[k] != argmax(lg + (size_t)k * V, V)) r->gid_mismatch++;
+        }
         int32_t next = argmax(lg + (size_t)(c->n_tok - 1) * V, V), cur = c->n_tok;
         for (int g = 0; g < N_GREEDY; g++) {
             r->ids[r->n_ids++] = next;
@@ -137,8 +163,18 @@ static void run_script(ts_engine *e, const pcase *cs, int n_cases, int32_t V, re
         int32_t nw = 0;
         for (int32_t i = 0; i < n; i++) nw += want[i];
         ts_batch b = {.n_tokens = n, .token = tok, .pos = pos, .seq = seq, .want_logits = want};
+        int32_t gi[256];
+        bool gok = r->ok && ts_engine_step_greedy(e, &b, gi) == TS_OK;
         if (r->ok && ts_engine_step(e, &b, lg) == TS_OK) push(r, lg, (size_t)nw * V);
         else r->ok = false;
+        if (r->ok && gok) {
+            for (int32_t k = 0; k < nw; k++) {
+                r->gids[r->n_gids++] = gi[k];
+                if (gi[k] != argmax(lg + (size_t)k * V, V)) r->gid_mismatch++;
+            }
+        } else {
+            r->ok = false;
+        }
         for (int s = 0; s < 3; s++) ts_engine_seq_release(e, s);
     }
     free(lg);
@@ -190,7 +226,8 @@ static void run_model(ts_transport *tr, const char *label, const char *gguf, con
     result ref = {0}, dist = {0};
     if (tr->rank == 0 && !refusal) {
         ts_engine_params ep = {.model_path = gguf, .n_threads = 1, .reference = true,
-                               .n_ctx = 256, .n_seq_max = 3, .n_batch = 256};
+                               .n_ctx = 256, .n_seq_max = 3, .n_batch = 256,
+                               .backend = g_backend, .device = g_device};
         ts_engine *e = NULL;
         if (ts_engine_create(&ep, &e) != TS_OK) {
             snprintf(what, sizeof what, "%s: single-rank engine: %s", label, ts_last_error());
@@ -202,7 +239,8 @@ static void run_model(ts_transport *tr, const char *label, const char *gguf, con
     }
     ts_engine_params dp = {.model_path = gguf, .n_threads = 1, .reference = true,
                            .n_ctx = 256, .n_seq_max = 3, .n_batch = 256,
-                           .transport = tr, .tp = tp, .pp = pp};
+                           .transport = tr, .tp = tp, .pp = pp, .micro_batches = g_micro,
+                           .backend = g_backend, .device = g_device};
     ts_engine *e = NULL;
     ts_status rc = ts_engine_create(&dp, &e);
     if (refusal) {
@@ -238,6 +276,12 @@ static void run_model(ts_transport *tr, const char *label, const char *gguf, con
         snprintf(what, sizeof what, "%s: tp %d x pp %d: %d greedy tokens identical", label, tp,
                  pp, ref.n_ids);
         check(same, what);
+        same = ref.n_gids == dist.n_gids && ref.n_gids > 0 &&
+               !memcmp(ref.gids, dist.gids, sizeof(int32_t) * (size_t)ref.n_gids);
+        snprintf(what, sizeof what, "%s: tp %d x pp %d: step_greedy ids (%d, only ids to rank 0) "
+                 "identical to one rank's and to the logits' argmax (%d / %d mismatches)", label,
+                 tp, pp, dist.n_gids, ref.gid_mismatch, dist.gid_mismatch);
+        check(same && ref.gid_mismatch == 0 && dist.gid_mismatch == 0, what);
     } else {
         rc = ts_engine_serve(e);
         if (rc != TS_OK) {
@@ -253,16 +297,31 @@ static void run_model(ts_transport *tr, const char *label, const char *gguf, con
 int main(int argc, char **argv) {
     int32_t tp = 1, pp = 0;
     const char *dir = TS_TEST_DATA "/fixtures/hf";
+    const char *models = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--tp") && i + 1 < argc) tp = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--pp") && i + 1 < argc) pp = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--backend") && i + 1 < argc) g_backend = argv[++i];
+        else if (!strcmp(argv[i], "--models") && i + 1 < argc) models = argv[++i];
+        else if (!strcmp(argv[i], "--micro-batches") && i + 1 < argc) g_micro = atoi(argv[++i]);
         else dir = argv[i];
     }
     ts_transport *tr = NULL;
-    if (ts_transport_mpi_open(tp, &tr) != TS_OK) {
+    ts_status ost;
+    const bool cuda = g_backend && !strcmp(g_backend, "cuda");
+#ifdef TS_HAVE_NCCL
+    if (cuda) ost = ts_transport_nccl_open(tp, -1, &tr);
+    else
+#endif
+        ost = ts_transport_mpi_open(tp, &tr);
+    if (ost != TS_OK) {
         fprintf(stderr, "test_parallel: %s\n", ts_last_error());
         return 1;
     }
+    g_device = tr->device >= 0 ? tr->device : 0;
+    if (tr->rank == 0)
+        printf("transport %s%s, backend %s (rank 0 on device %d)\n", tr->ops->name,
+               tr->device_buffers ? " (device buffers)" : "", cuda ? "cuda" : "cpu", g_device);
     g_rank = tr->rank;
     if (pp == 0) pp = tr->world / tp;
     if (tp * pp != tr->world) {
@@ -285,6 +344,30 @@ int main(int argc, char **argv) {
             continue;
         }
         run_model(tr, cfgs[i], gp, cs, n, tp, pp);
+    }
+    if (models && *models) {
+        char list[4096];
+        snprintf(list, sizeof list, "%s", models);
+        for (char *save = NULL, *m = strtok_r(list, ":", &save); m; m = strtok_r(NULL, ":", &save)) {
+            ts_gguf *g = NULL;
+            ts_config mc;
+            if (ts_gguf_open(m, &g) != TS_OK || ts_config_from_gguf(g, &mc) != TS_OK) {
+                ts_gguf_close(g);
+                check(false, m);
+                continue;
+            }
+            ts_gguf_close(g);
+            static const int32_t p0[] = {2, 818, 5279, 529, 7001, 563, 9079, 236761, 1437, 27};
+            pcase cs[3];
+            for (int k = 0; k < 3; k++) {
+                snprintf(cs[k].name, sizeof cs[k].name, "p%d", k);
+                cs[k].n_tok = 10 - 3 * k;
+                for (int32_t i = 0; i < cs[k].n_tok; i++)
+                    cs[k].tok[i] = (int32_t)((uint32_t)p0[i] % mc.n_vocab);
+            }
+            const char *base = strrchr(m, '/');
+            run_model(tr, base ? base + 1 : m, m, cs, 3, tp, pp);
+        }
     }
     const char *m270 = getenv("TESSERA_MODEL_270M");
     if (m270 && *m270) {

@@ -68,7 +68,12 @@ static void check_plan(const ts_config *c, const ts_plan *p) {
             if (p->tp > 1)
                 assert_int_equal(((int64_t)x->h0 * c->head_dim) % p->row_align, 0);
             assert_int_equal(x->embed, s == 0);
-            assert_int_equal(x->lm_head, s == p->pp - 1 && r == 0);
+            assert_int_equal(x->lm_head, s == p->pp - 1);
+            if (x->lm_head) { /* vocab slices: contiguous cover */
+                assert_int_equal(x->v0, r == 0 ? 0 : p->rank[s * p->tp + r - 1].v1);
+                if (r == p->tp - 1) assert_int_equal(x->v1, (int32_t)c->n_vocab);
+                assert_true(x->v1 > x->v0);
+            }
         }
     assert_non_null(strstr(p->desc, "rank 0: stage 0"));
 }
