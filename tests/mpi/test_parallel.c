@@ -221,6 +221,8 @@ static void run_model(ts_transport *tr, const char *label, const char *gguf, con
     const char *refusal = NULL;
     if (cfg.n_head_kv % (uint32_t)tp) refusal = "does not divide the model's";
     else if ((uint32_t)pp > cfg.n_layer) refusal = "pipeline stages but the model has only";
+    /* (the fixtures are F32: row-parallel splits at 32-element blocks) */
+    else if (cfg.n_ff / 32 < (uint32_t)tp) refusal = "blocks of 32 elements, fewer than tp";
     const int32_t V = (int32_t)cfg.n_vocab;
 
     result ref = {0}, dist = {0};
@@ -332,7 +334,7 @@ int main(int argc, char **argv) {
     }
     if (!getenv("TESSERA_COMM_TIMEOUT")) tr->timeout_s = 300; /* rank 0 runs the reference */
 
-    const char *cfgs[] = {"gqa1", "gqa2", "gqa4_270m_like", "like27b"};
+    const char *cfgs[] = {"gqa1", "gqa2", "gqa4_270m_like", "like27b", "tp4like"};
     for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++) {
         char jp[1024], gp[1024];
         snprintf(jp, sizeof jp, "%s/%s.json", dir, cfgs[i]);

@@ -89,6 +89,13 @@ CONFIGS = [
                           query_pre_attn_scalar=24, sliding_window=8,
                           rope_parameters={"sliding_attention": LOCAL_ROPE,
                                            "full_attention": GLOBAL_ROPE_LINEAR8})),
+    # for 4-way tensor parallelism (tests/mpi: tp 4, pp 4): 8 heads / 4 KV heads, FFN of 4
+    # blocks of 32; 6 layers: local 0-4, global 5
+    ("tp4like", 505, dict(hidden_size=64, intermediate_size=128, num_hidden_layers=6,
+                          num_attention_heads=8, num_key_value_heads=4, head_dim=16,
+                          query_pre_attn_scalar=16, sliding_window=6,
+                          rope_parameters={"sliding_attention": LOCAL_ROPE,
+                                           "full_attention": GLOBAL_ROPE_LINEAR8})),
 ]
 
 
