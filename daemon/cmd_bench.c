@@ -49,6 +49,16 @@ static int parse_int(const char *flag, const char *v, long lo, long hi, long *ou
     return 0;
 }
 
+/* One step: on the CUDA backend only the argmax ids come back (GPU sampling, greedy);
+ * elsewhere (or TESSERA_GPU_SAMPLING=0) the full logits. */
+static bool g_top;
+static int32_t *g_top_ids;
+static float *g_top_vals;
+static ts_status bstep(ts_engine *e, const ts_batch *b, float *logits) {
+    return g_top ? ts_engine_step_top(e, b, 1, g_top_ids, g_top_vals)
+                 : ts_engine_step(e, b, logits);
+}
+
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 static uint32_t rnd(void) {
     g_rng ^= g_rng << 13;
@@ -128,8 +138,13 @@ int ts_cmd_bench(int argc, char **argv) {
     uint8_t *want = ts_malloc((size_t)batch);
     float *logits = ts_malloc(sizeof(float) * c->n_vocab * (size_t)streams);
     double *t = ts_malloc(sizeof(double) * (size_t)(reps + 1));
+    const char *gs = getenv("TESSERA_GPU_SAMPLING");
+    g_top = !(gs && !strcmp(gs, "0")) && !strcmp(info.backend, "cuda") &&
+            ts_engine_can_step_top(e);
+    g_top_ids = ts_malloc(sizeof(int32_t) * (size_t)(streams > 1 ? streams : 1));
+    g_top_vals = ts_malloc(sizeof(float) * (size_t)(streams > 1 ? streams : 1));
     int ret = 1;
-    if (!tok || !pos || !seq || !want || !logits || !t) {
+    if (!tok || !pos || !seq || !want || !logits || !t || !g_top_ids || !g_top_vals) {
         fprintf(stderr, "tessera bench: out of memory\n");
         goto out;
     }
@@ -146,7 +161,7 @@ int ts_cmd_bench(int argc, char **argv) {
             }
             ts_batch b = {.n_tokens = (int32_t)p, .token = tok, .pos = pos, .seq = seq};
             double t0 = now_s();
-            if (ts_engine_step(e, &b, logits) != TS_OK) goto fail;
+            if (bstep(e, &b, logits) != TS_OK) goto fail;
             t[r] = now_s() - t0;
         }
         qsort(t + 1, (size_t)reps, sizeof(double), cmp_d); /* t[0] is the warm-up */
@@ -163,7 +178,7 @@ int ts_cmd_bench(int argc, char **argv) {
                 pos[0] = (int32_t)i;
                 seq[0] = 0;
                 ts_batch b = {.n_tokens = 1, .token = tok, .pos = pos, .seq = seq};
-                if (ts_engine_step(e, &b, logits) != TS_OK) goto fail;
+                if (bstep(e, &b, logits) != TS_OK) goto fail;
             }
             t[r] = now_s() - t0;
         }
@@ -183,7 +198,7 @@ int ts_cmd_bench(int argc, char **argv) {
                         seq[i] = (int32_t)s;
                     }
                     ts_batch b = {.n_tokens = (int32_t)p, .token = tok, .pos = pos, .seq = seq};
-                    if (ts_engine_step(e, &b, logits) != TS_OK) goto fail;
+                    if (bstep(e, &b, logits) != TS_OK) goto fail;
                 }
             }
             double t0 = now_s();
@@ -196,7 +211,7 @@ int ts_cmd_bench(int argc, char **argv) {
                 }
                 ts_batch b = {.n_tokens = (int32_t)streams, .token = tok, .pos = pos, .seq = seq,
                               .want_logits = want};
-                if (ts_engine_step(e, &b, logits) != TS_OK) goto fail;
+                if (bstep(e, &b, logits) != TS_OK) goto fail;
             }
             t[r] = now_s() - t0;
         }
@@ -214,6 +229,15 @@ int ts_cmd_bench(int argc, char **argv) {
         json_object_set_new(o, "p", json_integer(p));
         json_object_set_new(o, "n", json_integer(n));
         json_object_set_new(o, "streams", json_integer(streams));
+        json_object_set_new(o, "gpu_sampling", json_boolean(g_top));
+        if (info.device_total_bytes > 0) {
+            ts_engine_get_info(e, &info); /* after the runs: the peak includes them */
+            json_object_set_new(o, "device_used_bytes", json_integer((json_int_t)info.device_used_bytes));
+            json_object_set_new(o, "device_used_at_create",
+                                json_integer((json_int_t)info.device_used_at_create));
+            json_object_set_new(o, "backend_alloc_peak",
+                                json_integer((json_int_t)info.backend_alloc_peak));
+        }
         json_dumpf(o, stdout, JSON_COMPACT);
         putchar('\n');
         json_decref(o);
@@ -231,6 +255,17 @@ int ts_cmd_bench(int argc, char **argv) {
         if (n > 0) printf("| %s | tg%ld | %.2f |\n", desc, n, tg);
         if (streams > 1 && n > 0)
             printf("| %s | %ld streams, pp%ld+tg%ld | %.2f |\n", desc, streams, p, n, agg);
+        if (info.device_total_bytes > 0) {
+            ts_engine_get_info(e, &info);
+            printf("\ndevice memory: %.1f MiB of %.1f MiB used (%.1f MiB before loading); "
+                   "backend allocations peak %.1f MiB; %s\n",
+                   (double)info.device_used_bytes / 1048576.0,
+                   (double)info.device_total_bytes / 1048576.0,
+                   (double)info.device_used_at_create / 1048576.0,
+                   (double)info.backend_alloc_peak / 1048576.0,
+                   g_top ? "argmax on the device (only token ids copied back)"
+                         : "full logits copied back");
+        }
     }
     ret = 0;
     goto out;
@@ -243,6 +278,8 @@ out:
     ts_free(want);
     ts_free(logits);
     ts_free(t);
+    ts_free(g_top_ids);
+    ts_free(g_top_vals);
     ts_engine_destroy(e);
     return ret;
 }

@@ -116,6 +116,18 @@ ts_status ts_k_attention_cuda(const ts_k_kv_args *a, const float *K, const float
                               int32_t head_dim, int32_t window, float scale,
                               cudaStream_t stream);
 
+/* ---- top-k (kernels/cuda/topk.cu): GPU sampling prefilter and argmax ----
+ * For each of `rows` rows of x (rows, cols) (device): the k best entries, best first, into
+ * ids / vals (device, (rows, k)). Order: NaN first (lower index among NaNs), then larger
+ * value, equal values by lower index (k = 1 is the CPU argmax: the lowest index holding
+ * the max). 1 <= k <= min(cols, TS_K_TOPK_MAX), rows <= 65535. scratch: device memory of
+ * ts_k_topk_scratch_bytes_cuda(rows, cols, k) bytes (enough for fewer rows or a smaller
+ * k, too). Exact: values are copied, never computed. */
+#define TS_K_TOPK_MAX 256
+size_t ts_k_topk_scratch_bytes_cuda(int64_t rows, int64_t cols, int32_t k);
+ts_status ts_k_topk_cuda(const float *x, int64_t rows, int64_t cols, int32_t k, void *scratch,
+                         int32_t *ids, float *vals, cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

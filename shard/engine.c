@@ -321,12 +321,16 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
     if (c->n_global == 0) kp.global_pages = 0;
     TS_TRY_GOTO(ts_kv_create(&kp, &e->kv), rc, fail);
     /* storage only for this rank's layers (indexed il - l0) and KV heads */
+    e->n_logit_rows = p->n_seq_max > 8 ? p->n_seq_max : 8;
+    if (e->n_logit_rows > p->n_batch) e->n_logit_rows = p->n_batch;
     ts_kv_layout kl = {
         .n_layer = me->l1 - me->l0, .is_global = c->is_global + me->l0,
         .global_pages = ts_kv_global_pages(e->kv), .local_pages = ts_kv_local_pages(e->kv),
         .page_size = p->page_size, .kv_dim = (int32_t)((me->kv1 - me->kv0) * c->head_dim),
         .n_ctx = p->n_ctx,
         .n_batch = p->n_batch,
+        .n_logit_rows = me->lm_head ? e->n_logit_rows : 0,
+        .n_vocab = me->lm_head ? (int64_t)c->n_vocab : 0,
     };
     TS_TRY_GOTO(e->b->ops->kv_init(e->b, &kl), rc, fail);
     uint32_t n_glob = 0;
@@ -339,8 +343,6 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
     const int64_t B = p->n_batch, d = c->n_embd, qd = (int64_t)(me->h1 - me->h0) * c->head_dim,
                   kd = (int64_t)(me->kv1 - me->kv0) * c->head_dim,
                   ffr = (int64_t)(me->f1 - me->f0);
-    e->n_logit_rows = p->n_seq_max > 8 ? p->n_seq_max : 8;
-    if (e->n_logit_rows > B) e->n_logit_rows = (int32_t)B;
     TS_TRY_GOTO(balloc(e, &e->x, B, d), rc, fail);
     TS_TRY_GOTO(balloc(e, &e->h, B, d), rc, fail);
     TS_TRY_GOTO(balloc(e, &e->q, B, qd), rc, fail);
@@ -465,6 +467,15 @@ void ts_engine_get_info(const ts_engine *e, ts_engine_info *o) {
     o->activation_bytes = e->act_bytes;
     o->weight_bytes = e->weight_bytes;
     o->backend = e->b->ops->name;
+    if (e->b->ops->mem_stats) {
+        ts_backend_mem m;
+        e->b->ops->mem_stats(e->b, &m);
+        o->device_total_bytes = m.device_total;
+        o->device_used_at_create = m.used_at_create;
+        o->device_used_bytes = m.used_now;
+        o->backend_alloc_bytes = m.alloc_now;
+        o->backend_alloc_peak = m.alloc_peak;
+    }
 }
 
 ts_status ts_engine_seq_reserve(ts_engine *e, int32_t seq, int32_t n_pos) {
@@ -539,8 +550,16 @@ static ts_status tp_allreduce(ts_engine *e, float *y, int64_t n) {
     return e->b->ops->to_device(e->b, y, e->xfer, bytes);
 }
 
-/* The forward pass of this rank's part. logits: rank 0 only (NULL elsewhere). */
+/* The forward pass of this rank's part. logits: rank 0 only (NULL elsewhere). With
+ * top_k > 0 (single rank only), top_ids / top_vals get each flagged row's top_k best
+ * (backend topk) instead of logits. */
+static ts_status forward_sel(ts_engine *e, const ts_batch *bt, float *logits, int32_t top_k,
+                             int32_t *top_ids, float *top_vals);
 static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
+    return forward_sel(e, bt, logits, 0, NULL, NULL);
+}
+static ts_status forward_sel(ts_engine *e, const ts_batch *bt, float *logits, int32_t top_k,
+                             int32_t *top_ids, float *top_vals) {
     const ts_config *c = &e->cfg;
     const ts_backend_ops *ops = e->b->ops;
     ts_backend *b = e->b;
@@ -550,6 +569,7 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
     const int64_t T = bt->n_tokens, d = c->n_embd, H = me->h1 - me->h0,
                   KV = me->kv1 - me->kv0, hd = c->head_dim, ff = me->f1 - me->f0;
 
+    if (ops->step_begin) TS_TRY(ops->step_begin(b, bt->pos, bt->seq, T, e->kv));
     if (me->stage == 0) {
         TS_TRY(ops->get_rows(b, e->x, &e->tok_embd, bt->token, T, c->embd_scale));
         hook(e, "embed", -1, e->x, T, d);
@@ -626,7 +646,10 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
             TS_TRY(ops->rmsnorm(b, e->xs, e->xs, e->output_norm, n, d, c->rms_eps));
             hook(e, "final_norm", -1, e->xs, n, d);
             TS_TRY(ops->matmul(b, e->logits, &e->output, e->xs, n));
-            if (is_rank0) {
+            if (top_k > 0) {
+                TS_TRY(ops->topk(b, e->logits, n, c->n_vocab, top_k, top_ids + done * top_k,
+                                 top_vals + done * top_k));
+            } else if (is_rank0) {
                 TS_TRY(ops->to_host(b, logits + done * c->n_vocab, e->logits, lbytes));
             } else {
                 TS_TRY(ops->to_host(b, e->lhost, e->logits, lbytes));
@@ -661,6 +684,21 @@ ts_status ts_engine_step(ts_engine *e, const ts_batch *bt, float *logits) {
                                          "step descriptor")));
     }
     return forward(e, bt, logits);
+}
+
+bool ts_engine_can_step_top(const ts_engine *e) {
+    return (!e->tr || e->tr->world == 1) && e->b->ops->topk != NULL;
+}
+
+ts_status ts_engine_step_top(ts_engine *e, const ts_batch *bt, int32_t k, int32_t *ids,
+                             float *vals) {
+    if (!ts_engine_can_step_top(e))
+        return TS_FAIL(TS_UNSUPPORTED, "top-k steps need a single rank and a backend with topk");
+    if (!ids || !vals || k < 1 || k > TS_ENGINE_TOP_MAX || (uint32_t)k > e->cfg.n_vocab)
+        return TS_FAIL(TS_INVAL, "top-k step: k %d outside 1..min(n_vocab, %d)", k,
+                       TS_ENGINE_TOP_MAX);
+    TS_TRY(check_batch(e, bt));
+    return forward_sel(e, bt, NULL, k, ids, vals);
 }
 
 ts_status ts_engine_serve(ts_engine *e) {
