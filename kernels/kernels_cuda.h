@@ -76,6 +76,13 @@ ts_status ts_k_quantize_act_cuda(const float *x, int64_t n_tok, int64_t cols, vo
 int ts_k_matmul_q8_cuda_supports(uint32_t type, int64_t n_tok);
 ts_status ts_k_matmul_q8_cuda(uint32_t type, const void *w, int64_t rows, int64_t cols,
                               const void *xq, int64_t n_tok, float *y, cudaStream_t stream);
+/* Prefill on tensor cores: y (n_tok, rows) = xq . W^T for W split Q4_0 / Q8_0, any n_tok
+ * >= 1, xq from ts_k_quantize_act_cuda (same numerics as ts_k_matmul_q8_cuda: exact int8
+ * block dots via mma.sync m16n8k32, fp32 block sums in another order). _supports: type is
+ * Q4_0 / Q8_0 and the current device is sm_80+. */
+int ts_k_matmul_q8_tc_cuda_supports(uint32_t type);
+ts_status ts_k_matmul_q8_tc_cuda(uint32_t type, const void *w, int64_t rows, int64_t cols,
+                                 const void *xq, int64_t n_tok, float *y, cudaStream_t stream);
 /* Benchmarks: weight rows per warp (1, 2, 4; 0 = automatic) and blocks in flight per lane
  * (1, 2; 0 = automatic) of the Q8 kernel. Process-wide. */
 void ts_k_matmul_q8_cuda_tune(int rows_per_warp, int unroll);

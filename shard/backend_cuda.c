@@ -28,6 +28,9 @@
  *   records (pointer, size) for the live total and its high-water mark (mem_stats), next
  *   to cudaMemGetInfo at create and now.
  * - topk: ts_k_topk_cuda into device (rows, k) ids / values, copied back (GPU sampling).
+ * - Prefill matmuls (n_tok > 8) of Q4_0 / Q8_0 weights on sm_80+ use the same Q8
+ *   activations and int8 tensor cores (ts_k_matmul_q8_tc_cuda); TESSERA_CUDA_GEMM=fp32
+ *   selects the exact fp32 tiled kernel instead (always used on sm_75 and other types).
  * - Decode matmuls (n_tok <= 8) of Q4_0 / Q8_0 weights quantize the activations to Q8
  *   blocks (ts_k_quantize_act_cuda, like the CPU fast path) and use the integer-dot kernel
  *   (ts_k_matmul_q8_cuda); TESSERA_CUDA_MMV=fp32 selects the exact fp32 kernel instead.
@@ -101,6 +104,8 @@ typedef struct {
     float **k, **v;
     /* Q8 activations of the decode matmuls */
     bool mmv_fp32;         /* TESSERA_CUDA_MMV=fp32 */
+    bool gemm_tc;          /* prefill on int8 tensor cores (TESSERA_CUDA_GEMM=fp32: off) */
+    int64_t max_q8_cols;   /* widest Q4_0 / Q8_0 matrix loaded */
     void *xq;
     size_t xq_cap;
     const float *xq_src;   /* what xq holds, when xq_valid */
@@ -301,8 +306,11 @@ static ts_status cuda_load_matrix(ts_backend *b, const ts_gguf_tensor *t, int64_
             rc = TS_FAIL(TS_CUDA, "upload '%s': %s", t->name, cudaGetErrorString(e));
     }
     /* the decode matmuls' Q8 activations for this width: sized now, not in a step */
-    if (rc == TS_OK && ts_k_matmul_q8_cuda_supports(t->type, 8) && t->ne[0] % 32 == 0)
-        rc = xq_reserve(c, 8, t->ne[0]);
+    if (rc == TS_OK && ts_k_matmul_q8_cuda_supports(t->type, 8) && t->ne[0] % 32 == 0) {
+        if (t->ne[0] > c->max_q8_cols) c->max_q8_cols = t->ne[0];
+        const int64_t n = c->kv_ready && c->gemm_tc && c->kvl.n_batch > 8 ? c->kvl.n_batch : 8;
+        rc = xq_reserve(c, n, t->ne[0]);
+    }
     if (rc != TS_OK) {
         (void)cudaGetLastError();
         dev_free(c, d);
@@ -359,8 +367,11 @@ static ts_status cuda_get_rows(ts_backend *b, float *out, const ts_wmat *emb, co
 static ts_status cuda_matmul(ts_backend *b, float *y, const ts_wmat *w, const float *x,
                              int64_t n_tok) {
     cuda_ctx *c = C(b);
-    if (c->mmv_fp32 || !ts_k_matmul_q8_cuda_supports(w->type, n_tok) || w->cols % 32 ||
-        ((uintptr_t)x % 4)) {
+    const bool shape_ok = w->cols % 32 == 0 && (uintptr_t)x % 4 == 0;
+    const bool dec = !c->mmv_fp32 && ts_k_matmul_q8_cuda_supports(w->type, n_tok) && shape_ok;
+    const bool tc = !dec && n_tok > 8 && c->gemm_tc && shape_ok &&
+                    ts_k_matmul_q8_tc_cuda_supports(w->type);
+    if (!dec && !tc) {
         c->xq_valid = false;
         return ts_k_matmul_cuda(w->type, w->data, w->row_stride, w->rows, w->cols, x, n_tok,
                                 y, c->st);
@@ -378,8 +389,10 @@ static ts_status cuda_matmul(ts_backend *b, float *y, const ts_wmat *w, const fl
         c->xq_cols = w->cols;
         c->xq_valid = true;
     }
-    ts_status rc = ts_k_matmul_q8_cuda(w->type, w->data, w->rows, w->cols, c->xq, n_tok, y,
-                                       c->st);
+    ts_status rc = tc ? ts_k_matmul_q8_tc_cuda(w->type, w->data, w->rows, w->cols, c->xq,
+                                               n_tok, y, c->st)
+                      : ts_k_matmul_q8_cuda(w->type, w->data, w->rows, w->cols, c->xq, n_tok,
+                                            y, c->st);
     /* y overlapping x (never in the engine) invalidates */
     if (rc != TS_OK || (y < x + n_tok * w->cols && x < y + n_tok * w->rows)) c->xq_valid = false;
     return rc;
@@ -508,6 +521,8 @@ static ts_status cuda_kv_init(ts_backend *b, const ts_kv_layout *l) {
     if (!c->tab_tmp || !c->seg_seq || !c->step_seq) return TS_FAIL(TS_NOMEM, "KV table scratch");
     c->tab_tmp_cap = tab_n;
     c->seg_cap = max_tok;
+    if (c->gemm_tc && l->n_batch > 8 && c->max_q8_cols > 0)
+        TS_TRY(xq_reserve(c, l->n_batch, c->max_q8_cols));
     if (l->n_logit_rows > 0 && l->n_vocab > 0) {
         const int32_t k = l->n_vocab < 64 ? (int32_t)l->n_vocab : 64;
         TS_TRY(topk_reserve(c, l->n_logit_rows, l->n_vocab, k));
@@ -692,6 +707,8 @@ ts_status ts_backend_cuda_create(int device, ts_backend **out) {
     c->ids.n = c->pos.n = c->tab.n = -1;
     const char *mmv = getenv("TESSERA_CUDA_MMV");
     c->mmv_fp32 = mmv && !strcmp(mmv, "fp32");
+    const char *gemm = getenv("TESSERA_CUDA_GEMM");
+    c->gemm_tc = !(gemm && !strcmp(gemm, "fp32"));
     cudaError_t e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking);
     if (e != cudaSuccess) {
         c->st = NULL;
