@@ -116,6 +116,17 @@ typedef struct ts_backend_ops {
      * sync). */
     ts_status (*step_begin)(ts_backend *b, const int32_t *pos, const int32_t *seq,
                             int64_t n_tok, const ts_kvcache *kv);
+    /* Token ids of the step (host), uploaded before the step's ops so that a recorded step
+     * (graph_begin) reads them from device memory. Ids are checked against n_vocab. */
+    ts_status (*step_tokens)(ts_backend *b, const int32_t *ids, int64_t n, int64_t n_vocab);
+    /* Recorded steps (CUDA graphs). graph_begin(key): 1 = the recording of this key was
+     * launched (the caller skips the ops of the region); 0 = recording started: the caller
+     * enqueues the region's ops (only ops whose per-step inputs were uploaded by
+     * step_begin / step_tokens, no host reads or syncs), then calls graph_end(ok): TS_OK
+     * when the recording was launched (the region is done), else the caller runs the
+     * region again, unrecorded; -1 = not recording (run the ops). */
+    int (*graph_begin)(ts_backend *b, const void *key, size_t key_bytes);
+    ts_status (*graph_end)(ts_backend *b, bool ok);
     void (*mem_stats)(ts_backend *b, ts_backend_mem *out);
     /* For each of `rows` rows of x (rows, cols) (backend memory): the k best entries, best
      * first, into host ids[r * k ..] and vals[r * k ..]. Order: larger value first, equal

@@ -75,6 +75,8 @@ typedef struct {
     size_t n;
 } alloc_rec;
 
+enum { GRAPH_SLOTS = 8, GRAPH_KEY_MAX = 80 };
+
 typedef struct {
     int device;
     cudaStream_t st;
@@ -92,6 +94,15 @@ typedef struct {
     int32_t *tk_ids;
     float *tk_vals;
     int64_t tk_out_cap;    /* rows * k of tk_ids / tk_vals */
+    /* recorded steps (TESSERA_CUDA_GRAPH=1) */
+    bool graph_on, capturing;
+    struct {
+        bool used;
+        size_t key_bytes;
+        uint8_t key[GRAPH_KEY_MAX];
+        cudaGraphExec_t exec;
+    } graphs[GRAPH_SLOTS], pending;
+    int graph_next;
     upload ids, pos, tab;
     int32_t *tab_tmp;      /* host scratch for building the table */
     int64_t tab_tmp_cap;
@@ -119,6 +130,15 @@ static cuda_ctx *W(ts_backend *b) {
     cuda_ctx *c = (cuda_ctx *)b->ctx;
     c->xq_valid = false;
     return c;
+}
+
+/* Drops every recorded step (their kernels hold device pointers that are about to change). */
+static void graphs_clear(cuda_ctx *c) {
+    for (int i = 0; i < GRAPH_SLOTS; i++)
+        if (c->graphs[i].used) {
+            cudaGraphExecDestroy(c->graphs[i].exec);
+            c->graphs[i].used = false;
+        }
 }
 
 static void dev_forget(cuda_ctx *c, void *p) {
@@ -155,6 +175,7 @@ static ts_status dev_alloc(cuda_ctx *c, size_t bytes, void **out) {
 
 static void dev_free(cuda_ctx *c, void *p) {
     if (!p) return;
+    graphs_clear(c); /* a recorded step may read p */
     dev_forget(c, p);
     cudaFree(p);
 }
@@ -211,6 +232,7 @@ static void cuda_destroy(ts_backend *b) {
     if (c) {
         cudaSetDevice(c->device);
         if (c->st) cudaStreamSynchronize(c->st);
+        graphs_clear(c);
         upload_free(c, &c->ids);
         upload_free(c, &c->pos);
         upload_free(c, &c->tab);
@@ -635,6 +657,71 @@ static ts_status cuda_step_begin(ts_backend *b, const int32_t *pos, const int32_
     return upload_ints(c, &c->pos, pos, n_tok);
 }
 
+static ts_status cuda_step_tokens(ts_backend *b, const int32_t *ids, int64_t n,
+                                  int64_t n_vocab) {
+    cuda_ctx *c = W(b);
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= n_vocab)
+            return TS_FAIL(TS_RANGE, "token id %d outside the vocabulary [0, %lld)", ids[i],
+                           (long long)n_vocab);
+    return upload_ints(c, &c->ids, ids, n);
+}
+
+static int cuda_graph_begin(ts_backend *b, const void *key, size_t key_bytes) {
+    cuda_ctx *c = C(b);
+    if (!c->graph_on || c->capturing || key_bytes > GRAPH_KEY_MAX) return -1;
+    for (int i = 0; i < GRAPH_SLOTS; i++)
+        if (c->graphs[i].used && c->graphs[i].key_bytes == key_bytes &&
+            memcmp(c->graphs[i].key, key, key_bytes) == 0) {
+            if (cudaGraphLaunch(c->graphs[i].exec, c->st) == cudaSuccess) {
+                c->xq_valid = false;
+                return 1;
+            }
+            (void)cudaGetLastError();
+            return -1;
+        }
+    if (cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return -1;
+    }
+    c->capturing = true;
+    c->pending.key_bytes = key_bytes;
+    memcpy(c->pending.key, key, key_bytes);
+    return 0;
+}
+
+static ts_status cuda_graph_end(ts_backend *b, bool ok) {
+    cuda_ctx *c = C(b);
+    if (!c->capturing) return TS_FAIL(TS_INVAL, "graph_end without graph_begin");
+    c->capturing = false;
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->st, &g);
+    cudaGraphExec_t exec = NULL;
+    if (ok && e == cudaSuccess && g) e = cudaGraphInstantiate(&exec, g, 0);
+    if (g) cudaGraphDestroy(g);
+    if (!ok || e != cudaSuccess || !exec) {
+        (void)cudaGetLastError();
+        c->xq_valid = false; /* nothing recorded ran: the host-side cache is stale */
+        return TS_FAIL(TS_CUDA, "step recording failed (%s): the step runs unrecorded",
+                       ok ? cudaGetErrorName(e) : "an op failed");
+    }
+    e = cudaGraphLaunch(exec, c->st);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        cudaGraphExecDestroy(exec);
+        c->xq_valid = false;
+        return TS_FAIL(TS_CUDA, "cudaGraphLaunch: %s", cudaGetErrorName(e));
+    }
+    const int i = c->graph_next;
+    c->graph_next = (c->graph_next + 1) % GRAPH_SLOTS;
+    if (c->graphs[i].used) cudaGraphExecDestroy(c->graphs[i].exec);
+    c->graphs[i].used = true;
+    c->graphs[i].key_bytes = c->pending.key_bytes;
+    memcpy(c->graphs[i].key, c->pending.key, c->pending.key_bytes);
+    c->graphs[i].exec = exec;
+    return TS_OK;
+}
+
 static ts_status cuda_kv_store(ts_backend *b, int32_t layer, bool is_global, const float *k,
                                const float *v, int64_t n_tok, const int32_t *pos,
                                const int32_t *seq, const ts_kvcache *kv) {
@@ -682,6 +769,9 @@ static const ts_backend_ops g_cuda_ops = {
     .attention = cuda_attention,
     .sync = cuda_sync,
     .step_begin = cuda_step_begin,
+    .step_tokens = cuda_step_tokens,
+    .graph_begin = cuda_graph_begin,
+    .graph_end = cuda_graph_end,
     .mem_stats = cuda_mem_stats,
     .topk = cuda_topk,
 };
@@ -709,6 +799,8 @@ ts_status ts_backend_cuda_create(int device, ts_backend **out) {
     c->mmv_fp32 = mmv && !strcmp(mmv, "fp32");
     const char *gemm = getenv("TESSERA_CUDA_GEMM");
     c->gemm_tc = !(gemm && !strcmp(gemm, "fp32"));
+    const char *graph = getenv("TESSERA_CUDA_GRAPH");
+    c->graph_on = graph && !strcmp(graph, "1");
     cudaError_t e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking);
     if (e != cudaSuccess) {
         c->st = NULL;

@@ -558,8 +558,68 @@ static ts_status forward_sel(ts_engine *e, const ts_batch *bt, float *logits, in
 static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
     return forward_sel(e, bt, logits, 0, NULL, NULL);
 }
+
+enum { FWD_FULL = 0, FWD_REGION = 1 };
+static ts_status forward_part(ts_engine *e, const ts_batch *bt, float *logits, int32_t top_k,
+                              int32_t *top_ids, float *top_vals, int mode);
+
+/* A recorded step (backend graph_begin / graph_end, CUDA graphs): single rank, no hook, at
+ * most GRAPH_MAX_TOK tokens and one chunk of logit rows. The region from the embedding to
+ * the LM head is recorded once per (n_tok, flags) and replayed; its per-step inputs (ids,
+ * positions, the KV table) are uploaded before it. */
+enum { GRAPH_MAX_TOK = 64 };
+static bool graphable(const ts_engine *e, const ts_batch *bt, int64_t *n_want) {
+    const ts_backend_ops *ops = e->b->ops;
+    if (!ops->graph_begin || !ops->graph_end || !ops->step_tokens || !ops->step_begin ||
+        (e->tr && e->tr->world > 1) || e->p.hook || !e->me->lm_head || e->me->stage != 0 ||
+        bt->n_tokens > GRAPH_MAX_TOK)
+        return false;
+    int64_t n = 0;
+    for (int32_t i = 0; i < bt->n_tokens; i++)
+        n += bt->want_logits ? bt->want_logits[i] != 0 : i == bt->n_tokens - 1;
+    *n_want = n;
+    return n >= 1 && n <= e->n_logit_rows;
+}
+
+static ts_status forward_graph(ts_engine *e, const ts_batch *bt, float *logits, int32_t top_k,
+                               int32_t *top_ids, float *top_vals, int64_t n_want) {
+    const ts_backend_ops *ops = e->b->ops;
+    ts_backend *b = e->b;
+    const int32_t T = bt->n_tokens;
+    TS_TRY(ops->step_begin(b, bt->pos, bt->seq, T, e->kv));
+    TS_TRY(ops->step_tokens(b, bt->token, T, (int64_t)e->cfg.n_vocab));
+    uint8_t key[4 + GRAPH_MAX_TOK];
+    memcpy(key, &T, 4);
+    for (int32_t i = 0; i < T; i++)
+        key[4 + i] = (uint8_t)(bt->want_logits ? bt->want_logits[i] != 0 : i == T - 1);
+    const int g = ops->graph_begin(b, key, 4 + (size_t)T);
+    ts_status rc = TS_OK;
+    if (g != 1) {
+        rc = forward_part(e, bt, NULL, 0, NULL, NULL, FWD_REGION);
+        if (g == 0) {
+            const ts_status rg = ops->graph_end(b, rc == TS_OK);
+            if (rc != TS_OK || rg != TS_OK) rc = forward_part(e, bt, NULL, 0, NULL, NULL, FWD_REGION);
+        }
+    }
+    TS_TRY(rc);
+    const int64_t V = e->cfg.n_vocab;
+    if (top_k > 0) TS_TRY(ops->topk(b, e->logits, n_want, V, top_k, top_ids, top_vals));
+    else TS_TRY(ops->to_host(b, logits, e->logits, sizeof(float) * (size_t)(n_want * V)));
+    return ops->sync(b);
+}
+
 static ts_status forward_sel(ts_engine *e, const ts_batch *bt, float *logits, int32_t top_k,
                              int32_t *top_ids, float *top_vals) {
+    int64_t n_want = 0;
+    if (graphable(e, bt, &n_want))
+        return forward_graph(e, bt, logits, top_k, top_ids, top_vals, n_want);
+    return forward_part(e, bt, logits, top_k, top_ids, top_vals, FWD_FULL);
+}
+
+/* FWD_FULL: the whole step. FWD_REGION (forward_graph): without step_begin, up to the LM
+ * head's matmul into e->logits (one chunk), no copy out, no sync. */
+static ts_status forward_part(ts_engine *e, const ts_batch *bt, float *logits, int32_t top_k,
+                              int32_t *top_ids, float *top_vals, int mode) {
     const ts_config *c = &e->cfg;
     const ts_backend_ops *ops = e->b->ops;
     ts_backend *b = e->b;
@@ -569,7 +629,8 @@ static ts_status forward_sel(ts_engine *e, const ts_batch *bt, float *logits, in
     const int64_t T = bt->n_tokens, d = c->n_embd, H = me->h1 - me->h0,
                   KV = me->kv1 - me->kv0, hd = c->head_dim, ff = me->f1 - me->f0;
 
-    if (ops->step_begin) TS_TRY(ops->step_begin(b, bt->pos, bt->seq, T, e->kv));
+    if (ops->step_begin && mode == FWD_FULL)
+        TS_TRY(ops->step_begin(b, bt->pos, bt->seq, T, e->kv));
     if (me->stage == 0) {
         TS_TRY(ops->get_rows(b, e->x, &e->tok_embd, bt->token, T, c->embd_scale));
         hook(e, "embed", -1, e->x, T, d);
@@ -646,6 +707,7 @@ static ts_status forward_sel(ts_engine *e, const ts_batch *bt, float *logits, in
             TS_TRY(ops->rmsnorm(b, e->xs, e->xs, e->output_norm, n, d, c->rms_eps));
             hook(e, "final_norm", -1, e->xs, n, d);
             TS_TRY(ops->matmul(b, e->logits, &e->output, e->xs, n));
+            if (mode == FWD_REGION) return TS_OK;
             if (top_k > 0) {
                 TS_TRY(ops->topk(b, e->logits, n, c->n_vocab, top_k, top_ids + done * top_k,
                                  top_vals + done * top_k));

@@ -10,7 +10,9 @@
  *    distinct values), -inf entries and NaNs (NaN ranks first).
  * 3. (GPU, when TESSERA_CUDA_CMP_MODELS names a model: its first entry) the engine: the
  *    top-64 of ts_engine_step_top equals the top-64 of ts_engine_step's logits for the
- *    same batch on the CUDA backend; the device memory report is filled in.
+ *    same batch on the CUDA backend; the device memory report is filled in; recorded
+ *    steps (CUDA graphs, TESSERA_CUDA_GRAPH=1) give bit-identical logits and top-k to
+ *    unrecorded ones over a prompt and replayed decode steps of one and two sequences.
  * Plain C main; exits 77 after part 1 when there is no GPU. Label `gpu`.
  */
 #include <math.h>
@@ -244,6 +246,72 @@ static void engine_part(void) {
     ts_engine_destroy(e);
 }
 
+/* Recorded steps (TESSERA_CUDA_GRAPH=1) give bit-identical logits to unrecorded ones: a
+ * 12-token prompt, then 8 decode steps (recorded once, then replayed) on two sequences,
+ * alternating one and two tokens per step, and a top-k step in between. */
+static void graph_part(const char *path) {
+    ts_engine *e[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++) {
+        setenv("TESSERA_CUDA_GRAPH", i ? "1" : "0", 1); /* read at backend creation */
+        ts_engine_params p = {.model_path = path, .backend = "cuda", .n_ctx = 128,
+                              .n_batch = 32, .n_seq_max = 2};
+        if (ts_engine_create(&p, &e[i]) != TS_OK) {
+            printf("FAIL: engine %s: %s\n", path, ts_last_error());
+            g_fail++;
+            ts_engine_destroy(e[0]);
+            unsetenv("TESSERA_CUDA_GRAPH");
+            return;
+        }
+    }
+    unsetenv("TESSERA_CUDA_GRAPH");
+    const uint32_t V = ts_engine_config(e[0])->n_vocab;
+    float *lg[2] = {malloc(sizeof(float) * 2 * V), malloc(sizeof(float) * 2 * V)};
+    int32_t tok[12], pos[12], seq[12];
+    char msg[160];
+    bool ok = lg[0] && lg[1];
+    for (int i = 0; ok && i < 2; i++)
+        ok = ts_engine_seq_reserve(e[i], 0, 40) == TS_OK && ts_engine_seq_reserve(e[i], 1, 40) == TS_OK;
+    check(ok, "graph part: reserve");
+    for (int s = 0; ok && s < 2; s++) { /* prompts of both sequences */
+        for (int j = 0; j < 12; j++) {
+            tok[j] = (int32_t)(rnd64() % V);
+            pos[j] = j;
+            seq[j] = s;
+        }
+        ts_batch b = {.n_tokens = 12, .token = tok, .pos = pos, .seq = seq};
+        for (int i = 0; ok && i < 2; i++) ok = ts_engine_step(e[i], &b, lg[i]) == TS_OK;
+        check(ok && memcmp(lg[0], lg[1], sizeof(float) * V) == 0, "graph: prompt logits identical");
+    }
+    for (int st = 0; ok && st < 8; st++) {
+        const int n = st % 2 ? 2 : 1; /* one or two sequences per step */
+        for (int j = 0; j < n; j++) {
+            tok[j] = (int32_t)(rnd64() % V);
+            pos[j] = 12 + st;
+            seq[j] = j;
+        }
+        uint8_t want[2] = {1, 1};
+        ts_batch b = {.n_tokens = n, .token = tok, .pos = pos, .seq = seq, .want_logits = want};
+        if (st == 5) { /* a top-k step of the same shape as step 3 (replayed) */
+            int32_t ids[2][2][8];
+            float vals[2][2][8];
+            for (int i = 0; ok && i < 2; i++)
+                ok = ts_engine_step_top(e[i], &b, 8, ids[i][0], vals[i][0]) == TS_OK;
+            check(ok && !memcmp(ids[0], ids[1], sizeof ids[0]) &&
+                      !memcmp(vals[0], vals[1], sizeof vals[0]),
+                  "graph: top-k step identical");
+            continue;
+        }
+        for (int i = 0; ok && i < 2; i++) ok = ts_engine_step(e[i], &b, lg[i]) == TS_OK;
+        snprintf(msg, sizeof msg, "graph: decode step %d (%d tokens) logits identical", st, n);
+        check(ok && memcmp(lg[0], lg[1], sizeof(float) * V * (size_t)n) == 0, msg);
+    }
+    if (!ok) printf("graph part: %s\n", ts_last_error());
+    free(lg[0]);
+    free(lg[1]);
+    ts_engine_destroy(e[0]);
+    ts_engine_destroy(e[1]);
+}
+
 int main(void) {
     const char *seed_env = getenv("TESSERA_TEST_SEED");
     uint64_t seed = seed_env ? strtoull(seed_env, NULL, 0) : (uint64_t)time(NULL);
@@ -263,6 +331,15 @@ int main(void) {
     kernel_part(g);
     ts_backend_destroy(g);
     engine_part();
+    const char *list = getenv("TESSERA_CUDA_CMP_MODELS");
+    if (list && *list) {
+        char path[4096];
+        size_t len = strcspn(list, ":");
+        if (len >= sizeof path) len = sizeof path - 1;
+        memcpy(path, list, len);
+        path[len] = 0;
+        graph_part(path);
+    }
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
 }
