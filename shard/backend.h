@@ -124,7 +124,8 @@ typedef struct ts_backend_ops {
      * enqueues the region's ops (only ops whose per-step inputs were uploaded by
      * step_begin / step_tokens, no host reads or syncs), then calls graph_end(ok): TS_OK
      * when the recording was launched (the region is done), else the caller runs the
-     * region again, unrecorded; -1 = not recording (run the ops). */
+     * region again, unrecorded; -1 = not recording (run the ops). key NULL only asks:
+     * 0 = recording is on, -1 = off (nothing starts). */
     int (*graph_begin)(ts_backend *b, const void *key, size_t key_bytes);
     ts_status (*graph_end)(ts_backend *b, bool ok);
     void (*mem_stats)(ts_backend *b, ts_backend_mem *out);

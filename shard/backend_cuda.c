@@ -670,6 +670,7 @@ static ts_status cuda_step_tokens(ts_backend *b, const int32_t *ids, int64_t n,
 static int cuda_graph_begin(ts_backend *b, const void *key, size_t key_bytes) {
     cuda_ctx *c = C(b);
     if (!c->graph_on || c->capturing || key_bytes > GRAPH_KEY_MAX) return -1;
+    if (!key) return 0;
     for (int i = 0; i < GRAPH_SLOTS; i++)
         if (c->graphs[i].used && c->graphs[i].key_bytes == key_bytes &&
             memcmp(c->graphs[i].key, key, key_bytes) == 0) {

@@ -572,7 +572,7 @@ static bool graphable(const ts_engine *e, const ts_batch *bt, int64_t *n_want) {
     const ts_backend_ops *ops = e->b->ops;
     if (!ops->graph_begin || !ops->graph_end || !ops->step_tokens || !ops->step_begin ||
         (e->tr && e->tr->world > 1) || e->p.hook || !e->me->lm_head || e->me->stage != 0 ||
-        bt->n_tokens > GRAPH_MAX_TOK)
+        bt->n_tokens > GRAPH_MAX_TOK || ops->graph_begin(e->b, NULL, 0) < 0)
         return false;
     int64_t n = 0;
     for (int32_t i = 0; i < bt->n_tokens; i++)

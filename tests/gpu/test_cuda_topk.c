@@ -282,11 +282,12 @@ static void graph_part(const char *path) {
         for (int i = 0; ok && i < 2; i++) ok = ts_engine_step(e[i], &b, lg[i]) == TS_OK;
         check(ok && memcmp(lg[0], lg[1], sizeof(float) * V) == 0, "graph: prompt logits identical");
     }
+    int32_t next[2] = {12, 12};
     for (int st = 0; ok && st < 8; st++) {
         const int n = st % 2 ? 2 : 1; /* one or two sequences per step */
         for (int j = 0; j < n; j++) {
             tok[j] = (int32_t)(rnd64() % V);
-            pos[j] = 12 + st;
+            pos[j] = next[j]++;
             seq[j] = j;
         }
         uint8_t want[2] = {1, 1};
