@@ -232,6 +232,18 @@ static void engine_part(void) {
             check(memcmp(rid, ids + r * K, sizeof rid) == 0 && same_bits(rval, vals + r * K, K),
                   "engine top-64 == top-64 of the logits");
         }
+    /* no device allocation inside a step: the backend's live bytes and peak stay put over
+     * more steps of both kinds (after the first ones above) */
+    ts_engine_info i0, i1;
+    ts_engine_get_info(e, &i0);
+    bool ok2 = ok;
+    for (int r = 0; ok2 && r < 3; r++)
+        ok2 = ts_engine_step(e, &b, logits) == TS_OK &&
+              ts_engine_step_top(e, &b, K, ids, vals) == TS_OK;
+    ts_engine_get_info(e, &i1);
+    check(ok2 && i1.backend_alloc_bytes == i0.backend_alloc_bytes &&
+              i1.backend_alloc_peak == i0.backend_alloc_peak,
+          "no device allocation inside steps (backend live bytes and peak unchanged)");
     ts_engine_info info;
     ts_engine_get_info(e, &info);
     printf("engine: device %.1f MiB total, used %.1f MiB at create, %.1f MiB now; backend "
