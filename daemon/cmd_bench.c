@@ -76,8 +76,14 @@ static void comm_add(const ts_transport *tr, const ts_transport_stats *s0, ts_tr
     *acc_tok += tokens;
 }
 
-/* One step: logits, or with --greedy the ids of the flagged tokens. */
+/* One step: on a single CUDA rank only the argmax ids come back (GPU sampling; off with
+ * TESSERA_GPU_SAMPLING=0); with --greedy the ids of the flagged tokens (distributed: only
+ * ids cross to rank 0); else the full logits. */
+static bool g_top;
+static int32_t *g_top_ids;
+static float *g_top_vals;
 static ts_status bstep(ts_engine *e, const ts_batch *b, float *logits, bool greedy, int32_t *ids) {
+    if (g_top) return ts_engine_step_top(e, b, 1, g_top_ids, g_top_vals);
     return greedy ? ts_engine_step_greedy(e, b, ids) : ts_engine_step(e, b, logits);
 }
 
@@ -218,8 +224,13 @@ int ts_cmd_bench(int argc, char **argv) {
     int32_t *ids = ts_malloc(sizeof(int32_t) * (size_t)batch);
     float *logits = ts_malloc(sizeof(float) * c->n_vocab * (size_t)streams);
     double *t = ts_malloc(sizeof(double) * (size_t)(reps + 1));
+    const char *gs = getenv("TESSERA_GPU_SAMPLING");
+    g_top = !(gs && !strcmp(gs, "0")) && !strcmp(info.backend, "cuda") &&
+            ts_engine_can_step_top(e);
+    g_top_ids = ts_malloc(sizeof(int32_t) * (size_t)(streams > 1 ? streams : 1));
+    g_top_vals = ts_malloc(sizeof(float) * (size_t)(streams > 1 ? streams : 1));
     int ret = 1;
-    if (!tok || !pos || !seq || !want || !ids || !logits || !t) {
+    if (!tok || !pos || !seq || !want || !ids || !logits || !t || !g_top_ids || !g_top_vals) {
         fprintf(stderr, "tessera bench: out of memory\n");
         goto out;
     }
@@ -337,6 +348,15 @@ int ts_cmd_bench(int argc, char **argv) {
             json_object_set_new(o, "comm_tg", json_string(comm[1]));
             json_object_set_new(o, "comm_streams", json_string(comm[2]));
         }
+        json_object_set_new(o, "gpu_sampling", json_boolean(g_top));
+        if (info.device_total_bytes > 0) {
+            ts_engine_get_info(e, &info); /* after the runs: the peak includes them */
+            json_object_set_new(o, "device_used_bytes", json_integer((json_int_t)info.device_used_bytes));
+            json_object_set_new(o, "device_used_at_create",
+                                json_integer((json_int_t)info.device_used_at_create));
+            json_object_set_new(o, "backend_alloc_peak",
+                                json_integer((json_int_t)info.backend_alloc_peak));
+        }
         json_dumpf(o, stdout, JSON_COMPACT);
         putchar('\n');
         json_decref(o);
@@ -361,6 +381,17 @@ int ts_cmd_bench(int argc, char **argv) {
         const char *tn[3] = {"pp", "tg", "streams"};
         for (int k = 0; k < 3; k++)
             if (comm[k][0]) printf("comm %s: %s\n", tn[k], comm[k]);
+        if (info.device_total_bytes > 0) {
+            ts_engine_get_info(e, &info);
+            printf("\ndevice memory: %.1f MiB of %.1f MiB used (%.1f MiB before loading); "
+                   "backend allocations peak %.1f MiB; %s\n",
+                   (double)info.device_used_bytes / 1048576.0,
+                   (double)info.device_total_bytes / 1048576.0,
+                   (double)info.device_used_at_create / 1048576.0,
+                   (double)info.backend_alloc_peak / 1048576.0,
+                   g_top ? "argmax on the device (only token ids copied back)"
+                         : "full logits copied back");
+        }
     }
     ret = 0;
     goto out;
@@ -375,6 +406,8 @@ out:
     ts_free(ids);
     ts_free(logits);
     ts_free(t);
+    ts_free(g_top_ids);
+    ts_free(g_top_vals);
     ts_engine_destroy(e);
     ts_transport_close(tr);
     return ret;

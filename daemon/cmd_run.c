@@ -36,6 +36,7 @@
 #include "transport.h"
 
 #define MAX_STOPS 16
+#define RUN_TOP_K 64 /* GPU sampling prefilter width (top_k <= 64 sampled exactly) */
 
 typedef struct {
     const char *model, *prompt, *system;
@@ -279,6 +280,8 @@ int ts_cmd_run(int argc, char **argv) {
     ts_tokens pt = {0};
     char *rendered = NULL;
     float *logits = NULL;
+    int32_t top_ids[RUN_TOP_K]; /* one flagged row per step */
+    float top_vals[RUN_TOP_K];
     int32_t *ids = NULL, *pos = NULL, *seq = NULL;
     sbuf text = {0};
     json_t *jids = NULL;
@@ -334,6 +337,16 @@ int ts_cmd_run(int argc, char **argv) {
                 (double)info.kv_bytes / 1048576.0, (long long)info.kv_global_pages,
                 (long long)info.kv_local_pages, info.page_size, info.n_ctx, info.n_seq_max,
                 (double)info.activation_bytes / 1048576.0);
+    if ((o.verbose || isatty(STDERR_FILENO)) && (!dist || tr->rank == 0) &&
+        info.device_total_bytes > 0)
+        fprintf(stderr,
+                "device memory: %.1f MiB of %.1f MiB used (%.1f MiB before loading); the "
+                "backend's allocations %.1f MiB, peak %.1f MiB\n",
+                (double)info.device_used_bytes / 1048576.0,
+                (double)info.device_total_bytes / 1048576.0,
+                (double)info.device_used_at_create / 1048576.0,
+                (double)info.backend_alloc_bytes / 1048576.0,
+                (double)info.backend_alloc_peak / 1048576.0);
     if (ts_tokenizer_load(ts_engine_gguf(e), &tok) != TS_OK) {
         fprintf(stderr, "tessera run: tokenizer: %s\n", ts_last_error());
         goto out;
@@ -396,6 +409,16 @@ int ts_cmd_run(int argc, char **argv) {
     const bool greedy_ids = dist && o.sp.temperature == 0.0f && o.sp.repetition_penalty == 1.0f &&
                             o.sp.presence_penalty == 0.0f && o.sp.frequency_penalty == 0.0f;
     int32_t next_id = -1;
+    /* GPU sampling (CUDA backend): only the top k (id, logit) pairs come back when the
+     * sampler can finish on them exactly (sampler.h ts_sampler_top_ok); else full logits.
+     * TESSERA_GPU_SAMPLING=0 turns it off. */
+    const char *gs = getenv("TESSERA_GPU_SAMPLING");
+    const int32_t ktop = cfg->n_vocab < RUN_TOP_K ? (int32_t)cfg->n_vocab : RUN_TOP_K;
+    const bool use_top = !(gs && !strcmp(gs, "0")) && !strcmp(info.backend, "cuda") &&
+                         ts_engine_can_step_top(e) && ts_sampler_top_ok(smp, (uint32_t)ktop);
+    if (o.verbose)
+        fprintf(stderr, "sampling: %s\n", use_top ? "top-k prefilter on the device"
+                                                  : "full logits on the host");
 
     /* prefill in chunks; logits of the last prompt token */
     for (size_t i0 = 0; i0 < pt.n; i0 += (size_t)info.n_batch) {
@@ -405,8 +428,9 @@ int ts_cmd_run(int argc, char **argv) {
             pos[j] = (int32_t)i0 + j;
         }
         ts_batch b = {.n_tokens = n, .token = ids, .pos = pos, .seq = seq};
-        if ((greedy_ids ? ts_engine_step_greedy(e, &b, &next_id) : ts_engine_step(e, &b, logits)) !=
-            TS_OK) {
+        if ((use_top ? ts_engine_step_top(e, &b, ktop, top_ids, top_vals)
+             : greedy_ids ? ts_engine_step_greedy(e, &b, &next_id)
+                          : ts_engine_step(e, &b, logits)) != TS_OK) {
             fprintf(stderr, "tessera run: %s\n", ts_last_error());
             if (dist) tr->ops->abort(tr, 1); /* the other ranks may wait on us */
             goto out;
@@ -420,7 +444,8 @@ int ts_cmd_run(int argc, char **argv) {
     int32_t n_gen = 0, cur = (int32_t)pt.n;
     while (n_gen < o.n_predict) {
         int32_t t = next_id;
-        if (!greedy_ids && ts_sampler_sample(smp, logits, &t) != TS_OK) {
+        if (!greedy_ids && (use_top ? ts_sampler_sample_top(smp, top_ids, top_vals, (uint32_t)ktop, &t)
+                                    : ts_sampler_sample(smp, logits, &t)) != TS_OK) {
             fprintf(stderr, "tessera run: sampling: %s\n", ts_last_error());
             goto out;
         }
@@ -461,8 +486,9 @@ int ts_cmd_run(int argc, char **argv) {
         ids[0] = t;
         pos[0] = cur++;
         ts_batch b = {.n_tokens = 1, .token = ids, .pos = pos, .seq = seq};
-        if ((greedy_ids ? ts_engine_step_greedy(e, &b, &next_id) : ts_engine_step(e, &b, logits)) !=
-            TS_OK) {
+        if ((use_top ? ts_engine_step_top(e, &b, ktop, top_ids, top_vals)
+             : greedy_ids ? ts_engine_step_greedy(e, &b, &next_id)
+                          : ts_engine_step(e, &b, logits)) != TS_OK) {
             fprintf(stderr, "tessera run: %s\n", ts_last_error());
             if (dist) tr->ops->abort(tr, 1); /* the other ranks may wait on us */
             goto out;

@@ -76,6 +76,13 @@ ts_status ts_k_quantize_act_cuda(const float *x, int64_t n_tok, int64_t cols, vo
 int ts_k_matmul_q8_cuda_supports(uint32_t type, int64_t n_tok);
 ts_status ts_k_matmul_q8_cuda(uint32_t type, const void *w, int64_t rows, int64_t cols,
                               const void *xq, int64_t n_tok, float *y, cudaStream_t stream);
+/* Prefill on tensor cores: y (n_tok, rows) = xq . W^T for W split Q4_0 / Q8_0, any n_tok
+ * >= 1, xq from ts_k_quantize_act_cuda (same numerics as ts_k_matmul_q8_cuda: exact int8
+ * block dots via mma.sync m16n8k32, fp32 block sums in another order). _supports: type is
+ * Q4_0 / Q8_0 and the current device is sm_80+. */
+int ts_k_matmul_q8_tc_cuda_supports(uint32_t type);
+ts_status ts_k_matmul_q8_tc_cuda(uint32_t type, const void *w, int64_t rows, int64_t cols,
+                                 const void *xq, int64_t n_tok, float *y, cudaStream_t stream);
 /* Benchmarks: weight rows per warp (1, 2, 4; 0 = automatic) and blocks in flight per lane
  * (1, 2; 0 = automatic) of the Q8 kernel. Process-wide. */
 void ts_k_matmul_q8_cuda_tune(int rows_per_warp, int unroll);
@@ -115,6 +122,18 @@ ts_status ts_k_attention_cuda(const ts_k_kv_args *a, const float *K, const float
                               const float *q, float *out, int32_t n_head, int32_t n_head_kv,
                               int32_t head_dim, int32_t window, float scale,
                               cudaStream_t stream);
+
+/* ---- top-k (kernels/cuda/topk.cu): GPU sampling prefilter and argmax ----
+ * For each of `rows` rows of x (rows, cols) (device): the k best entries, best first, into
+ * ids / vals (device, (rows, k)). Order: NaN first (lower index among NaNs), then larger
+ * value, equal values by lower index (k = 1 is the CPU argmax: the lowest index holding
+ * the max). 1 <= k <= min(cols, TS_K_TOPK_MAX), rows <= 65535. scratch: device memory of
+ * ts_k_topk_scratch_bytes_cuda(rows, cols, k) bytes (enough for fewer rows or a smaller
+ * k, too). Exact: values are copied, never computed. */
+#define TS_K_TOPK_MAX 256
+size_t ts_k_topk_scratch_bytes_cuda(int64_t rows, int64_t cols, int32_t k);
+ts_status ts_k_topk_cuda(const float *x, int64_t rows, int64_t cols, int32_t k, void *scratch,
+                         int32_t *ids, float *vals, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

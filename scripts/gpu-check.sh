@@ -4,8 +4,12 @@
 #   - bench_cuda_matmul: decode-kernel weight GB/s on the 27B matrix shapes vs a measured
 #     device-to-device copy;
 #   - tessera bench --backend cuda on random-weight models made there with tessera mkmodel
-#     (270m q8_0; 27b q4_0, ~15 GB, skipped with GPU_CHECK_NO_27B=1), each with the Q8
-#     integer-dot decode (default) and with TESSERA_CUDA_MMV=fp32 (the exact fp32 kernel).
+#     (270m q8_0; 27b q4_0, ~15 GB, skipped with GPU_CHECK_NO_27B=1) with the defaults (Q8
+#     integer-dot decode, int8 tensor-core prefill, argmax on the device); the 270m also
+#     with the fp32 kernels (TESSERA_CUDA_MMV=fp32 TESSERA_CUDA_GEMM=fp32 TESSERA_GPU_SAMPLING=0),
+#     the 27b too with GPU_CHECK_BASELINE=1; both also with recorded decode steps
+#     (TESSERA_CUDA_GRAPH=1, CUDA graphs; off by default until checked on a GPU).
+# Each check prints one line "PASS|FAIL|SKIP  name"; a summary of them comes at the end.
 # GPU_CHECK_NO_UNIT=1 skips the CPU unit tests.
 # The GPU machine lacks cmocka / jansson (and maybe OpenSSL headers): carry Debian's
 # packages unpacked into .gpudeps/root (see the CUDA backend notes in the lead's docs):
@@ -21,6 +25,12 @@ mkdir -p "$LOG"
 jobs=$(nproc 2>/dev/null || echo 4)
 fail=0
 step() { echo; echo "== $*"; }
+summary=()
+record() { # record STATUS NAME
+    printf '%s  %s\n' "$1" "$2"
+    summary+=("$1  $2")
+    case $1 in PASS|SKIP) ;; *) fail=1 ;; esac
+}
 t0=$(date +%s)
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$LOG/gpu.txt"
@@ -46,7 +56,9 @@ if ! cmake -S . -B "$B" -G Ninja -DTESSERA_RPC=OFF -DCMAKE_CUDA_ARCHITECTURES=90
 fi
 if ! ninja -C "$B" -j "$jobs" -k 0 > "$LOG/build.log" 2>&1; then
     grep -E "error|FAILED" "$LOG/build.log" | head -30
-    fail=1
+    record FAIL "build"
+else
+    record PASS "build"
 fi
 tail -2 "$LOG/build.log"
 echo "build: $(( $(date +%s) - t0 )) s"
@@ -69,41 +81,92 @@ ls -la "$M"
 step "ctest -L gpu"
 export TESSERA_CUDA_CMP_MODELS="$M/tiny-q8_0.gguf:$M/tiny-q4_0.gguf:$M/270m-q8_0.gguf"
 ctest --test-dir "$B" -L gpu --output-on-failure -V > "$LOG/ctest-gpu.log" 2>&1 || fail=1
-grep -E "passed, |worst|^.*info:|FAIL|seed|Test +#|tests passed|skipped" "$LOG/ctest-gpu.log" | head -80
+grep -E "passed, |worst|^.*info:|FAIL|seed|tests passed|skipped|engine: device|topk vs|prefilter" \
+    "$LOG/ctest-gpu.log" | grep -v "^[0-9]*: Test command" | head -80
+# one line per CTest test: "N/M Test #K: name ....   Passed|***Failed|***Skipped"
+while read -r line; do
+    name=$(sed -E 's/.*Test +#[0-9]+: ([^ ]+).*/\1/' <<< "$line")
+    case $line in
+        *Passed*) record PASS "ctest $name" ;;
+        *Skipped*|*"Not Run"*) record FAIL "ctest $name (skipped: no GPU seen?)" ;;
+        *) record FAIL "ctest $name" ;;
+    esac
+done < <(grep -E "^ *[0-9]+/[0-9]+ Test +#" "$LOG/ctest-gpu.log")
 
 if [ "${GPU_CHECK_NO_UNIT:-0}" != 1 ]; then
     step "ctest -L unit"
-    ctest --test-dir "$B" -L unit -j "$jobs" --output-on-failure > "$LOG/ctest-unit.log" 2>&1 || fail=1
+    if ctest --test-dir "$B" -L unit -j "$jobs" --output-on-failure > "$LOG/ctest-unit.log" 2>&1
+    then record PASS "ctest -L unit"; else record FAIL "ctest -L unit"; fi
     tail -12 "$LOG/ctest-unit.log"
 fi
 
-step "tiny model: tessera run cpu vs cuda (greedy)"
-for be in cpu cuda; do
-    "$TS" run -m "$M/tiny-q8_0.gguf" -p "hello world" -n 16 --temp 0 --json --backend $be \
-        2> "$LOG/run-$be.err" | tail -1 > "$LOG/run-$be.json" || fail=1
-    head -c 400 "$LOG/run-$be.json"; echo
-done
+step "tessera run: cpu vs cuda (greedy, reported), GPU sampling vs host sampling (must match)"
+ids_of() { sed -E 's/.*"ids":\[([^]]*)\].*/\1/' "$1"; }
+runj() { # runj NAME BACKEND [ARGS...]: tessera run --json into $LOG/run-NAME.json
+    local name=$1 be=$2; shift 2
+    "$TS" run -m "$M/tiny-q8_0.gguf" -p "hello world" -n 24 --json --backend "$be" "$@" \
+        2> "$LOG/run-$name.err" | tail -1 > "$LOG/run-$name.json"
+}
+runj cpu cpu --temp 0
+runj cuda cuda --temp 0 --verbose
+TESSERA_GPU_SAMPLING=0 runj cuda-host cuda --temp 0
+runj cuda-s cuda --temp 0.8 --top-k 40 --top-p 0.95 --seed 7
+TESSERA_GPU_SAMPLING=0 runj cuda-s-host cuda --temp 0.8 --top-k 40 --top-p 0.95 --seed 7
+for f in cpu cuda cuda-host cuda-s cuda-s-host; do echo "$f: $(ids_of "$LOG/run-$f.json")"; done
+grep -E "device memory|sampling:" "$LOG/run-cuda.err"
+if [ -s "$LOG/run-cuda.json" ] && [ "$(ids_of "$LOG/run-cuda.json")" = "$(ids_of "$LOG/run-cuda-host.json")" ]
+then record PASS "greedy: device argmax ids == host argmax ids (tiny q8_0)"
+else record FAIL "greedy: device argmax ids == host argmax ids (tiny q8_0)"; fi
+if [ -s "$LOG/run-cuda-s.json" ] && [ "$(ids_of "$LOG/run-cuda-s.json")" = "$(ids_of "$LOG/run-cuda-s-host.json")" ]
+then record PASS "sampled (top-k 40, top-p .95, seed 7): device top-64 == host full logits"
+else record FAIL "sampled (top-k 40, top-p .95, seed 7): device top-64 == host full logits"; fi
+if grep -q "top-k prefilter on the device" "$LOG/run-cuda.err"
+then record PASS "tessera run uses GPU sampling on cuda"
+else record FAIL "tessera run uses GPU sampling on cuda"; fi
+if grep -q "device memory:" "$LOG/run-cuda.err"
+then record PASS "tessera run -v reports device memory"
+else record FAIL "tessera run -v reports device memory"; fi
+[ "$(ids_of "$LOG/run-cpu.json")" = "$(ids_of "$LOG/run-cuda.json")" ] &&
+    echo "info: tiny greedy cpu == cuda" || echo "info: tiny greedy cpu != cuda (random weights: near-ties; not a failure)"
 
 step "bench_cuda_matmul"
-"$B/tests/bench_cuda_matmul" 20 2>&1 | tee "$LOG/bench-matmul.txt" || fail=1
+if "$B/tests/bench_cuda_matmul" 10 2>&1 | tee "$LOG/bench-matmul.txt"
+then record PASS "bench_cuda_matmul ran"; else record FAIL "bench_cuda_matmul ran"; fi
 
-for mmv in fp32 q8; do
-    step "tessera bench --backend cuda: 270m q8_0, TESSERA_CUDA_MMV=$mmv"
-    TESSERA_CUDA_MMV=$mmv "$TS" bench -m "$M/270m-q8_0.gguf" --backend cuda -p 512 -n 128 2>&1 |
-        tee "$LOG/bench-270m-$mmv.txt" || fail=1
-done
+step "tessera bench --backend cuda: 270m q8_0, fp32 kernels, host sampling (baseline)"
+if TESSERA_CUDA_MMV=fp32 TESSERA_CUDA_GEMM=fp32 TESSERA_GPU_SAMPLING=0 "$TS" bench \
+    -m "$M/270m-q8_0.gguf" --backend cuda -p 512 -n 128 2>&1 | tee "$LOG/bench-270m-fp32.txt"
+then record PASS "bench 270m baseline"; else record FAIL "bench 270m baseline"; fi
+step "tessera bench --backend cuda: 270m q8_0, defaults (q8 decode, tensor-core prefill, device argmax)"
+if "$TS" bench -m "$M/270m-q8_0.gguf" --backend cuda -p 512 -n 128 2>&1 | tee "$LOG/bench-270m-q8.txt"
+then record PASS "bench 270m"; else record FAIL "bench 270m"; fi
+step "tessera bench --backend cuda: 270m q8_0, defaults + recorded decode steps (TESSERA_CUDA_GRAPH=1)"
+if TESSERA_CUDA_GRAPH=1 "$TS" bench -m "$M/270m-q8_0.gguf" --backend cuda -p 512 -n 128 2>&1 |
+    tee "$LOG/bench-270m-graph.txt"
+then record PASS "bench 270m graph"; else record FAIL "bench 270m graph"; fi
 
 if [ -n "$mk27" ]; then
     wait "$mk27" || fail=1
     cat "$LOG/mkmodel-27b.txt"
-    for mmv in fp32 q8; do
-        step "tessera bench --backend cuda: 27b q4_0, TESSERA_CUDA_MMV=$mmv"
-        TESSERA_CUDA_MMV=$mmv "$TS" bench -m "$M/27b-q4_0.gguf" --backend cuda -p 512 -n 128 \
-            --reps "${GPU_CHECK_REPS:-3}" 2>&1 | tee "$LOG/bench-27b-$mmv.txt" || fail=1
-    done
+    step "tessera bench --backend cuda: 27b q4_0, defaults (q8 decode, tensor-core prefill, device argmax)"
+    if "$TS" bench -m "$M/27b-q4_0.gguf" --backend cuda -p 512 -n 128 \
+        --reps ${GPU_CHECK_REPS:-2} 2>&1 | tee "$LOG/bench-27b-q8.txt"
+    then record PASS "bench 27b"; else record FAIL "bench 27b"; fi
+    step "tessera bench --backend cuda: 27b q4_0, tg128 with recorded decode steps (TESSERA_CUDA_GRAPH=1)"
+    if TESSERA_CUDA_GRAPH=1 "$TS" bench -m "$M/27b-q4_0.gguf" --backend cuda -p 0 -n 128 \
+        --reps ${GPU_CHECK_REPS:-2} 2>&1 | tee "$LOG/bench-27b-graph.txt"
+    then record PASS "bench 27b graph"; else record FAIL "bench 27b graph"; fi
+    if [ "${GPU_CHECK_BASELINE:-0}" = 1 ]; then
+        step "tessera bench --backend cuda: 27b q4_0, TESSERA_CUDA_GEMM=fp32 (old prefill)"
+        if TESSERA_CUDA_GEMM=fp32 "$TS" bench -m "$M/27b-q4_0.gguf" --backend cuda -p 512 -n 0 \
+            --reps 2 2>&1 | tee "$LOG/bench-27b-fp32.txt"
+        then record PASS "bench 27b fp32 prefill"; else record FAIL "bench 27b fp32 prefill"; fi
+    fi
     rm -f "$M/27b-q4_0.gguf"
 fi
 
 echo
+echo "== summary"
+for l in "${summary[@]}"; do echo "$l"; done
 echo "total: $(( $(date +%s) - t0 )) s; $([ $fail = 0 ] && echo OK || echo FAILED)"
 exit $fail

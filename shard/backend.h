@@ -41,6 +41,8 @@ typedef struct ts_kv_layout {
     int32_t kv_dim;            /* n_head_kv * head_dim */
     int32_t n_ctx;             /* max positions of one sequence (attention scratch) */
     int32_t n_batch;           /* max tokens of one step: step scratch is sized for it */
+    int32_t n_logit_rows;      /* max rows of one topk call (0: no topk scratch) */
+    int64_t n_vocab;           /* logits row width for topk (0: none) */
 } ts_kv_layout;
 
 /* One attention call over a batch of tokens of possibly different sequences. */
@@ -62,6 +64,16 @@ typedef struct ts_attn_args {
     float scale;             /* query_pre_attn_scalar^-0.5 */
     const ts_kvcache *kv;    /* page tables */
 } ts_attn_args;
+
+/* Device memory of a backend (CUDA); all zero where not tracked (CPU). */
+typedef struct ts_backend_mem {
+    uint64_t device_total;     /* the device's memory (cudaMemGetInfo) */
+    uint64_t used_at_create;   /* used on the device (by anyone) when the backend started */
+    uint64_t used_now;         /* used on the device now */
+    uint64_t alloc_now;        /* live bytes of this backend's own allocations */
+    uint64_t alloc_peak;       /* high-water mark of alloc_now (weights, KV, step buffers,
+                                * staging and load-time temporaries) */
+} ts_backend_mem;
 
 typedef struct ts_backend_ops {
     const char *name;
@@ -101,6 +113,33 @@ typedef struct ts_backend_ops {
                           const int32_t *seq, const ts_kvcache *kv);
     ts_status (*attention)(ts_backend *b, const ts_attn_args *a);
     ts_status (*sync)(ts_backend *b);
+
+    /* Optional (NULL: not provided). */
+    /* Called once per step before its first op with the step's positions and sequences:
+     * the backend may prepare per-step state (CUDA: the KV page table of the batch, used
+     * by every layer's kv_store / attention with the same pos / seq / n_tok until the next
+     * sync). */
+    ts_status (*step_begin)(ts_backend *b, const int32_t *pos, const int32_t *seq,
+                            int64_t n_tok, const ts_kvcache *kv);
+    /* Token ids of the step (host), uploaded before the step's ops so that a recorded step
+     * (graph_begin) reads them from device memory. Ids are checked against n_vocab. */
+    ts_status (*step_tokens)(ts_backend *b, const int32_t *ids, int64_t n, int64_t n_vocab);
+    /* Recorded steps (CUDA graphs). graph_begin(key): 1 = the recording of this key was
+     * launched (the caller skips the ops of the region); 0 = recording started: the caller
+     * enqueues the region's ops (only ops whose per-step inputs were uploaded by
+     * step_begin / step_tokens, no host reads or syncs), then calls graph_end(ok): TS_OK
+     * when the recording was launched (the region is done), else the caller runs the
+     * region again, unrecorded; -1 = not recording (run the ops). key NULL only asks:
+     * 0 = recording is on, -1 = off (nothing starts). */
+    int (*graph_begin)(ts_backend *b, const void *key, size_t key_bytes);
+    ts_status (*graph_end)(ts_backend *b, bool ok);
+    void (*mem_stats)(ts_backend *b, ts_backend_mem *out);
+    /* For each of `rows` rows of x (rows, cols) (backend memory): the k best entries, best
+     * first, into host ids[r * k ..] and vals[r * k ..]. Order: larger value first, equal
+     * values by lower index; NaN ranks above everything (so a NaN row is seen by the
+     * caller). 1 <= k <= cols. Synchronous (results on the host on return). */
+    ts_status (*topk)(ts_backend *b, const float *x, int64_t rows, int64_t cols, int32_t k,
+                      int32_t *ids, float *vals);
 } ts_backend_ops;
 
 struct ts_backend {

@@ -12,6 +12,7 @@
 
 #include "alloc.h"
 #include "backend.h"
+#include "sampler.h"
 #include "kernels.h"
 #include "cpu/matmul.h"
 #include "quant.h"
@@ -499,6 +500,18 @@ static ts_status cpu_sync(ts_backend *b) {
     return TS_OK;
 }
 
+/* Host memory: the reference top-k (sampler.h) per row. */
+static ts_status cpu_topk(ts_backend *b, const float *x, int64_t rows, int64_t cols, int32_t k,
+                          int32_t *ids, float *vals) {
+    (void)b;
+    if (rows < 0 || k < 1 || k > cols)
+        return TS_FAIL(TS_INVAL, "topk: rows %lld, k %d of %lld", (long long)rows, k,
+                       (long long)cols);
+    for (int64_t r = 0; r < rows; r++)
+        ts_topk_best_first(x + r * cols, cols, k, ids + r * k, vals + r * k);
+    return TS_OK;
+}
+
 static const ts_backend_ops g_cpu_ops = {
     .name = "cpu",
     .destroy = cpu_destroy,
@@ -519,6 +532,7 @@ static const ts_backend_ops g_cpu_ops = {
     .kv_store = cpu_kv_store,
     .attention = cpu_attention,
     .sync = cpu_sync,
+    .topk = cpu_topk,
 };
 
 ts_status ts_backend_cpu_create(int n_threads, bool reference, ts_backend **out) {

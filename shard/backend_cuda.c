@@ -12,12 +12,25 @@
  *   CPU backend's slot mapping. The page tables live on the host (ts_kvcache): per call of
  *   kv_store / attention the backend builds a small table for the batch (per token: pos
  *   and the offsets of its sequence's global page list and local ring in a flat page
- *   array) and uploads it only when its contents changed (so once per step in practice).
- *   rope's positions and get_rows' ids are uploaded the same way. Uploads go through
+ *   array). The engine calls step_begin once per step: the table is built there (host
+ *   scratch sized at kv_init), copied into pinned staging and uploaded once; every layer's
+ *   kv_store / attention with the same pos / seq contents and n_tok until the next sync
+ *   uses it. Without step_begin (or after a sync, e.g. a TP all-reduce inside a step),
+ *   kv_store / attention build the table per call and upload it when its contents
+ *   changed. rope's positions and get_rows' ids are uploaded the same way. Uploads go through
  *   pinned staging buffers guarded by an event (the host waits for the previous copy out
  *   of a buffer before rewriting it). Device buffers are sized at kv_init from the KV
- *   layout (a batch holds at most one token per KV slot); a larger request re-sizes them
- *   after a synchronize (never in a steady-state step).
+ *   layout (n_batch tokens); the Q8 activation buffer grows in load_matrix for the widest
+ *   Q4_0 / Q8_0 matrix; the top-k scratch at kv_init for (n_logit_rows, n_vocab, 64). So a
+ *   step allocates nothing; a larger request than the sizes above re-sizes after a
+ *   synchronize (a logged, out-of-contract case).
+ * - Memory accounting: every cudaMalloc of the backend goes through dev_alloc, which
+ *   records (pointer, size) for the live total and its high-water mark (mem_stats), next
+ *   to cudaMemGetInfo at create and now.
+ * - topk: ts_k_topk_cuda into device (rows, k) ids / values, copied back (GPU sampling).
+ * - Prefill matmuls (n_tok > 8) of Q4_0 / Q8_0 weights on sm_80+ use the same Q8
+ *   activations and int8 tensor cores (ts_k_matmul_q8_tc_cuda); TESSERA_CUDA_GEMM=fp32
+ *   selects the exact fp32 tiled kernel instead (always used on sm_75 and other types).
  * - Decode matmuls (n_tok <= 8) of Q4_0 / Q8_0 weights quantize the activations to Q8
  *   blocks (ts_k_quantize_act_cuda, like the CPU fast path) and use the integer-dot kernel
  *   (ts_k_matmul_q8_cuda); TESSERA_CUDA_MMV=fp32 selects the exact fp32 kernel instead.
@@ -58,8 +71,38 @@ typedef struct {
 } upload;
 
 typedef struct {
+    void *p;
+    size_t n;
+} alloc_rec;
+
+enum { GRAPH_SLOTS = 8, GRAPH_KEY_MAX = 80 };
+
+typedef struct {
     int device;
     cudaStream_t st;
+    /* memory accounting */
+    alloc_rec *recs;
+    size_t n_recs, cap_recs;
+    uint64_t alloc_now, alloc_peak, dev_total, used_at_create;
+    /* the step's KV table (step_begin) */
+    bool step_ready;
+    int64_t step_tok;
+    int32_t *step_seq;     /* host copy of the step's seq (n_batch) */
+    /* top-k */
+    void *tk_scratch;
+    size_t tk_cap;
+    int32_t *tk_ids;
+    float *tk_vals;
+    int64_t tk_out_cap;    /* rows * k of tk_ids / tk_vals */
+    /* recorded steps (TESSERA_CUDA_GRAPH=1) */
+    bool graph_on, capturing;
+    struct {
+        bool used;
+        size_t key_bytes;
+        uint8_t key[GRAPH_KEY_MAX];
+        cudaGraphExec_t exec;
+    } graphs[GRAPH_SLOTS], pending;
+    int graph_next;
     upload ids, pos, tab;
     int32_t *tab_tmp;      /* host scratch for building the table */
     int64_t tab_tmp_cap;
@@ -72,6 +115,8 @@ typedef struct {
     float **k, **v;
     /* Q8 activations of the decode matmuls */
     bool mmv_fp32;         /* TESSERA_CUDA_MMV=fp32 */
+    bool gemm_tc;          /* prefill on int8 tensor cores (TESSERA_CUDA_GEMM=fp32: off) */
+    int64_t max_q8_cols;   /* widest Q4_0 / Q8_0 matrix loaded */
     void *xq;
     size_t xq_cap;
     const float *xq_src;   /* what xq holds, when xq_valid */
@@ -87,9 +132,57 @@ static cuda_ctx *W(ts_backend *b) {
     return c;
 }
 
-static void upload_free(upload *u) {
+/* Drops every recorded step (their kernels hold device pointers that are about to change). */
+static void graphs_clear(cuda_ctx *c) {
+    for (int i = 0; i < GRAPH_SLOTS; i++)
+        if (c->graphs[i].used) {
+            cudaGraphExecDestroy(c->graphs[i].exec);
+            c->graphs[i].used = false;
+        }
+}
+
+static void dev_forget(cuda_ctx *c, void *p) {
+    for (size_t i = c->n_recs; i-- > 0;)
+        if (c->recs[i].p == p) {
+            c->alloc_now -= c->recs[i].n;
+            c->recs[i] = c->recs[--c->n_recs];
+            return;
+        }
+}
+
+/* cudaMalloc with accounting (never called inside a steady-state step). */
+static ts_status dev_alloc(cuda_ctx *c, size_t bytes, void **out) {
+    *out = NULL;
+    if (c->n_recs == c->cap_recs) {
+        size_t cap = c->cap_recs ? 2 * c->cap_recs : 256;
+        alloc_rec *n = ts_realloc(c->recs, cap * sizeof *n);
+        if (!n) return TS_FAIL(TS_NOMEM, "CUDA backend: allocation records");
+        c->recs = n;
+        c->cap_recs = cap;
+    }
+    cudaError_t e = cudaMalloc(out, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        *out = NULL;
+        return TS_FAIL(e == cudaErrorMemoryAllocation ? TS_NOMEM : TS_CUDA,
+                       "CUDA backend: cudaMalloc(%zu): %s", bytes, cudaGetErrorString(e));
+    }
+    c->recs[c->n_recs++] = (alloc_rec){*out, bytes};
+    c->alloc_now += bytes;
+    if (c->alloc_now > c->alloc_peak) c->alloc_peak = c->alloc_now;
+    return TS_OK;
+}
+
+static void dev_free(cuda_ctx *c, void *p) {
+    if (!p) return;
+    graphs_clear(c); /* a recorded step may read p */
+    dev_forget(c, p);
+    cudaFree(p);
+}
+
+static void upload_free(cuda_ctx *c, upload *u) {
     if (u->host) cudaFreeHost(u->host);
-    if (u->dev) cudaFree(u->dev);
+    dev_free(c, u->dev);
     if (u->ev_live) cudaEventDestroy(u->ev);
     memset(u, 0, sizeof *u);
 }
@@ -98,14 +191,14 @@ static ts_status upload_reserve(cuda_ctx *c, upload *u, int64_t n) {
     if (n <= u->cap) return TS_OK;
     CU(cudaStreamSynchronize(c->st));
     if (u->host) cudaFreeHost(u->host);
-    if (u->dev) cudaFree(u->dev);
+    dev_free(c, u->dev);
     u->host = NULL;
     u->dev = NULL;
     u->cap = 0;
     u->n = -1;
     size_t bytes = sizeof(int32_t) * (size_t)(n > 0 ? n : 1);
     CU(cudaMallocHost((void **)&u->host, bytes));
-    CU(cudaMalloc((void **)&u->dev, bytes));
+    TS_TRY(dev_alloc(c, bytes, (void **)&u->dev));
     if (!u->ev_live) {
         CU(cudaEventCreateWithFlags(&u->ev, cudaEventDisableTiming));
         u->ev_live = true;
@@ -139,42 +232,53 @@ static void cuda_destroy(ts_backend *b) {
     if (c) {
         cudaSetDevice(c->device);
         if (c->st) cudaStreamSynchronize(c->st);
-        upload_free(&c->ids);
-        upload_free(&c->pos);
-        upload_free(&c->tab);
-        if (c->xq) cudaFree(c->xq);
+        graphs_clear(c);
+        upload_free(c, &c->ids);
+        upload_free(c, &c->pos);
+        upload_free(c, &c->tab);
+        dev_free(c, c->xq);
+        dev_free(c, c->tk_scratch);
+        dev_free(c, c->tk_ids);
+        dev_free(c, c->tk_vals);
         ts_free(c->tab_tmp);
         ts_free(c->seg_seq);
+        ts_free(c->step_seq);
         if (c->k)
             for (int32_t l = 0; l < c->kvl.n_layer; l++) {
-                if (c->k[l]) cudaFree(c->k[l]);
-                if (c->v[l]) cudaFree(c->v[l]);
+                dev_free(c, c->k[l]);
+                dev_free(c, c->v[l]);
             }
         ts_free(c->k);
         ts_free(c->v);
         ts_free(c->is_global);
         if (c->st) cudaStreamDestroy(c->st);
+        ts_free(c->recs);
         ts_free(c);
     }
     ts_free(b);
 }
 
 static ts_status cuda_alloc(ts_backend *b, size_t bytes, void **out) {
-    (void)b;
-    *out = NULL;
-    cudaError_t e = cudaMalloc(out, bytes ? bytes : 1);
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError();
-        *out = NULL;
-        return TS_FAIL(e == cudaErrorMemoryAllocation ? TS_NOMEM : TS_CUDA,
-                       "CUDA backend: cudaMalloc(%zu): %s", bytes, cudaGetErrorString(e));
-    }
-    return TS_OK;
+    return dev_alloc(C(b), bytes, out);
 }
 
 static void cuda_free(ts_backend *b, void *p) {
-    (void)W(b);
-    if (p) cudaFree(p);
+    dev_free(W(b), p);
+}
+
+/* Grows the Q8 activation buffer (outside steps) for n_tok rows of `cols`. */
+static ts_status xq_reserve(cuda_ctx *c, int64_t n_tok, int64_t cols) {
+    const size_t need = ts_k_act_q8_bytes_cuda(n_tok, cols);
+    if (need <= c->xq_cap) return TS_OK;
+    const size_t cap = need > ((size_t)1 << 20) ? need : ((size_t)1 << 20);
+    CU(cudaStreamSynchronize(c->st));
+    dev_free(c, c->xq);
+    c->xq = NULL;
+    c->xq_cap = 0;
+    c->xq_valid = false;
+    TS_TRY(dev_alloc(c, cap, &c->xq));
+    c->xq_cap = cap;
+    return TS_OK;
 }
 
 static ts_status cuda_load_matrix(ts_backend *b, const ts_gguf_tensor *t, int64_t row0,
@@ -215,7 +319,7 @@ static ts_status cuda_load_matrix(ts_backend *b, const ts_gguf_tensor *t, int64_
                 if (e != cudaSuccess)
                     rc = TS_FAIL(TS_CUDA, "repack '%s': %s", t->name, cudaGetErrorString(e));
             }
-            cudaFree(tmp);
+            dev_free(c, tmp);
         }
     } else {
         cudaError_t e = cudaMemcpyAsync(d, src, raw, cudaMemcpyHostToDevice, c->st);
@@ -223,9 +327,15 @@ static ts_status cuda_load_matrix(ts_backend *b, const ts_gguf_tensor *t, int64_
         if (e != cudaSuccess)
             rc = TS_FAIL(TS_CUDA, "upload '%s': %s", t->name, cudaGetErrorString(e));
     }
+    /* the decode matmuls' Q8 activations for this width: sized now, not in a step */
+    if (rc == TS_OK && ts_k_matmul_q8_cuda_supports(t->type, 8) && t->ne[0] % 32 == 0) {
+        if (t->ne[0] > c->max_q8_cols) c->max_q8_cols = t->ne[0];
+        const int64_t n = c->kv_ready && c->gemm_tc && c->kvl.n_batch > 8 ? c->kvl.n_batch : 8;
+        rc = xq_reserve(c, n, t->ne[0]);
+    }
     if (rc != TS_OK) {
         (void)cudaGetLastError();
-        cudaFree(d);
+        dev_free(c, d);
         return rc;
     }
     out->type = t->type;
@@ -279,23 +389,21 @@ static ts_status cuda_get_rows(ts_backend *b, float *out, const ts_wmat *emb, co
 static ts_status cuda_matmul(ts_backend *b, float *y, const ts_wmat *w, const float *x,
                              int64_t n_tok) {
     cuda_ctx *c = C(b);
-    if (c->mmv_fp32 || !ts_k_matmul_q8_cuda_supports(w->type, n_tok) || w->cols % 32 ||
-        ((uintptr_t)x % 4)) {
+    const bool shape_ok = w->cols % 32 == 0 && (uintptr_t)x % 4 == 0;
+    const bool dec = !c->mmv_fp32 && ts_k_matmul_q8_cuda_supports(w->type, n_tok) && shape_ok;
+    const bool tc = !dec && n_tok > 8 && c->gemm_tc && shape_ok &&
+                    ts_k_matmul_q8_tc_cuda_supports(w->type);
+    if (!dec && !tc) {
         c->xq_valid = false;
         return ts_k_matmul_cuda(w->type, w->data, w->row_stride, w->rows, w->cols, x, n_tok,
                                 y, c->st);
     }
     if (!(c->xq_valid && c->xq_src == x && c->xq_tok == n_tok && c->xq_cols == w->cols)) {
         c->xq_valid = false;
-        const size_t need = ts_k_act_q8_bytes_cuda(n_tok, w->cols);
-        if (need > c->xq_cap) {
-            const size_t cap = need > ((size_t)1 << 20) ? need : ((size_t)1 << 20);
-            CU(cudaStreamSynchronize(c->st));
-            if (c->xq) cudaFree(c->xq);
-            c->xq = NULL;
-            c->xq_cap = 0;
-            TS_TRY(cuda_alloc(b, cap, &c->xq));
-            c->xq_cap = cap;
+        if (ts_k_act_q8_bytes_cuda(n_tok, w->cols) > c->xq_cap) {
+            TS_LOG_WARN("CUDA backend: Q8 activations grow inside a step (%lld x %lld)",
+                   (long long)n_tok, (long long)w->cols);
+            TS_TRY(xq_reserve(c, n_tok, w->cols));
         }
         TS_TRY(ts_k_quantize_act_cuda(x, n_tok, w->cols, c->xq, c->st));
         c->xq_src = x;
@@ -303,8 +411,10 @@ static ts_status cuda_matmul(ts_backend *b, float *y, const ts_wmat *w, const fl
         c->xq_cols = w->cols;
         c->xq_valid = true;
     }
-    ts_status rc = ts_k_matmul_q8_cuda(w->type, w->data, w->rows, w->cols, c->xq, n_tok, y,
-                                       c->st);
+    ts_status rc = tc ? ts_k_matmul_q8_tc_cuda(w->type, w->data, w->rows, w->cols, c->xq,
+                                               n_tok, y, c->st)
+                      : ts_k_matmul_q8_cuda(w->type, w->data, w->rows, w->cols, c->xq, n_tok,
+                                            y, c->st);
     /* y overlapping x (never in the engine) invalidates */
     if (rc != TS_OK || (y < x + n_tok * w->cols && x < y + n_tok * w->rows)) c->xq_valid = false;
     return rc;
@@ -331,6 +441,64 @@ static ts_status cuda_add(ts_backend *b, float *x, const float *y, int64_t n) {
     return ts_k_add_cuda(x, y, n, W(b)->st);
 }
 
+/* ---- top-k ---- */
+
+static ts_status topk_reserve(cuda_ctx *c, int64_t rows, int64_t cols, int32_t k) {
+    const size_t need = ts_k_topk_scratch_bytes_cuda(rows, cols, k);
+    if (need > c->tk_cap) {
+        CU(cudaStreamSynchronize(c->st));
+        dev_free(c, c->tk_scratch);
+        c->tk_scratch = NULL;
+        c->tk_cap = 0;
+        TS_TRY(dev_alloc(c, need, &c->tk_scratch));
+        c->tk_cap = need;
+    }
+    if (rows * k > c->tk_out_cap) {
+        CU(cudaStreamSynchronize(c->st));
+        dev_free(c, c->tk_ids);
+        dev_free(c, c->tk_vals);
+        c->tk_ids = NULL;
+        c->tk_vals = NULL;
+        c->tk_out_cap = 0;
+        TS_TRY(dev_alloc(c, sizeof(int32_t) * (size_t)(rows * k), (void **)&c->tk_ids));
+        TS_TRY(dev_alloc(c, sizeof(float) * (size_t)(rows * k), (void **)&c->tk_vals));
+        c->tk_out_cap = rows * k;
+    }
+    return TS_OK;
+}
+
+static ts_status cuda_topk(ts_backend *b, const float *x, int64_t rows, int64_t cols,
+                           int32_t k, int32_t *ids, float *vals) {
+    cuda_ctx *c = C(b);
+    if (rows <= 0) return rows == 0 ? TS_OK : TS_FAIL(TS_INVAL, "topk: rows %lld", (long long)rows);
+    if (k < 1 || k > TS_K_TOPK_MAX || k > cols)
+        return TS_FAIL(TS_INVAL, "topk: k %d outside 1..min(%lld, %d)", k, (long long)cols,
+                       TS_K_TOPK_MAX);
+    if (ts_k_topk_scratch_bytes_cuda(rows, cols, k) > c->tk_cap || rows * k > c->tk_out_cap) {
+        TS_LOG_WARN("CUDA backend: top-k scratch grows (%lld rows, k %d)", (long long)rows, k);
+        TS_TRY(topk_reserve(c, rows, cols, k));
+    }
+    TS_TRY(ts_k_topk_cuda(x, rows, cols, k, c->tk_scratch, c->tk_ids, c->tk_vals, c->st));
+    CU(cudaMemcpyAsync(ids, c->tk_ids, sizeof(int32_t) * (size_t)(rows * k),
+                       cudaMemcpyDeviceToHost, c->st));
+    CU(cudaMemcpyAsync(vals, c->tk_vals, sizeof(float) * (size_t)(rows * k),
+                       cudaMemcpyDeviceToHost, c->st));
+    CU(cudaStreamSynchronize(c->st));
+    return TS_OK;
+}
+
+static void cuda_mem_stats(ts_backend *b, ts_backend_mem *o) {
+    cuda_ctx *c = C(b);
+    memset(o, 0, sizeof *o);
+    o->device_total = c->dev_total;
+    o->used_at_create = c->used_at_create;
+    size_t fr = 0, tot = 0;
+    if (cudaMemGetInfo(&fr, &tot) == cudaSuccess) o->used_now = (uint64_t)(tot - fr);
+    else (void)cudaGetLastError();
+    o->alloc_now = c->alloc_now;
+    o->alloc_peak = c->alloc_peak;
+}
+
 /* ---- KV ---- */
 
 static ts_status cuda_kv_init(ts_backend *b, const ts_kv_layout *l) {
@@ -350,23 +518,43 @@ static ts_status cuda_kv_init(ts_backend *b, const ts_kv_layout *l) {
         if (!ts_mul_size((size_t)pages * (size_t)l->page_size, (size_t)l->kv_dim, &n) ||
             !ts_mul_size(n, sizeof(float), &n))
             return TS_FAIL(TS_NOMEM, "KV layer %d size overflows", i);
-        TS_TRY(cuda_alloc(b, n, (void **)&c->k[i]));
-        TS_TRY(cuda_alloc(b, n, (void **)&c->v[i]));
+        TS_TRY(dev_alloc(c, n, (void **)&c->k[i]));
+        TS_TRY(dev_alloc(c, n, (void **)&c->v[i]));
         CU(cudaMemsetAsync(c->k[i], 0, n ? n : 1, c->st));
         CU(cudaMemsetAsync(c->v[i], 0, n ? n : 1, c->st));
     }
-    /* Step uploads: a batch has at most one token per KV slot; the page lists of its
-     * sequences are at most all pages of both pools. */
+    /* Step uploads and host scratch: a step has at most n_batch tokens (else: at most one
+     * token per KV slot); the page lists of its sequences are distinct pages, at most all
+     * pages of both pools. */
     int64_t gp = l->global_pages, lp = l->local_pages;
-    int64_t max_tok = (gp > lp ? gp : lp) * l->page_size;
+    int64_t max_tok = l->n_batch;
+    if (max_tok <= 0) {
+        max_tok = (gp > lp ? gp : lp) * l->page_size;
+        if (max_tok > (int64_t)l->n_ctx * 64) max_tok = (int64_t)l->n_ctx * 64;
+    }
     if (max_tok < 1) max_tok = 1;
-    if (max_tok > (int64_t)l->n_ctx * 64) max_tok = (int64_t)l->n_ctx * 64;
-    TS_TRY(upload_reserve(c, &c->tab, 3 * max_tok + gp + lp + 1));
+    const int64_t tab_n = 3 * max_tok + gp + lp + 1;
+    TS_TRY(upload_reserve(c, &c->tab, tab_n));
     TS_TRY(upload_reserve(c, &c->pos, max_tok));
     TS_TRY(upload_reserve(c, &c->ids, max_tok));
+    c->tab_tmp = ts_malloc(sizeof(int32_t) * (size_t)tab_n);
+    c->seg_seq = ts_malloc(sizeof(int32_t) * 2 * (size_t)max_tok);
+    c->step_seq = ts_malloc(sizeof(int32_t) * (size_t)max_tok);
+    if (!c->tab_tmp || !c->seg_seq || !c->step_seq) return TS_FAIL(TS_NOMEM, "KV table scratch");
+    c->tab_tmp_cap = tab_n;
+    c->seg_cap = max_tok;
+    if (c->gemm_tc && l->n_batch > 8 && c->max_q8_cols > 0)
+        TS_TRY(xq_reserve(c, l->n_batch, c->max_q8_cols));
+    if (l->n_logit_rows > 0 && l->n_vocab > 0) {
+        const int32_t k = l->n_vocab < 64 ? (int32_t)l->n_vocab : 64;
+        TS_TRY(topk_reserve(c, l->n_logit_rows, l->n_vocab, k));
+    }
     CU(cudaStreamSynchronize(c->st));
     return TS_OK;
 }
+
+static ts_status kv_args(cuda_ctx *c, const ts_kvcache *kv, int64_t n_tok, bool is_global,
+                         ts_k_kv_args *a);
 
 /* Builds and uploads the batch's page table (kernels_cuda.h ts_k_kv_args). */
 static ts_status kv_table(cuda_ctx *c, const int32_t *pos, const int32_t *seq, int64_t n_tok,
@@ -376,13 +564,10 @@ static ts_status kv_table(cuda_ctx *c, const int32_t *pos, const int32_t *seq, i
     const int32_t ring = ts_kv_ring_pages(kv);
     const bool have_g = ts_kv_global_pages(kv) > 0, have_l = ts_kv_local_pages(kv) > 0;
     if (ps != c->kvl.page_size) return TS_FAIL(TS_INVAL, "KV page size mismatch");
+    if (n_tok < 1 || n_tok > c->seg_cap)
+        return TS_FAIL(TS_INVAL, "a step of %lld tokens (KV storage sized for %lld)",
+                       (long long)n_tok, (long long)c->seg_cap);
     /* distinct sequences and their highest position in this batch */
-    if (n_tok > c->seg_cap) {
-        int32_t *n = ts_realloc(c->seg_seq, sizeof(int32_t) * 2 * (size_t)n_tok);
-        if (!n) return TS_FAIL(TS_NOMEM, "KV table scratch");
-        c->seg_seq = n;
-        c->seg_cap = n_tok;
-    }
     int32_t *sseq = c->seg_seq, *smax = c->seg_seq + n_tok;
     int64_t n_seg = 0, n_entries = 0;
     for (int64_t t = 0; t < n_tok; t++) {
@@ -401,12 +586,9 @@ static ts_status kv_table(cuda_ctx *c, const int32_t *pos, const int32_t *seq, i
     for (int64_t s = 0; s < n_seg; s++)
         n_entries += (have_g ? smax[s] / ps + 1 : 0) + (have_l ? ring : 0);
     const int64_t total = 3 * n_tok + n_entries;
-    if (total > c->tab_tmp_cap) {
-        int32_t *n = ts_realloc(c->tab_tmp, sizeof(int32_t) * (size_t)total);
-        if (!n) return TS_FAIL(TS_NOMEM, "KV table scratch");
-        c->tab_tmp = n;
-        c->tab_tmp_cap = total;
-    }
+    if (total > c->tab_tmp_cap) /* distinct pages: cannot exceed both pools */
+        return TS_FAIL(TS_INTERNAL, "KV table of %lld entries (room for %lld)",
+                       (long long)total, (long long)c->tab_tmp_cap);
     int32_t *tab = c->tab_tmp, *pt = tab + 3 * n_tok;
     int64_t off = 0;
     /* per sequence: [global pages 0..max/ps][ring pages 0..ring-1]; offsets stored in the
@@ -427,9 +609,18 @@ static ts_status kv_table(cuda_ctx *c, const int32_t *pos, const int32_t *seq, i
                 tab[3 * t + 2] = loff;
             }
     }
+    TS_TRY(upload_ints(c, &c->tab, tab, total));
+    c->step_ready = false;
+    return kv_args(c, kv, n_tok, is_global, a);
+}
+
+static ts_status kv_args(cuda_ctx *c, const ts_kvcache *kv, int64_t n_tok, bool is_global,
+                         ts_k_kv_args *a) {
+    const int32_t ps = ts_kv_page_size(kv);
+    const int32_t ring = ts_kv_ring_pages(kv);
+    const bool have_g = ts_kv_global_pages(kv) > 0, have_l = ts_kv_local_pages(kv) > 0;
     if (is_global ? !have_g : !have_l)
         return TS_FAIL(TS_INVAL, "no %s KV pages", is_global ? "global" : "local");
-    TS_TRY(upload_ints(c, &c->tab, tab, total));
     a->tab = c->tab.dev;
     a->n_tok = n_tok;
     a->page_size = ps;
@@ -439,13 +630,106 @@ static ts_status kv_table(cuda_ctx *c, const int32_t *pos, const int32_t *seq, i
     return TS_OK;
 }
 
+/* The step's table (step_begin) when this call has the step's n_tok, pos and seq (checked
+ * by contents: the table is uploaded, so only pos / seq / pages matter, and pages do not
+ * change inside a step); else a per-call table. */
+static ts_status kv_lookup(cuda_ctx *c, const int32_t *pos, const int32_t *seq, int64_t n_tok,
+                           const ts_kvcache *kv, bool is_global, ts_k_kv_args *a) {
+    if (c->step_ready && n_tok == c->step_tok && c->tab.n >= 3 * n_tok) {
+        bool same = memcmp(seq, c->step_seq, sizeof(int32_t) * (size_t)n_tok) == 0;
+        for (int64_t t = 0; same && t < n_tok; t++) same = c->tab.host[3 * t] == pos[t];
+        if (same) return kv_args(c, kv, n_tok, is_global, a);
+    }
+    return kv_table(c, pos, seq, n_tok, kv, is_global, a);
+}
+
+static ts_status cuda_step_begin(ts_backend *b, const int32_t *pos, const int32_t *seq,
+                                 int64_t n_tok, const ts_kvcache *kv) {
+    cuda_ctx *c = W(b);
+    ts_k_kv_args a;
+    c->step_ready = false;
+    /* builds the table with both pools' offsets; is_global only picks kv_args' check */
+    TS_TRY(kv_table(c, pos, seq, n_tok, kv, ts_kv_global_pages(kv) > 0, &a));
+    memcpy(c->step_seq, seq, sizeof(int32_t) * (size_t)n_tok);
+    c->step_tok = n_tok;
+    c->step_ready = true;
+    /* rope's positions: uploaded once here too (rope skips an unchanged upload) */
+    return upload_ints(c, &c->pos, pos, n_tok);
+}
+
+static ts_status cuda_step_tokens(ts_backend *b, const int32_t *ids, int64_t n,
+                                  int64_t n_vocab) {
+    cuda_ctx *c = W(b);
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= n_vocab)
+            return TS_FAIL(TS_RANGE, "token id %d outside the vocabulary [0, %lld)", ids[i],
+                           (long long)n_vocab);
+    return upload_ints(c, &c->ids, ids, n);
+}
+
+static int cuda_graph_begin(ts_backend *b, const void *key, size_t key_bytes) {
+    cuda_ctx *c = C(b);
+    if (!c->graph_on || c->capturing || key_bytes > GRAPH_KEY_MAX) return -1;
+    if (!key) return 0;
+    for (int i = 0; i < GRAPH_SLOTS; i++)
+        if (c->graphs[i].used && c->graphs[i].key_bytes == key_bytes &&
+            memcmp(c->graphs[i].key, key, key_bytes) == 0) {
+            if (cudaGraphLaunch(c->graphs[i].exec, c->st) == cudaSuccess) {
+                c->xq_valid = false;
+                return 1;
+            }
+            (void)cudaGetLastError();
+            return -1;
+        }
+    if (cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return -1;
+    }
+    c->capturing = true;
+    c->pending.key_bytes = key_bytes;
+    memcpy(c->pending.key, key, key_bytes);
+    return 0;
+}
+
+static ts_status cuda_graph_end(ts_backend *b, bool ok) {
+    cuda_ctx *c = C(b);
+    if (!c->capturing) return TS_FAIL(TS_INVAL, "graph_end without graph_begin");
+    c->capturing = false;
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->st, &g);
+    cudaGraphExec_t exec = NULL;
+    if (ok && e == cudaSuccess && g) e = cudaGraphInstantiate(&exec, g, 0);
+    if (g) cudaGraphDestroy(g);
+    if (!ok || e != cudaSuccess || !exec) {
+        (void)cudaGetLastError();
+        c->xq_valid = false; /* nothing recorded ran: the host-side cache is stale */
+        return TS_FAIL(TS_CUDA, "step recording failed (%s): the step runs unrecorded",
+                       ok ? cudaGetErrorName(e) : "an op failed");
+    }
+    e = cudaGraphLaunch(exec, c->st);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        cudaGraphExecDestroy(exec);
+        c->xq_valid = false;
+        return TS_FAIL(TS_CUDA, "cudaGraphLaunch: %s", cudaGetErrorName(e));
+    }
+    const int i = c->graph_next;
+    c->graph_next = (c->graph_next + 1) % GRAPH_SLOTS;
+    if (c->graphs[i].used) cudaGraphExecDestroy(c->graphs[i].exec);
+    c->graphs[i].used = true;
+    c->graphs[i].key_bytes = c->pending.key_bytes;
+    memcpy(c->graphs[i].key, c->pending.key, c->pending.key_bytes);
+    c->graphs[i].exec = exec;
+    return TS_OK;
+}
+
 static ts_status cuda_kv_store(ts_backend *b, int32_t layer, bool is_global, const float *k,
                                const float *v, int64_t n_tok, const int32_t *pos,
                                const int32_t *seq, const ts_kvcache *kv) {
     cuda_ctx *c = W(b);
     if (layer < 0 || layer >= c->kvl.n_layer) return TS_FAIL(TS_INVAL, "layer %d", layer);
     ts_k_kv_args a;
-    TS_TRY(kv_table(c, pos, seq, n_tok, kv, is_global, &a));
+    TS_TRY(kv_lookup(c, pos, seq, n_tok, kv, is_global, &a));
     return ts_k_kv_store_cuda(&a, c->k[layer], c->v[layer], k, v, c->st);
 }
 
@@ -456,13 +740,15 @@ static ts_status cuda_attention(ts_backend *b, const ts_attn_args *x) {
     if (x->hi) return TS_FAIL(TS_UNSUPPORTED, "CUDA backend: image prompts (bidirectional "
                               "attention) are not implemented yet; use the CPU backend");
     ts_k_kv_args a;
-    TS_TRY(kv_table(c, x->pos, x->seq, x->n_tok, x->kv, x->is_global, &a));
+    TS_TRY(kv_lookup(c, x->pos, x->seq, x->n_tok, x->kv, x->is_global, &a));
     return ts_k_attention_cuda(&a, c->k[x->layer], c->v[x->layer], x->q, x->out, x->n_head,
                                x->n_head_kv, x->head_dim, x->window, x->scale, c->st);
 }
 
 static ts_status cuda_sync(ts_backend *b) {
-    CU(cudaStreamSynchronize(W(b)->st));
+    cuda_ctx *c = W(b);
+    c->step_ready = false;
+    CU(cudaStreamSynchronize(c->st));
     return TS_OK;
 }
 
@@ -486,6 +772,12 @@ static const ts_backend_ops g_cuda_ops = {
     .kv_store = cuda_kv_store,
     .attention = cuda_attention,
     .sync = cuda_sync,
+    .step_begin = cuda_step_begin,
+    .step_tokens = cuda_step_tokens,
+    .graph_begin = cuda_graph_begin,
+    .graph_end = cuda_graph_end,
+    .mem_stats = cuda_mem_stats,
+    .topk = cuda_topk,
 };
 
 ts_status ts_backend_cuda_create(int device, ts_backend **out) {
@@ -509,11 +801,22 @@ ts_status ts_backend_cuda_create(int device, ts_backend **out) {
     c->ids.n = c->pos.n = c->tab.n = -1;
     const char *mmv = getenv("TESSERA_CUDA_MMV");
     c->mmv_fp32 = mmv && !strcmp(mmv, "fp32");
+    const char *gemm = getenv("TESSERA_CUDA_GEMM");
+    c->gemm_tc = !(gemm && !strcmp(gemm, "fp32"));
+    const char *graph = getenv("TESSERA_CUDA_GRAPH");
+    c->graph_on = graph && !strcmp(graph, "1");
     cudaError_t e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking);
     if (e != cudaSuccess) {
         c->st = NULL;
         cuda_destroy(b);
         return TS_FAIL(TS_CUDA, "cudaStreamCreate: %s", cudaGetErrorString(e));
+    }
+    size_t fr = 0, tot = 0;
+    if (cudaMemGetInfo(&fr, &tot) == cudaSuccess) {
+        c->dev_total = tot;
+        c->used_at_create = tot - fr;
+    } else {
+        (void)cudaGetLastError();
     }
     *out = b;
     return TS_OK;

@@ -438,12 +438,16 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
     if (c->n_global == 0) kp.global_pages = 0;
     TS_TRY_GOTO(ts_kv_create(&kp, &e->kv), rc, fail);
     /* storage only for this rank's layers (indexed il - l0) and KV heads */
+    e->n_logit_rows = p->n_seq_max > 8 ? p->n_seq_max : 8;
+    if (e->n_logit_rows > p->n_batch) e->n_logit_rows = p->n_batch;
     ts_kv_layout kl = {
         .n_layer = me->l1 - me->l0, .is_global = c->is_global + me->l0,
         .global_pages = ts_kv_global_pages(e->kv), .local_pages = ts_kv_local_pages(e->kv),
         .page_size = p->page_size, .kv_dim = (int32_t)((me->kv1 - me->kv0) * c->head_dim),
         .n_ctx = p->n_ctx,
         .n_batch = p->n_batch,
+        .n_logit_rows = me->lm_head ? e->n_logit_rows : 0,
+        .n_vocab = me->lm_head ? (int64_t)c->n_vocab : 0,
     };
     uint32_t n_glob = 0;
     for (int32_t il = me->l0; il < me->l1; il++) n_glob += c->is_global[il] ? 1u : 0u;
@@ -463,8 +467,6 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
     const int64_t B = p->n_batch, d = c->n_embd, qd = (int64_t)(me->h1 - me->h0) * c->head_dim,
                   kd = (int64_t)(me->kv1 - me->kv0) * c->head_dim,
                   ffr = (int64_t)(me->f1 - me->f0);
-    e->n_logit_rows = p->n_seq_max > 8 ? p->n_seq_max : 8;
-    if (e->n_logit_rows > B) e->n_logit_rows = (int32_t)B;
     TS_TRY_GOTO(balloc(e, &e->x, B, d), rc, fail);
     TS_TRY_GOTO(balloc(e, &e->h, B, d), rc, fail);
     TS_TRY_GOTO(balloc(e, &e->q, B, qd), rc, fail);
@@ -622,6 +624,15 @@ void ts_engine_get_info(const ts_engine *e, ts_engine_info *o) {
     o->activation_bytes = e->act_bytes;
     o->weight_bytes = e->weight_bytes;
     o->backend = e->b->ops->name;
+    if (e->b->ops->mem_stats) {
+        ts_backend_mem m;
+        e->b->ops->mem_stats(e->b, &m);
+        o->device_total_bytes = m.device_total;
+        o->device_used_at_create = m.used_at_create;
+        o->device_used_bytes = m.used_now;
+        o->backend_alloc_bytes = m.alloc_now;
+        o->backend_alloc_peak = m.alloc_peak;
+    }
 }
 
 ts_status ts_engine_seq_reserve(ts_engine *e, int32_t seq, int32_t n_pos) {
@@ -819,12 +830,83 @@ static ts_status deliver(ts_engine *e, int64_t n, float *logits, int64_t done) {
     return comm(e, tr->ops->send(tr, 0, e->lhost, lbytes, TS_TAG_LOGITS, "logits"));
 }
 
-/* The forward pass of this rank's part. logits: rank 0 only (NULL elsewhere). */
+/* With top_k > 0 (single rank only), top_ids / top_vals get each flagged row's top_k best
+ * (backend topk) instead of logits. */
+static ts_status forward_sel(ts_engine *e, const ts_batch *bt, float *logits, int32_t top_k,
+                             int32_t *top_ids, float *top_vals);
+enum { FWD_FULL = 0, FWD_REGION = 1 };
+static ts_status forward_part(ts_engine *e, const ts_batch *bt, bool want_ids, float *logits,
+                              int64_t ids0, int32_t top_k, int32_t *top_ids, float *top_vals,
+                              int mode);
+
 /* One (micro-)batch through this rank's part. Logits mode: rank 0 gets the flagged rows'
  * logits in `logits`. Ids mode: the last stage's TP rank 0 stores the greedy ids in
  * e->ids_all from index ids0 on (run_micro sends them to rank 0 after the step). */
 static ts_status forward(ts_engine *e, const ts_batch *bt, bool want_ids, float *logits,
                          int64_t ids0) {
+    if (!want_ids) return forward_sel(e, bt, logits, 0, NULL, NULL); /* may replay a graph */
+    return forward_part(e, bt, want_ids, logits, ids0, 0, NULL, NULL, FWD_FULL);
+}
+
+/* A recorded step (backend graph_begin / graph_end, CUDA graphs): single rank, no hook, at
+ * most GRAPH_MAX_TOK tokens and one chunk of logit rows. The region from the embedding to
+ * the LM head is recorded once per (n_tok, flags) and replayed; its per-step inputs (ids,
+ * positions, the KV table) are uploaded before it. */
+enum { GRAPH_MAX_TOK = 64 };
+static bool graphable(const ts_engine *e, const ts_batch *bt, int64_t *n_want) {
+    const ts_backend_ops *ops = e->b->ops;
+    if (!ops->graph_begin || !ops->graph_end || !ops->step_tokens || !ops->step_begin ||
+        (e->tr && e->tr->world > 1) || e->p.hook || !e->me->lm_head || e->me->stage != 0 ||
+        bt->n_tokens > GRAPH_MAX_TOK || ops->graph_begin(e->b, NULL, 0) < 0)
+        return false;
+    int64_t n = 0;
+    for (int32_t i = 0; i < bt->n_tokens; i++)
+        n += bt->want_logits ? bt->want_logits[i] != 0 : i == bt->n_tokens - 1;
+    *n_want = n;
+    return n >= 1 && n <= e->n_logit_rows;
+}
+
+static ts_status forward_graph(ts_engine *e, const ts_batch *bt, float *logits, int32_t top_k,
+                               int32_t *top_ids, float *top_vals, int64_t n_want) {
+    const ts_backend_ops *ops = e->b->ops;
+    ts_backend *b = e->b;
+    const int32_t T = bt->n_tokens;
+    TS_TRY(ops->step_begin(b, bt->pos, bt->seq, T, e->kv));
+    TS_TRY(ops->step_tokens(b, bt->token, T, (int64_t)e->cfg.n_vocab));
+    uint8_t key[4 + GRAPH_MAX_TOK];
+    memcpy(key, &T, 4);
+    for (int32_t i = 0; i < T; i++)
+        key[4 + i] = (uint8_t)(bt->want_logits ? bt->want_logits[i] != 0 : i == T - 1);
+    const int g = ops->graph_begin(b, key, 4 + (size_t)T);
+    ts_status rc = TS_OK;
+    if (g != 1) {
+        rc = forward_part(e, bt, false, NULL, 0, 0, NULL, NULL, FWD_REGION);
+        if (g == 0) {
+            const ts_status rg = ops->graph_end(b, rc == TS_OK);
+            if (rc != TS_OK || rg != TS_OK)
+                rc = forward_part(e, bt, false, NULL, 0, 0, NULL, NULL, FWD_REGION);
+        }
+    }
+    TS_TRY(rc);
+    const int64_t V = e->cfg.n_vocab;
+    if (top_k > 0) TS_TRY(ops->topk(b, e->logits, n_want, V, top_k, top_ids, top_vals));
+    else TS_TRY(ops->to_host(b, logits, e->logits, sizeof(float) * (size_t)(n_want * V)));
+    return ops->sync(b);
+}
+
+static ts_status forward_sel(ts_engine *e, const ts_batch *bt, float *logits, int32_t top_k,
+                             int32_t *top_ids, float *top_vals) {
+    int64_t n_want = 0;
+    if (graphable(e, bt, &n_want))
+        return forward_graph(e, bt, logits, top_k, top_ids, top_vals, n_want);
+    return forward_part(e, bt, false, logits, 0, top_k, top_ids, top_vals, FWD_FULL);
+}
+
+/* FWD_FULL: the whole step. FWD_REGION (forward_graph): without step_begin, up to the LM
+ * head's matmul into e->logits (one chunk), no copy out, no sync. */
+static ts_status forward_part(ts_engine *e, const ts_batch *bt, bool want_ids, float *logits,
+                              int64_t ids0, int32_t top_k, int32_t *top_ids, float *top_vals,
+                              int mode) {
     const ts_config *c = &e->cfg;
     const ts_backend_ops *ops = e->b->ops;
     ts_backend *b = e->b;
@@ -834,6 +916,8 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, bool want_ids, float 
     const int64_t T = bt->n_tokens, d = c->n_embd, H = me->h1 - me->h0,
                   KV = me->kv1 - me->kv0, hd = c->head_dim, ff = me->f1 - me->f0;
 
+    if (ops->step_begin && mode == FWD_FULL)
+        TS_TRY(ops->step_begin(b, bt->pos, bt->seq, T, e->kv));
     if (me->stage == 0) {
         const int32_t *ids = bt->token;
         if (bt->embd) { /* image soft tokens: their rows are overwritten below */
@@ -931,9 +1015,13 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, bool want_ids, float 
             TS_TRY(ops->rmsnorm(b, e->xs, e->xs, e->output_norm, n, d, c->rms_eps));
             hook(e, "final_norm", -1, e->xs, n, d);
             TS_TRY(ops->matmul(b, e->logits, &e->output, e->xs, n));
+            if (mode == FWD_REGION) return TS_OK;
             if (want_ids) {
                 TS_TRY(lm_ids(e, n));
                 if (lm0) memcpy(e->ids_all + ids0 + done, e->ids_h, sizeof(int32_t) * (size_t)n);
+            } else if (top_k > 0) { /* single rank (ts_engine_can_step_top) */
+                TS_TRY(ops->topk(b, e->logits, n, c->n_vocab, top_k, top_ids + done * top_k,
+                                 top_vals + done * top_k));
             } else {
                 if (e->split) TS_TRY(lm_gather(e, n));
                 if (lm0) TS_TRY(deliver(e, n, logits, done));
@@ -1046,6 +1134,21 @@ ts_status ts_engine_step(ts_engine *e, const ts_batch *bt, float *logits) {
 ts_status ts_engine_step_greedy(ts_engine *e, const ts_batch *bt, int32_t *ids) {
     if (!ids) return TS_FAIL(TS_INVAL, "ids is NULL");
     return step(e, bt, NULL, ids);
+}
+
+bool ts_engine_can_step_top(const ts_engine *e) {
+    return (!e->tr || e->tr->world == 1) && e->b->ops->topk != NULL;
+}
+
+ts_status ts_engine_step_top(ts_engine *e, const ts_batch *bt, int32_t k, int32_t *ids,
+                             float *vals) {
+    if (!ts_engine_can_step_top(e))
+        return TS_FAIL(TS_UNSUPPORTED, "top-k steps need a single rank and a backend with topk");
+    if (!ids || !vals || k < 1 || k > TS_ENGINE_TOP_MAX || (uint32_t)k > e->cfg.n_vocab)
+        return TS_FAIL(TS_INVAL, "top-k step: k %d outside 1..min(n_vocab, %d)", k,
+                       TS_ENGINE_TOP_MAX);
+    TS_TRY(check_batch(e, bt));
+    return forward_sel(e, bt, NULL, k, ids, vals);
 }
 
 ts_status ts_engine_serve(ts_engine *e) {

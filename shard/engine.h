@@ -98,6 +98,10 @@ typedef struct ts_engine_info {
     uint64_t activation_bytes;   /* step buffers */
     uint64_t weight_bytes;       /* weights the backend reads */
     const char *backend;
+    /* device memory (CUDA backend; 0 elsewhere): the device's total, used by anyone when
+     * the backend started and now, and this backend's own allocations now and at peak */
+    uint64_t device_total_bytes, device_used_at_create, device_used_bytes;
+    uint64_t backend_alloc_bytes, backend_alloc_peak;
 } ts_engine_info;
 
 typedef struct ts_engine ts_engine;
@@ -126,6 +130,19 @@ ts_status ts_engine_step(ts_engine *e, const ts_batch *b, float *logits);
  * TP, each rank over its vocabulary slice, combined in the TP group) and only the ids
  * cross to rank 0. */
 ts_status ts_engine_step_greedy(ts_engine *e, const ts_batch *b, int32_t *ids);
+
+/* Like ts_engine_step, but instead of logits returns, for each flagged token in batch
+ * order, the k best (token id, logit) pairs, best first: larger logit first, equal logits
+ * by lower id, NaN before everything (so a broken row is still seen). ids / vals:
+ * (flagged tokens, k). k = 1 is the greedy argmax (lowest id among equal maxima). On the
+ * CUDA backend the selection runs on the GPU and only these pairs are copied back. The
+ * sampler finishes on them (ts_sampler_sample_top) exactly as on the full logits when
+ * ts_sampler_top_ok says so. 1 <= k <= min(n_vocab, TS_ENGINE_TOP_MAX). Single rank only:
+ * TS_UNSUPPORTED when !ts_engine_can_step_top (then use ts_engine_step). */
+#define TS_ENGINE_TOP_MAX 256
+bool ts_engine_can_step_top(const ts_engine *e);
+ts_status ts_engine_step_top(ts_engine *e, const ts_batch *b, int32_t k, int32_t *ids,
+                             float *vals);
 
 /* Ranks other than 0 of a distributed engine: executes rank 0's reserve / release / step
  * commands until rank 0 stops (destroy); returns TS_OK then, or the first failure (a

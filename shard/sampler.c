@@ -498,6 +498,9 @@ ts_status ts_sampler_sample(ts_sampler *s, const float *logits, int32_t *token) 
             for (size_t i = 0; i < V; i++) c[i] = (cand_t){src[i], (int32_t)i};
             topk_select(c, V, n);
         }
+        /* best first: the kept set alone fixes every later step (sums, draw order), so a
+         * top-k prefilter (ts_sampler_sample_top) gives the same token */
+        sort_best_first(c, n);
         for (size_t i = 0; i < n; i++) {
             c[i].v = ts_exp_neg((c[i].v - m) * invT);
             Z += c[i].v;
@@ -642,4 +645,76 @@ size_t ts_stop_holdback(const char *text, size_t len, const char *const *stops,
         }
     }
     return hold;
+}
+
+/* ---------------------------------------------------------------- top-k prefilter */
+
+static inline bool top_better(float a, int32_t ia, float b, int32_t ib) {
+    const bool na = a != a, nb = b != b;
+    if (na || nb) return na && (!nb || ia < ib);
+    return a > b || (a == b && ia < ib);
+}
+
+void ts_topk_best_first(const float *x, int64_t n, int32_t k, int32_t *ids, float *vals) {
+    int32_t m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const float v = x[i];
+        const int32_t id = (int32_t)i;
+        if (m == k && !top_better(v, id, vals[k - 1], ids[k - 1])) continue;
+        int32_t j = m < k ? m++ : k - 1;
+        while (j > 0 && top_better(v, id, vals[j - 1], ids[j - 1])) {
+            vals[j] = vals[j - 1];
+            ids[j] = ids[j - 1];
+            j--;
+        }
+        vals[j] = v;
+        ids[j] = id;
+    }
+}
+
+bool ts_sampler_top_ok(const ts_sampler *s, uint32_t k) {
+    if (!s || k == 0) return false;
+    /* any penalty parameter (not only an active window): the answer holds for the whole
+     * life of the sampler */
+    if (s->p.repetition_penalty != 1.0f || s->p.presence_penalty != 0.0f ||
+        s->p.frequency_penalty != 0.0f)
+        return false;
+    if (s->p.temperature == 0.0f) return true;
+    return s->p.top_k > 0 && s->p.top_k < s->n_vocab && s->p.top_k <= k;
+}
+
+ts_status ts_sampler_sample_top(ts_sampler *s, const int32_t *ids, const float *vals,
+                                uint32_t n, int32_t *token) {
+    if (!s || !ids || !vals || !token) return TS_FAIL(TS_INVAL, "sampler: NULL argument");
+    if (!ts_sampler_top_ok(s, n))
+        return TS_FAIL(TS_UNSUPPORTED, "sampler: %u candidates cannot stand for the logits "
+                       "(penalties, top_k %u)", n, s->p.top_k);
+    for (uint32_t i = 0; i < n; i++)
+        if (ids[i] < 0 || (uint32_t)ids[i] >= s->n_vocab)
+            return TS_FAIL(TS_INVAL, "sampler: candidate id %d out of range", ids[i]);
+    /* NaN / +inf rank first: the same check as on the full row */
+    const float m = vals[0];
+    if (m != m || m == INFINITY)
+        return TS_FAIL(TS_INVAL, "logits[%d] is %s", ids[0], m != m ? "NaN" : "+inf");
+    if (m == -INFINITY) return TS_FAIL(TS_INVAL, "no token has a finite logit");
+    if (s->p.temperature == 0.0f) {
+        *token = ids[0];
+        return TS_OK;
+    }
+    const float invT = 1.0f / s->p.temperature;
+    const float top_p = s->p.top_p, min_p = s->p.min_p;
+    const bool filter = top_p < 1.0f || min_p > 0.0f;
+    const double u = rng_uniform(s->rng);
+    cand_t *c = s->cand;
+    size_t nk = s->p.top_k;
+    double Z = 0.0;
+    for (size_t i = 0; i < nk; i++) {
+        c[i].v = ts_exp_neg((vals[i] - m) * invT);
+        c[i].id = ids[i];
+        Z += c[i].v;
+    }
+    if (filter) nk = compact(c, nk, cutoff(top_p, min_p, Z, nk));
+    if (top_p < 1.0f) nk = nucleus(c, nk, Z, top_p);
+    *token = draw_cand(c, nk, u);
+    return TS_OK;
 }

@@ -108,6 +108,29 @@ ts_status ts_sampler_sample(ts_sampler *s, const float *logits, int32_t *token);
 
 const ts_sampler_params *ts_sampler_params_of(const ts_sampler *s);
 
+/* ---- finishing on a top-k prefilter (GPU sampling, ts_engine_step_top) ----
+ *
+ * ts_topk_best_first: ids / vals[0..k) = the k best of x[0..n), best first: NaN first
+ * (lower index among NaNs), then larger value, equal values by lower index. 1 <= k <= n.
+ * The CPU reference of the GPU top-k kernel.
+ *
+ * ts_sampler_top_ok(s, k): true when ts_sampler_sample_top on the k best (ids, vals) of a
+ * logits row gives exactly the token (and RNG use) that ts_sampler_sample gives on the
+ * whole row. We require no penalty parameter (repetition 1, presence and frequency 0:
+ * penalties change logits outside the k; the answer then holds for the sampler's life)
+ * and either temperature == 0 (greedy: the first candidate, k >= 1) or
+ * 0 < top_k <= k and top_k < n_vocab (top-k keeps only those; every later step, the max
+ * included, works on the kept candidates best first). top_k == 0 (off), top_k > k or
+ * penalties: use the full logits. NaN / +inf anywhere in the row ranks among the k best,
+ * so the same TS_INVAL comes back; so does a row whose best is -inf.
+ *
+ * ts_sampler_sample_top: the sample from those candidates (n >= top_k, or >= 1 for
+ * greedy); TS_UNSUPPORTED when !ts_sampler_top_ok(s, n). Does not accept the token. */
+void ts_topk_best_first(const float *x, int64_t n, int32_t k, int32_t *ids, float *vals);
+bool ts_sampler_top_ok(const ts_sampler *s, uint32_t k);
+ts_status ts_sampler_sample_top(ts_sampler *s, const int32_t *ids, const float *vals,
+                                uint32_t n, int32_t *token);
+
 /* ---- log-probabilities (OpenAI `logprobs` / `top_logprobs`) ---- */
 
 typedef struct ts_token_logprob {

@@ -483,6 +483,121 @@ void launch_q(const WDesc &w, const int8_t *xq, const int2 *xds, int64_t n_tok, 
     }
 }
 
+/* ---- prefill: int8 tensor cores (sm_80+) ----
+ * mm_q8_tc <QB>: y (n_tok, rows) = W . xq for split Q4_0 (QB 16) / Q8_0 (QB 32) weights and
+ * Q8 activations (k_quant_act: int8 per 32-block, fp16-rounded scale). Per 32-block b:
+ * mma.sync m16n8k32 s8 x s8 -> s32 gives the exact integer dot of the weight quants (Q4_0:
+ * nibble - 8 as int8, the same integer as the decode kernel's dp4a sum - 8 sum x) with the
+ * activation quants, then acc += (dw * dx) * dot in fp32, blocks in order. So results equal
+ * the decode kernel's (and the CPU fast path's, same activation quantizer) up to fp32
+ * summation order. Block: 4 warps as 2 x 2, each warp 32 rows (2 m16 tiles) x 32 tokens
+ * (4 n8 tiles): 64 rows x 64 tokens; fragments are loaded straight from global memory
+ * (each weight u32 serves the 32 tokens of a warp's tile, each activation u32 its 32 rows;
+ * the rest comes from L1 / L2). Rows / tokens past the end load clamped indices and are not
+ * stored. Fragment layout (PTX ISA, m16n8k32 .s8), g = lane / 4, t = lane % 4:
+ *   a0 = A[g][4t..], a1 = A[g+8][4t..], a2 = A[g][16+4t..], a3 = A[g+8][16+4t..]
+ *   b0 = B[4t..][g], b1 = B[16+4t..][g]
+ *   c0 = C[g][2t], c1 = C[g][2t+1], c2 = C[g+8][2t], c3 = C[g+8][2t+1]
+ * A Q4_0 block stores element j in the low nibble of byte j and element j + 16 in the high
+ * nibble: one u32 at byte 4t gives a0 (low nibbles) and a2 (high nibbles). */
+constexpr int TC_MT = 2, TC_NT = 4; /* m16 / n8 tiles per warp */
+constexpr int TC_BM = 2 * TC_MT * 16, TC_BN = 2 * TC_NT * 8; /* 64 x 64 per block */
+
+template <int QB>
+__global__ void __launch_bounds__(128)
+    mm_q8_tc(const uint8_t *__restrict__ qs, const uint16_t *__restrict__ dpl, int64_t rows,
+             int64_t nb, const int8_t *__restrict__ xq, const int2 *__restrict__ xds,
+             int64_t n_tok, float *__restrict__ y) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t4 = lane & 3;
+    const int64_t row0 = (int64_t)blockIdx.x * TC_BM + (warp >> 1) * (TC_MT * 16);
+    const int64_t tok0 = (int64_t)blockIdx.y * TC_BN + (warp & 1) * (TC_NT * 8);
+    float acc[TC_MT][TC_NT][4];
+#pragma unroll
+    for (int mt = 0; mt < TC_MT; mt++)
+#pragma unroll
+        for (int nt = 0; nt < TC_NT; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) acc[mt][nt][i] = 0.0f;
+    int64_t ra[TC_MT][2]; /* (row) * nb of the A rows g, g + 8 */
+#pragma unroll
+    for (int mt = 0; mt < TC_MT; mt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int64_t r = row0 + mt * 16 + g + 8 * h;
+            ra[mt][h] = (r < rows ? r : rows - 1) * nb;
+        }
+    int64_t tb[TC_NT], tc[TC_NT][2]; /* token * nb: B column g; C columns 2t, 2t + 1 */
+#pragma unroll
+    for (int nt = 0; nt < TC_NT; nt++) {
+        const int64_t tk = tok0 + nt * 8 + g;
+        tb[nt] = (tk < n_tok ? tk : n_tok - 1) * nb;
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const int64_t tj = tok0 + nt * 8 + 2 * t4 + j;
+            tc[nt][j] = (tj < n_tok ? tj : n_tok - 1) * nb;
+        }
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        uint32_t A[TC_MT][4];
+        float dw[TC_MT][2];
+#pragma unroll
+        for (int mt = 0; mt < TC_MT; mt++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const uint8_t *p = qs + (size_t)(ra[mt][h] + b) * QB;
+                if (QB == 16) {
+                    const uint32_t v = __ldg((const unsigned int *)(p + 4 * t4));
+                    A[mt][h] = __vsub4(v & 0x0F0F0F0Fu, 0x08080808u);
+                    A[mt][2 + h] = __vsub4((v >> 4) & 0x0F0F0F0Fu, 0x08080808u);
+                } else {
+                    A[mt][h] = __ldg((const unsigned int *)(p + 4 * t4));
+                    A[mt][2 + h] = __ldg((const unsigned int *)(p + 16 + 4 * t4));
+                }
+                dw[mt][h] = h2f(__ldg(dpl + ra[mt][h] + b));
+            }
+        uint32_t B[TC_NT][2];
+        float dx[TC_NT][2];
+#pragma unroll
+        for (int nt = 0; nt < TC_NT; nt++) {
+            const int8_t *xp = xq + (size_t)(tb[nt] + b) * 32;
+            B[nt][0] = __ldg((const unsigned int *)(xp + 4 * t4));
+            B[nt][1] = __ldg((const unsigned int *)(xp + 16 + 4 * t4));
+#pragma unroll
+            for (int j = 0; j < 2; j++) dx[nt][j] = __int_as_float(__ldg(&xds[tc[nt][j] + b].x));
+        }
+#pragma unroll
+        for (int mt = 0; mt < TC_MT; mt++)
+#pragma unroll
+            for (int nt = 0; nt < TC_NT; nt++) {
+                int c0 = 0, c1 = 0, c2 = 0, c3 = 0;
+                asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 "
+                             "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                             : "+r"(c0), "+r"(c1), "+r"(c2), "+r"(c3)
+                             : "r"(A[mt][0]), "r"(A[mt][1]), "r"(A[mt][2]), "r"(A[mt][3]),
+                               "r"(B[nt][0]), "r"(B[nt][1]));
+                acc[mt][nt][0] += (dw[mt][0] * dx[nt][0]) * (float)c0;
+                acc[mt][nt][1] += (dw[mt][0] * dx[nt][1]) * (float)c1;
+                acc[mt][nt][2] += (dw[mt][1] * dx[nt][0]) * (float)c2;
+                acc[mt][nt][3] += (dw[mt][1] * dx[nt][1]) * (float)c3;
+            }
+    }
+#pragma unroll
+    for (int mt = 0; mt < TC_MT; mt++)
+#pragma unroll
+        for (int nt = 0; nt < TC_NT; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int64_t r = row0 + mt * 16 + g + 8 * (i >> 1);
+                const int64_t tk = tok0 + nt * 8 + 2 * t4 + (i & 1);
+                if (r < rows && tk < n_tok) y[(size_t)tk * rows + r] = acc[mt][nt][i];
+            }
+#else
+    __trap(); /* the host launches this only on sm_80+ (ts_k_matmul_q8_tc_cuda_supports) */
+#endif
+}
+
 } // namespace
 
 extern "C" int ts_k_weight_split_cuda(uint32_t type) {
@@ -609,4 +724,51 @@ extern "C" ts_status ts_k_matmul_q8_cuda(uint32_t type, const void *w, int64_t r
 extern "C" void ts_k_matmul_q8_cuda_tune(int rows_per_warp, int unroll) {
     g_q_rows_per_warp = rows_per_warp;
     g_q_unroll = unroll;
+}
+
+/* sm_80+ (int8 mma.sync m16n8k32) on the current device; looked up once per device. */
+extern "C" int ts_k_matmul_q8_tc_cuda_supports(uint32_t type) {
+    if (type != TS_TYPE_Q4_0 && type != TS_TYPE_Q8_0) return 0;
+    static int cached[64];
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    if (cached[dev] == 0) {
+        int major = 0;
+        if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return 0;
+        }
+        cached[dev] = major >= 8 ? 1 : -1;
+    }
+    return cached[dev] > 0;
+}
+
+extern "C" ts_status ts_k_matmul_q8_tc_cuda(uint32_t type, const void *w, int64_t rows,
+                                            int64_t cols, const void *xq, int64_t n_tok,
+                                            float *y, cudaStream_t stream) {
+    if (!ts_k_matmul_q8_tc_cuda_supports(type))
+        return TS_FAIL(TS_UNSUPPORTED, "CUDA tensor-core matmul: type %u on this device", type);
+    if (cols <= 0 || cols % 32 || rows <= 0 || n_tok <= 0 || !w || !xq || !y ||
+        ((uintptr_t)xq % 16) || ((uintptr_t)w % 16))
+        return TS_FAIL(TS_INVAL, "CUDA tensor-core matmul: rows %lld cols %lld n_tok %lld",
+                       (long long)rows, (long long)cols, (long long)n_tok);
+    const int64_t gx = (rows + TC_BM - 1) / TC_BM, gy = (n_tok + TC_BN - 1) / TC_BN;
+    if (gx > 0x7fffffff || gy > 65535)
+        return TS_FAIL(TS_INVAL, "CUDA tensor-core matmul: too large");
+    const int64_t nb = cols / 32;
+    const uint8_t *qs = (const uint8_t *)w;
+    const int8_t *q = (const int8_t *)xq;
+    const int2 *ds = (const int2 *)(q + (size_t)n_tok * (size_t)cols);
+    dim3 grid((unsigned)gx, (unsigned)gy);
+    if (type == TS_TYPE_Q4_0) {
+        const uint16_t *dpl = (const uint16_t *)(qs + (size_t)rows * nb * 16);
+        mm_q8_tc<16><<<grid, 128, 0, stream>>>(qs, dpl, rows, nb, q, ds, n_tok, y);
+    } else {
+        const uint16_t *dpl = (const uint16_t *)(qs + (size_t)rows * nb * 32);
+        mm_q8_tc<32><<<grid, 128, 0, stream>>>(qs, dpl, rows, nb, q, ds, n_tok, y);
+    }
+    return launched("matmul_q8_tc");
 }

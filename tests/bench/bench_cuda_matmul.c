@@ -4,7 +4,9 @@
  * Decode rows: "fp32" = the exact kernel (ts_k_matmul_cuda, fp32 activations), "q8" = the
  * integer-dot kernel on Q8 activations (ts_k_matmul_q8_cuda, what the backend runs), "q8+a"
  * = q8 plus the activation quantization kernel (the backend quantizes once per distinct
- * input). Then a sweep of the q8 kernel's rows per warp / blocks in flight at T = 1.
+ * input). Prefill rows (T = 512): "tiled" = the fp32 tile kernel, "tc+a" = activation
+ * quantization + the int8 tensor-core kernel (ts_k_matmul_q8_tc_cuda, the backend's
+ * prefill on sm_80+). Then a sweep of the q8 kernel's rows per warp / blocks in flight at T = 1.
  * Weights are random bytes (random fp16 scales), repacked like the backend does. Median of
  * repeated runs (CUDA events). Not a test. Usage: bench_cuda_matmul [reps]
  */
@@ -96,7 +98,7 @@ int main(int argc, char **argv) {
     const uint32_t types[] = {TS_TYPE_Q4_0, TS_TYPE_Q8_0};
     printf("\n| type | matrix (rows x cols) | T | kernel | us | weight GB/s | %% of copy |\n|---|---|---|---|---|---|---|\n");
     void *xq;
-    CK(cudaMalloc(&xq, ts_k_act_q8_bytes_cuda(8, 21504)));
+    CK(cudaMalloc(&xq, ts_k_act_q8_bytes_cuda(512, 21504)));
     for (size_t ty = 0; ty < 2; ty++) {
         const uint32_t type = types[ty];
         for (size_t si = 0; si < 6; si++) {
@@ -138,12 +140,18 @@ int main(int argc, char **argv) {
                 CK(cudaMemcpy(x, hx, sizeof(float) * (size_t)(T * cols), cudaMemcpyHostToDevice));
                 free(hx);
                 const int r = T == 512 ? (reps < 5 ? reps : 5) : reps;
-                /* kinds: 0 fp32 exact, 1 q8, 2 q8 + activation quantization */
-                for (int kind = 0; kind < (T == 512 ? 1 : 3); kind++) {
+                /* kinds: 0 fp32 exact, 1 q8, 2 q8 + activation quantization; T = 512: 0 and
+                 * 3 = int8 tensor cores + activation quantization (sm_80+) */
+                for (int kind = 0; kind < (T == 512 ? 4 : 3); kind++) {
+                    if (T == 512 && (kind == 1 || kind == 2)) continue;
+                    if (kind == 3 && !ts_k_matmul_q8_tc_cuda_supports(type)) continue;
 #define RUN()                                                                              \
     do {                                                                                   \
         if (kind == 0) TK(ts_k_matmul_cuda(type, dw, stride, rows, cols, x, T, y, st));    \
-        else {                                                                             \
+        else if (kind == 3) {                                                              \
+            TK(ts_k_quantize_act_cuda(x, T, cols, xq, st));                                \
+            TK(ts_k_matmul_q8_tc_cuda(type, dw, rows, cols, xq, T, y, st));                \
+        } else {                                                                           \
             if (kind == 2) TK(ts_k_quantize_act_cuda(x, T, cols, xq, st));                 \
             TK(ts_k_matmul_q8_cuda(type, dw, rows, cols, xq, T, y, st));                   \
         }                                                                                  \
@@ -158,7 +166,8 @@ int main(int argc, char **argv) {
                     CK(cudaStreamSynchronize(st));
                     ms = median_ms(ev, r);
                     const double gbs = (double)dev / (ms * 1e-3) / 1e9;
-                    const char *kn = kind == 0 ? (T == 512 ? "tiled" : "fp32") : kind == 1 ? "q8" : "q8+a";
+                    const char *kn = kind == 0 ? (T == 512 ? "tiled" : "fp32")
+                                     : kind == 1 ? "q8" : kind == 2 ? "q8+a" : "tc+a";
                     if (T == 512)
                         printf("| %s | %s | %lld | %s | %.1f | %.0f (%.1f TFLOP/s) | %.0f%% |\n",
                                ts_type_name(type), names[si], (long long)T, kn, ms * 1e3, gbs,

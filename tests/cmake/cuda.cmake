@@ -23,6 +23,14 @@ if(TS_HAVE_CUDA)
                          ENVIRONMENT "TESSERA_MODEL_270M=${TESSERA_MODEL_270M}")
   endif()
 
+  # GPU sampling: top-k / argmax kernel vs the CPU reference, the sampler on a top-k
+  # prefilter vs full logits (CPU part runs everywhere), the engine's top-k step.
+  add_executable(test_cuda_topk ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_cuda_topk.c)
+  target_link_libraries(test_cuda_topk PRIVATE ts_engine ts_kernels_cuda)
+  ts_c_target(test_cuda_topk)
+  add_test(NAME test_cuda_topk COMMAND test_cuda_topk)
+  set_tests_properties(test_cuda_topk PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 600)
+
   # Benchmark (not a test): GB/s of the decode kernels on the 27B shapes.
   add_executable(bench_cuda_matmul ${CMAKE_CURRENT_SOURCE_DIR}/bench/bench_cuda_matmul.c)
   target_link_libraries(bench_cuda_matmul PRIVATE ts_kernels_cuda ts_kernels_cpu)

@@ -9,8 +9,9 @@
  * 3. Extra models (env TESSERA_CUDA_CMP_MODELS, colon-separated, e.g. random `tessera
  *    mkmodel` files): CUDA vs the CPU reference engine, teacher-forced on the CPU's greedy
  *    tokens (random weights give near-ties, so greedy equality is only reported), twice:
- *    CUDA with the exact fp32 decode matmuls (TESSERA_CUDA_MMV=fp32), logits rel err <=
- *    1e-3 at every step; CUDA's default Q8-activation decode, rel err <= 0.1: activation
+ *    CUDA with the exact fp32 matmuls (TESSERA_CUDA_MMV=fp32, TESSERA_CUDA_GEMM=fp32),
+ *    logits rel err <= 1e-3 at every step; CUDA's default Q8-activation decode and int8
+ *    tensor-core prefill, rel err <= 0.1: activation
  *    rounding alone moves the logits ~2.4e-2 (the CPU fast engine, which rounds them the
  *    same way, differs from the reference by 2.4e-2 on tiny q8_0 / q4_0 and the 270M
  *    shape; the CPU fast engine also differs in GELU and softmax, so it is no tighter
@@ -247,6 +248,8 @@ static void compare_model(const char *path, int n_gen, bool strict, bool q8) {
     const char *mode = q8 ? "[cuda q8]" : "[cuda fp32]";
     const double bound = q8 ? 0.1 : 1e-3;
     setenv("TESSERA_CUDA_MMV", q8 ? "q8" : "fp32", 1); /* read at backend creation */
+    /* the prefill matmuls too: q8 = int8 tensor cores (sm_80+), else the fp32 tiles */
+    setenv("TESSERA_CUDA_GEMM", q8 ? "tc" : "fp32", 1);
     ts_engine_params pg = {.model_path = path, .backend = "cuda", .n_ctx = 128, .n_batch = 64,
                            .hook = on_layer, .hook_ctx = &capg};
     if (ts_engine_create(&pc, &ec) != TS_OK || ts_engine_create(&pg, &eg) != TS_OK) {

@@ -9,7 +9,8 @@
  *     (ts_k_matmul_cuda) NMSE <= 1e-10 (1e-8 for outputs of fewer than 100 values, where
  *     one cancelling sum dominates the NMSE) against ts_matmul_ref (fp32 sums in another order:
  *     ~1e-14 expected); the backend's Q4_0 / Q8_0 decode (T <= 8: Q8 activations and
- *     integer dots) NMSE <= 1e-6 against ts_matmul (the CPU fast path, same activation
+ *     integer dots) and, on sm_80+, its prefill (T > 8: the same Q8 activations on int8
+ *     mma.sync tensor cores, unless TESSERA_CUDA_GEMM=fp32) NMSE <= 1e-6 against ts_matmul (the CPU fast path, same activation
  *     quantizer; ~1e-14 measured) and <= 1e-3 against the exact product (the activation
  *     rounding: ~1e-5 typical, 2e-4 seen on a single 32-block); its cache of quantized
  *     activations
@@ -137,8 +138,12 @@ static void test_matmul_type(uint32_t type) {
                                  {129, kq ? 1280 : 1152}, {1024, 640}, {256, 640}, {2048, 640},
                                  {640, 2048}, {640, 1024}};
     const size_t n_shapes = kq ? 4 : sizeof shapes / sizeof shapes[0];
-    const int64_t toks[] = {1, 2, 3, 5, 6, 8, 9, 17, 70};
+    const int64_t toks[] = {1, 2, 3, 5, 6, 8, 9, 17, 70, 133};
     const bool q8path = type == TS_TYPE_Q4_0 || type == TS_TYPE_Q8_0;
+    const char *gemm = getenv("TESSERA_CUDA_GEMM");
+    /* T > 8: the backend's prefill runs on int8 tensor cores (same Q8 activations) */
+    const bool tc = q8path && ts_k_matmul_q8_tc_cuda_supports(type) &&
+                    !(gemm && !strcmp(gemm, "fp32"));
     char what[256];
     for (size_t si = 0; si < n_shapes; si++) {
         const int64_t rows = shapes[si][0], cols = shapes[si][1];
@@ -156,7 +161,7 @@ static void test_matmul_type(uint32_t type) {
             continue;
         }
         float *scratch = malloc(sizeof(float) * (size_t)cols);
-        void *fscratch = malloc(ts_matmul_scratch_bytes(type, cols, 70) + 64);
+        void *fscratch = malloc(ts_matmul_scratch_bytes(type, cols, 133) + 64);
         for (size_t ti = 0; ti < sizeof toks / sizeof toks[0]; ti++) {
             const int64_t T = toks[ti];
             float *x = malloc(sizeof(float) * (size_t)(T * cols));
@@ -178,15 +183,16 @@ static void test_matmul_type(uint32_t type) {
             /* the backend's op */
             rc = g_gpu->ops->matmul(g_gpu, dy, &wm, dx, T);
             ok = rc == TS_OK && to_host(got, dy, (size_t)(T * rows));
-            if (q8path && T <= 8) {
+            if (q8path && (T <= 8 || tc)) {
                 float *fast = malloc(sizeof(float) * (size_t)(T * rows));
                 ts_status rf = ts_matmul(g_tp, type, w, stride, rows, cols, x, T, fast, fscratch);
                 const double ef = ok && rf == TS_OK ? nmse(got, fast, (size_t)(T * rows)) : INFINITY;
                 const double ex = ok ? nmse(got, ref, (size_t)(T * rows)) : INFINITY;
                 if (ef > g_worst_q8) g_worst_q8 = ef;
                 if (ex > g_worst_q8x) g_worst_q8x = ex;
-                snprintf(what, sizeof what, "%s Q8-activation matmul rows %lld cols %lld T %lld: "
-                         "nmse %.3g vs ts_matmul, %.3g vs exact %s", ts_type_name(type),
+                snprintf(what, sizeof what, "%s Q8-activation matmul (%s) rows %lld cols %lld "
+                         "T %lld: nmse %.3g vs ts_matmul, %.3g vs exact %s", ts_type_name(type),
+                         T <= 8 ? "dp4a decode" : "int8 tensor cores",
                          (long long)rows, (long long)cols, (long long)T, ef, ex,
                          rc == TS_OK ? "" : ts_last_error());
                 check(ef <= 1e-6 && ex <= 1e-3, "", what);

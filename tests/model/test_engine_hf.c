@@ -21,6 +21,7 @@
 #include "alloc.h"
 #include "engine.h"
 #include "fixture_util.h"
+#include "sampler.h"
 
 #define TOL 1e-4
 /* The fast path emulates llama.cpp's CPU numerics (docs/engine.md), above all ggml-cpu's
@@ -177,6 +178,23 @@ static void run_model(const char *dir, const char *cfgname, bool reference) {
         }
         free(hk.hidden);
         hk.hidden = NULL;
+        /* the same step through ts_engine_step_top: each row's 5 best of the same logits
+         * (same KV writes again: deterministic kernels give the same logits) */
+        {
+            enum { TK = 5 };
+            int32_t *tid = malloc(sizeof(int32_t) * TK * (size_t)c->n_tok), rid[TK];
+            float *tv = malloc(sizeof(float) * TK * (size_t)c->n_tok), rv[TK];
+            bool same = tid && tv && ts_engine_step_top(e, &b, TK, tid, tv) == TS_OK;
+            for (int32_t i = 0; same && i < c->n_tok; i++) {
+                ts_topk_best_first(logits + (size_t)i * vocab, vocab, TK, rid, rv);
+                same = !memcmp(rid, tid + i * TK, sizeof rid) && !memcmp(rv, tv + i * TK, sizeof rv);
+            }
+            snprintf(what, sizeof what, "%s/%s/%s: top-%d step == top-%d of the logits", cfgname,
+                     c->name, mode, TK, TK);
+            check(same, what);
+            free(tid);
+            free(tv);
+        }
 
         /* 2. greedy continuation (decode steps of one token) */
         int32_t cur = c->n_tok;

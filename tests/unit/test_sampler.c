@@ -980,8 +980,68 @@ static void test_timing_262k(void **state) {
     free(l);
 }
 
+/* ts_topk_best_first against a selection sort by the documented order (NaN first, larger
+ * first, ties to the lower index), on rows with heavy ties, -inf and NaN; and
+ * ts_sampler_sample_top against ts_sampler_sample on the same rows (the GPU sampling
+ * contract, sampler.h). */
+static bool tk_before(float a, int32_t ia, float b, int32_t ib) {
+    if (isnan(a) || isnan(b)) return isnan(a) && (!isnan(b) || ia < ib);
+    return a > b || (a == b && ia < ib);
+}
+
+static void test_topk_prefilter(void **state) {
+    (void)state;
+    enum { V = 300, K = 64 };
+    float row[V];
+    int32_t ids[K], ref_ids[V];
+    float vals[K];
+    uint64_t r = 0x5eed;
+    for (int it = 0; it < 200; it++) {
+        for (int i = 0; i < V; i++) {
+            r = r * 6364136223846793005ull + 1442695040888963407ull;
+            row[i] = (float)((r >> 40) % 9) - 4.0f; /* 9 levels: ties everywhere */
+            if (it % 4 == 1 && (r >> 20) % 10 == 0) row[i] = -INFINITY;
+            if (it % 4 == 2 && (r >> 24) % 97 == 0) row[i] = NAN;
+        }
+        for (int i = 0; i < V; i++) ref_ids[i] = i;
+        for (int i = 0; i < K; i++) /* selection sort of the first K */
+            for (int j = i + 1; j < V; j++)
+                if (tk_before(row[ref_ids[j]], ref_ids[j], row[ref_ids[i]], ref_ids[i])) {
+                    int32_t t = ref_ids[i];
+                    ref_ids[i] = ref_ids[j];
+                    ref_ids[j] = t;
+                }
+        const int32_t k = 1 + it % K;
+        ts_topk_best_first(row, V, k, ids, vals);
+        for (int i = 0; i < k; i++) {
+            assert_int_equal(ids[i], ref_ids[i]);
+            assert_memory_equal(&vals[i], &row[ref_ids[i]], sizeof(float));
+        }
+        if (it % 4 == 2) continue; /* NaN rows: both refuse (checked in test_cuda_topk) */
+        ts_sampler_params p = ts_sampler_params_default();
+        p.temperature = it % 3 == 0 ? 0.0f : 0.9f;
+        p.top_k = (uint32_t)(1 + it % 50);
+        p.top_p = it % 2 ? 0.9f : 1.0f;
+        p.seed = (uint64_t)it;
+        ts_sampler *a = NULL, *b = NULL;
+        assert_int_equal(ts_sampler_create(&p, V, &a), TS_OK);
+        assert_int_equal(ts_sampler_create(&p, V, &b), TS_OK);
+        assert_true(ts_sampler_top_ok(b, K));
+        ts_topk_best_first(row, V, K, ids, vals);
+        for (int d = 0; d < 5; d++) {
+            int32_t ta = -1, tb = -2;
+            assert_int_equal(ts_sampler_sample(a, row, &ta), TS_OK);
+            assert_int_equal(ts_sampler_sample_top(b, ids, vals, K, &tb), TS_OK);
+            assert_int_equal(ta, tb);
+        }
+        ts_sampler_destroy(a);
+        ts_sampler_destroy(b);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_topk_prefilter),
         cmocka_unit_test(test_validate),
         cmocka_unit_test(test_greedy),
         cmocka_unit_test(test_golden_prng),
