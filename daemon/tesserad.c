@@ -51,6 +51,7 @@ static atomic_uint_fast64_t g_req_counter;
 
 typedef struct {
     int32_t n_ctx, slots, batch, threads, queue, max_tokens_default, grace_s, max_recv_mb, cq_threads;
+    int32_t prefix_cache_tokens;
     const char *model, *listen, *api_keys, *tls_cert, *tls_key, *log_level, *config;
 } opts;
 
@@ -276,6 +277,7 @@ static void fill_usage_timing(ts_req *r, const ts_req_timing *t, Tessera__V1__Us
                               Tessera__V1__Timing *tm) {
     u->prompt_tokens = (uint32_t)r->n_prompt;
     u->completion_tokens = (uint32_t)r->n_gen;
+    u->cached_prompt_tokens = (uint32_t)r->n_cached;
     tm->queue_us = t->queue_us;
     tm->prefill_us = t->prefill_us;
     tm->time_to_first_token_us = t->ttft_us;
@@ -760,6 +762,9 @@ static void usage(FILE *f) {
             "      --grace-seconds N     on SIGTERM/SIGINT, time for running requests (default 30)\n"
             "      --max-recv-mb N       largest request message in MiB (default 16)\n"
             "      --cq-threads N        gRPC completion-queue threads (default 2)\n"
+            "      --prefix-cache-tokens N  prefix cache size in tokens: prompts that start\n"
+            "                            like an earlier one reuse its KV pages (default 4096;\n"
+            "                            0 turns it off)\n"
             "      --log-level L         error, warn, info, debug, trace (default info)\n"
             "      --api-keys FILE       API keys, `KEY TENANT` per line (SIGHUP reloads);\n"
             "                            without it there is no authentication\n"
@@ -786,6 +791,7 @@ static const struct optdef {
     {"grace-seconds", O_INT, 0, 86400, offsetof(opts, grace_s)},
     {"max-recv-mb", O_INT, 1, 1024, offsetof(opts, max_recv_mb)},
     {"cq-threads", O_INT, 1, 16, offsetof(opts, cq_threads)},
+    {"prefix-cache-tokens", O_INT, 0, 1 << 24, offsetof(opts, prefix_cache_tokens)},
     {"log-level", O_LOGLEVEL, 0, 0, offsetof(opts, log_level)},
     {"api-keys", O_STR, 0, 0, offsetof(opts, api_keys)},
     {"tls-cert", O_STR, 0, 0, offsetof(opts, tls_cert)},
@@ -874,7 +880,7 @@ static int load_config(opts *o, const char *path, config_t *cfg) {
 
 static int parse_args(int argc, char **argv, opts *o, config_t *cfg, bool *have_cfg) {
     *o = (opts){.slots = 8, .batch = 512, .queue = 64, .max_tokens_default = 256, .grace_s = 30,
-                .max_recv_mb = 16, .cq_threads = 2};
+                .max_recv_mb = 16, .cq_threads = 2, .prefix_cache_tokens = 4096};
     *have_cfg = false;
     ts_log_set_level(TS_LOG_LEVEL_INFO);
     const char *env = getenv("TESSERA_LOG");
@@ -1006,7 +1012,8 @@ int main(int argc, char **argv) {
 
     ts_sched_params sp = {
         .engine = {.model_path = o.model, .n_threads = o.threads, .n_ctx = o.n_ctx,
-                   .n_seq_max = o.slots, .n_batch = o.batch},
+                   .n_seq_max = o.slots, .n_batch = o.batch,
+                   .prefix_cache_tokens = o.prefix_cache_tokens},
         .queue_max = o.queue,
         .max_tokens_default = o.max_tokens_default,
     };

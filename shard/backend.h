@@ -96,6 +96,9 @@ typedef struct ts_backend_ops {
                           const int32_t *seq, const ts_kvcache *kv);
     ts_status (*attention)(ts_backend *b, const ts_attn_args *a);
     ts_status (*sync)(ts_backend *b);
+    /* Copies KV pages (keys and values, every layer of the copy's kind): page src to page
+     * dst, in order after the ops before it (the prefix cache's snapshots). */
+    ts_status (*kv_copy)(ts_backend *b, const ts_kv_copy *copies, int32_t n);
 } ts_backend_ops;
 
 struct ts_backend {

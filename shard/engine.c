@@ -317,8 +317,15 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
         .global_pages = (p->kv_tokens + p->page_size - 1) / p->page_size,
         .n_global_layers = (int32_t)c->n_global,
         .n_local_layers = (int32_t)(c->n_layer - c->n_global),
+        /* one rank only: the other ranks would have to mirror every lookup */
+        .prefix_tokens = e->tr && e->tr->world > 1 ? 0 : p->prefix_cache_tokens,
     };
     if (c->n_global == 0) kp.global_pages = 0;
+    if (kp.prefix_tokens > 0 && !e->b->ops->kv_copy) {
+        rc = TS_FAIL(TS_UNSUPPORTED, "backend '%s' cannot copy KV pages (prefix cache)",
+                     e->b->ops->name);
+        goto fail;
+    }
     TS_TRY_GOTO(ts_kv_create(&kp, &e->kv), rc, fail);
     /* storage only for this rank's layers (indexed il - l0) and KV heads */
     ts_kv_layout kl = {
@@ -468,6 +475,38 @@ void ts_engine_seq_release(ts_engine *e, int32_t seq) {
         (void)send_cmd(e, CMD_RELEASE, seq, 0, 0);
 }
 int64_t ts_engine_free_pages(const ts_engine *e) { return ts_kv_free_global_pages(e->kv); }
+int64_t ts_engine_available_pages(const ts_engine *e) {
+    return ts_kv_available_global_pages(e->kv);
+}
+
+/* Runs the page copies the KV bookkeeping queued. */
+static ts_status run_copies(ts_engine *e) {
+    const ts_kv_copy *cp;
+    const int32_t n = ts_kv_take_copies(e->kv, &cp);
+    return n > 0 ? e->b->ops->kv_copy(e->b, cp, n) : TS_OK;
+}
+
+ts_status ts_engine_seq_reserve_prefix(ts_engine *e, int32_t seq, const int32_t *prompt,
+                                       int32_t n_prompt, int32_t n_pos, int32_t *n_cached) {
+    *n_cached = 0;
+    if (!ts_kv_prefix_enabled(e->kv)) return ts_engine_seq_reserve(e, seq, n_pos);
+    for (int32_t i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || (uint32_t)prompt[i] >= e->cfg.n_vocab)
+            return TS_FAIL(TS_RANGE, "prompt token %d: id %d outside the vocabulary [0, %u)", i,
+                           prompt[i], e->cfg.n_vocab);
+    TS_TRY(ts_kv_reserve_prefix(e->kv, seq, prompt, n_prompt, n_pos, n_cached));
+    ts_status rc = run_copies(e);
+    if (rc != TS_OK) {
+        ts_kv_release(e->kv, seq);
+        *n_cached = 0;
+    }
+    return rc;
+}
+
+void ts_engine_prefix_flush(ts_engine *e) { ts_kv_prefix_flush(e->kv); }
+void ts_engine_prefix_stats(const ts_engine *e, ts_kv_prefix_stats *st) {
+    ts_kv_prefix_get_stats(e->kv, st);
+}
 
 /* ---- forward ---- */
 
@@ -491,6 +530,10 @@ static ts_status check_batch(ts_engine *e, const ts_batch *bt) {
         if (p < 0 || p >= ts_kv_reserved(e->kv, s))
             return TS_FAIL(TS_RANGE, "token %d: position %d of sequence %d is not reserved "
                            "(%d reserved)", i, p, s, ts_kv_reserved(e->kv, s));
+        if (p < ts_kv_shared_positions(e->kv, s))
+            return TS_FAIL(TS_INVAL, "token %d: position %d of sequence %d lies in its cached "
+                           "prefix (%d positions, read-only)", i, p, s,
+                           ts_kv_shared_positions(e->kv, s));
         if (bt->token[i] < 0 || (uint32_t)bt->token[i] >= e->cfg.n_vocab)
             return TS_FAIL(TS_RANGE, "token %d: id %d outside the vocabulary [0, %u)", i,
                            bt->token[i], e->cfg.n_vocab);
@@ -647,7 +690,12 @@ ts_status ts_engine_step(ts_engine *e, const ts_batch *bt, float *logits) {
         TS_TRY(comm(e, e->tr->ops->bcast(e->tr, pl, sizeof(int32_t) * 4 * (size_t)n,
                                          "step descriptor")));
     }
-    return forward(e, bt, logits);
+    TS_TRY(forward(e, bt, logits));
+    if (!ts_kv_prefix_enabled(e->kv)) return TS_OK;
+    /* cache the prompt blocks this step completed (snapshots of their local pages) */
+    for (int32_t i = 0; i < bt->n_tokens; i++) ts_kv_prefix_commit(e->kv, bt->seq[i], bt->pos[i] + 1);
+    TS_TRY(run_copies(e));
+    return e->b->ops->sync(e->b);
 }
 
 ts_status ts_engine_serve(ts_engine *e) {

@@ -9,3 +9,6 @@ ts_add_unit_test(NAME test_batch_invariance
 # TESSERA_MODEL_270M; skips with 77 otherwise). See docs/engine.md.
 ts_add_unit_test(NAME test_engine_llamacpp SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/model/test_engine_llamacpp.c
                  LIBS ts_engine PkgConfig::JANSSON LABELS model)
+# The KV page bookkeeping and its prefix cache (refcounts, hits, eviction).
+ts_add_unit_test(NAME test_kvcache SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_kvcache.c
+                 LIBS ts_engine LABELS unit)
