@@ -12,3 +12,10 @@ ts_add_unit_test(NAME test_engine_llamacpp SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/m
 # The KV page bookkeeping and its prefix cache (refcounts, hits, eviction).
 ts_add_unit_test(NAME test_kvcache SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_kvcache.c
                  LIBS ts_engine LABELS unit)
+# Prefix caching in the engine: logits with a hit bit-identical to the same request
+# without the cache (tiny generated model; and the real 270M, which skips with 77 without
+# TESSERA_MODEL_270M).
+ts_add_unit_test(NAME test_engine_prefix SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_engine_prefix.c
+                 LIBS ts_engine LABELS unit)
+add_test(NAME test_engine_prefix_270m COMMAND test_engine_prefix 270m)
+set_tests_properties(test_engine_prefix_270m PROPERTIES LABELS model SKIP_RETURN_CODE 77 TIMEOUT 600)
