@@ -256,7 +256,8 @@ static int parse_ids(const char *s, uint32_t **out, size_t *n) {
 }
 
 static void print_json(const char *id, const char *text, size_t len, const uint32_t *ids, size_t n,
-                       int finish, uint32_t pt, uint32_t ct, uint64_t seed, uint64_t ttft_us) {
+                       int finish, uint32_t pt, uint32_t ct, uint64_t seed, uint64_t ttft_us,
+                       uint32_t cached) {
     json_t *o = json_object(), *a = json_array();
     for (size_t i = 0; i < n; i++) json_array_append_new(a, json_integer(ids[i]));
     json_object_set_new(o, "request_id", json_string(id ? id : ""));
@@ -265,6 +266,7 @@ static void print_json(const char *id, const char *text, size_t len, const uint3
     json_object_set_new(o, "finish_reason", json_string(finish_name(finish)));
     json_object_set_new(o, "prompt_tokens", json_integer(pt));
     json_object_set_new(o, "completion_tokens", json_integer(ct));
+    json_object_set_new(o, "cached_prompt_tokens", json_integer(cached));
     json_object_set_new(o, "seed", json_integer((json_int_t)seed));
     json_object_set_new(o, "ttft_us", json_integer((json_int_t)ttft_us));
     json_dumpf(o, stdout, JSON_COMPACT);
@@ -345,7 +347,8 @@ static int do_generate(cli_opts *o) {
                 print_json(r->request_id, r->text, strlen(r->text), r->token_ids, r->n_token_ids,
                            r->finish_reason, r->usage ? r->usage->prompt_tokens : 0,
                            r->usage ? r->usage->completion_tokens : 0, r->seed,
-                           r->timing ? r->timing->time_to_first_token_us : 0);
+                           r->timing ? r->timing->time_to_first_token_us : 0,
+                           r->usage ? r->usage->cached_prompt_tokens : 0);
             else
                 printf("%s\n", r->text);
             protobuf_c_message_free_unpacked(resp, NULL);
@@ -356,7 +359,7 @@ static int do_generate(cli_opts *o) {
         size_t tl = 0, nids = 0, cap = 0;
         uint32_t *all = NULL;
         int finish = 0;
-        uint32_t pt = 0, ct = 0;
+        uint32_t pt = 0, ct = 0, cached = 0;
         uint64_t seed = 0, ttft = 0;
         ProtobufCMessage *msg;
         int k;
@@ -394,6 +397,7 @@ static int do_generate(cli_opts *o) {
                 if (m->finished->usage) {
                     pt = m->finished->usage->prompt_tokens;
                     ct = m->finished->usage->completion_tokens;
+                    cached = m->finished->usage->cached_prompt_tokens;
                 }
                 if (m->finished->timing) ttft = m->finished->timing->time_to_first_token_us;
             }
@@ -403,7 +407,7 @@ static int do_generate(cli_opts *o) {
             if (!o->json) putchar('\n');
             ret = s ? report(cmd, &res) : 1;
         } else if (o->json) {
-            print_json(req_id, text, tl, all, nids, finish, pt, ct, seed, ttft);
+            print_json(req_id, text, tl, all, nids, finish, pt, ct, seed, ttft, cached);
         } else {
             putchar('\n');
         }
@@ -485,13 +489,14 @@ int ts_cmd_info(int argc, char **argv) {
                        "\"active_requests\":%u,\"queued_requests\":%u,\"kv_pages_total\":%" PRIu64
                        ",\"kv_pages_used\":%" PRIu64 ",\"kv_page_size\":%u,"
                        "\"requests_completed\":%" PRIu64 ",\"requests_cancelled\":%" PRIu64
-                       ",\"requests_rejected\":%" PRIu64 ",\"version\":\"%s\"}}\n",
+                       ",\"requests_rejected\":%" PRIu64 ",\"prefix_cache_tokens\":%" PRIu64
+                       ",\"prefix_cache_hit_tokens\":%" PRIu64 ",\"version\":\"%s\"}}\n",
                        mi->name, mi->version, mi->context_length, mi->vocab_size,
                        mi->supports_images ? "true" : "false", mi->ready ? "true" : "false",
                        ci->plan, ci->slots, ci->max_batch, ci->active_requests, ci->queued_requests,
                        ci->kv_pages_total, ci->kv_pages_used, ci->kv_page_size,
                        ci->requests_completed, ci->requests_cancelled, ci->requests_rejected,
-                       ci->version);
+                       ci->prefix_cache_tokens, ci->prefix_cache_hit_tokens, ci->version);
             } else {
                 printf("model       %s (context %u, vocab %u%s)\n", mi->name, mi->context_length,
                        mi->vocab_size, mi->ready ? "" : ", not ready");
@@ -503,6 +508,8 @@ int ts_cmd_info(int argc, char **argv) {
                        ci->requests_cancelled, ci->requests_rejected);
                 printf("kv cache    %" PRIu64 " / %" PRIu64 " pages used (%u tokens each)\n",
                        ci->kv_pages_used, ci->kv_pages_total, ci->kv_page_size);
+                printf("prefix cache %" PRIu64 " tokens cached, %" PRIu64 " prompt tokens served\n",
+                       ci->prefix_cache_tokens, ci->prefix_cache_hit_tokens);
                 printf("version     tesserad %s\n", ci->version);
             }
             ret = 0;

@@ -28,6 +28,7 @@ struct ts_sched {
     ts_req **running;          /* by slot; scheduler thread (n_active mirrored under mu) */
     uint32_t n_active;         /* mu */
     int64_t kv_free;           /* mu: snapshot after each step */
+    ts_kv_prefix_stats pfx;    /* mu: snapshot with kv_free */
     uint64_t n_completed, n_cancelled, n_rejected; /* mu */
     int64_t step_us_ewma;      /* mu */
     /* step buffers */
@@ -217,6 +218,8 @@ void ts_sched_get_stats(ts_sched *s, ts_sched_stats *st) {
     st->completed = s->n_completed;
     st->cancelled = s->n_cancelled;
     st->rejected = s->n_rejected;
+    st->prefix_cached_tokens = s->pfx.entries * s->info.page_size;
+    st->prefix_hit_tokens = s->pfx.hit_tokens;
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -264,6 +267,7 @@ static void retire(ts_sched *s, ts_req *r) {
         s->running[r->slot] = NULL;
         s->n_active--;
         s->kv_free = ts_engine_available_pages(s->e);
+        ts_engine_prefix_stats(s->e, &s->pfx);
         pthread_mutex_unlock(&s->mu);
         r->slot = -1;
     }
@@ -341,6 +345,7 @@ static bool admit(ts_sched *s, ts_req *r) {
     s->running[slot] = r;
     s->n_active++;
     s->kv_free = ts_engine_available_pages(s->e);
+    ts_engine_prefix_stats(s->e, &s->pfx);
     pthread_mutex_unlock(&s->mu);
     if (ts_sampler_create(&r->sp, s->n_vocab, &r->smp) != TS_OK ||
         ts_detok_stream_init(s->tok, &r->ds) != TS_OK ||

@@ -132,6 +132,8 @@ typedef struct ts_sched_stats {
     int64_t kv_pages_total, kv_pages_free;
     int32_t page_size, n_ctx;
     uint64_t completed, cancelled, rejected;
+    int64_t prefix_cached_tokens;   /* prompt tokens held in the prefix cache */
+    uint64_t prefix_hit_tokens;     /* prompt tokens served from it so far */
 } ts_sched_stats;
 
 /* Loads the engine and the tokenizer. */

@@ -723,6 +723,8 @@ static void handle_cluster_info(ts_rpc_call *c, void *ctx) {
     ci.requests_completed = st.completed;
     ci.requests_cancelled = st.cancelled;
     ci.requests_rejected = st.rejected;
+    ci.prefix_cache_tokens = (uint64_t)st.prefix_cached_tokens;
+    ci.prefix_cache_hit_tokens = st.prefix_hit_tokens;
     ts_rpc_call_send(c, &ci.base);
     ts_rpc_call_finish(c, GRPC_STATUS_OK, NULL);
     protobuf_c_message_free_unpacked(q, NULL);
