@@ -19,3 +19,7 @@ ts_add_unit_test(NAME test_engine_prefix SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/uni
                  LIBS ts_engine LABELS unit)
 add_test(NAME test_engine_prefix_270m COMMAND test_engine_prefix 270m)
 set_tests_properties(test_engine_prefix_270m PROPERTIES LABELS model SKIP_RETURN_CODE 77 TIMEOUT 600)
+# Benchmark (not a test): time to first token with and without a prefix-cache hit.
+add_executable(bench_prefix ${CMAKE_CURRENT_SOURCE_DIR}/bench/bench_prefix.c)
+target_link_libraries(bench_prefix PRIVATE ts_engine)
+ts_c_target(bench_prefix)
