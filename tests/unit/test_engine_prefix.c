@@ -145,10 +145,14 @@ static void test_hit_is_exact(void **st) {
     assert_memory_equal(got, want, rows);
     ts_engine_seq_release(e, 2);
 
-    /* released in the middle of its prefill: the shared pages stay good for the next */
-    assert_int_equal(ts_engine_seq_reserve_prefix(e, 1, a, na, na + N_DECODE, &cached), TS_OK);
-    assert_true(cached > 0);
+    /* released in the middle of its prefill (A with a changed tail: a partial hit, more
+     * than 2 tokens left to compute): the shared pages stay good for the next */
     {
+        const int32_t at = na - 2 * g_set.page;
+        a[at] = a[at] == 10 ? 11 : 10;
+        assert_int_equal(ts_engine_seq_reserve_prefix(e, 1, a, na, na + N_DECODE, &cached), TS_OK);
+        assert_int_equal(cached, at / g_set.page * g_set.page);
+        assert_true(cached + 2 <= na);
         int32_t t[2] = {a[cached], a[cached + 1]}, p[2] = {cached, cached + 1}, s[2] = {1, 1};
         ts_batch half = {.n_tokens = 2, .token = t, .pos = p, .seq = s};
         assert_int_equal(ts_engine_step(e, &half, scratch), TS_OK);
