@@ -9,6 +9,7 @@
 #include <cmocka.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "kvcache.h"
 
 enum { PS = 4, W = 6, CHUNK = 8, CTX = 64 };
@@ -246,6 +247,34 @@ static void test_cache_off(void **st) {
     ts_kv_destroy(kv);
 }
 
+/* Every allocation of ts_kv_create failing in turn: TS_NOMEM, nothing leaked. */
+static void test_alloc_failure(void **st) {
+    (void)st;
+    ts_kv_params p = {.page_size = PS, .n_seq_max = 3, .n_ctx = CTX, .max_chunk = CHUNK,
+                      .window = W, .global_pages = 40, .n_global_layers = 1,
+                      .n_local_layers = 2, .prefix_tokens = 32};
+    size_t live = ts_alloc_count();
+    bool created = false;
+    for (long k = 0; k < 40 && !created; k++) {
+        ts_kvcache *kv = NULL;
+        ts_alloc_fail_after(k);
+        ts_status rc = ts_kv_create(&p, &kv);
+        ts_alloc_fail_after(-1);
+        assert_true(rc == TS_OK || rc == TS_NOMEM);
+        assert_true((rc == TS_OK) == (kv != NULL));
+        created = rc == TS_OK;
+        ts_kv_destroy(kv);
+    }
+    assert_true(created);
+    assert_int_equal(ts_alloc_count(), live);
+    /* bad parameters */
+    ts_kvcache *kv = NULL;
+    p.prefix_tokens = (int64_t)PS << 25;
+    assert_int_equal(ts_kv_create(&p, &kv), TS_INVAL);
+    assert_null(kv);
+    assert_int_equal(ts_alloc_count(), live);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hit_shares_pages),
@@ -253,6 +282,7 @@ int main(void) {
         cmocka_unit_test(test_snapshot_pool_full),
         cmocka_unit_test(test_concurrent_same_prompt),
         cmocka_unit_test(test_cache_off),
+        cmocka_unit_test(test_alloc_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
