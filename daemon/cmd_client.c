@@ -483,20 +483,36 @@ int ts_cmd_info(int argc, char **argv) {
             Tessera__V1__ModelInfo *mi = (Tessera__V1__ModelInfo *)m1;
             Tessera__V1__ClusterInfo *ci = (Tessera__V1__ClusterInfo *)m2;
             if (o.json) {
-                printf("{\"model\":{\"name\":\"%s\",\"version\":\"%s\",\"context_length\":%u,"
-                       "\"vocab_size\":%u,\"supports_images\":%s,\"ready\":%s},"
-                       "\"cluster\":{\"plan\":\"%s\",\"slots\":%u,\"max_batch\":%u,"
-                       "\"active_requests\":%u,\"queued_requests\":%u,\"kv_pages_total\":%" PRIu64
-                       ",\"kv_pages_used\":%" PRIu64 ",\"kv_page_size\":%u,"
-                       "\"requests_completed\":%" PRIu64 ",\"requests_cancelled\":%" PRIu64
-                       ",\"requests_rejected\":%" PRIu64 ",\"prefix_cache_tokens\":%" PRIu64
-                       ",\"prefix_cache_hit_tokens\":%" PRIu64 ",\"version\":\"%s\"}}\n",
-                       mi->name, mi->version, mi->context_length, mi->vocab_size,
-                       mi->supports_images ? "true" : "false", mi->ready ? "true" : "false",
-                       ci->plan, ci->slots, ci->max_batch, ci->active_requests, ci->queued_requests,
-                       ci->kv_pages_total, ci->kv_pages_used, ci->kv_page_size,
-                       ci->requests_completed, ci->requests_cancelled, ci->requests_rejected,
-                       ci->prefix_cache_tokens, ci->prefix_cache_hit_tokens, ci->version);
+                /* Jansson escapes the strings (a plan has newlines, a name may have quotes) */
+                json_t *j = json_pack(
+                    "{s:{s:s, s:s, s:i, s:i, s:b, s:b}, s:{s:s, s:i, s:i, s:i, s:i, s:i, s:i, "
+                    "s:I, s:I, s:i, s:I, s:I, s:I, s:I, s:I, s:s}}",
+                    "model", "name", mi->name, "version", mi->version,
+                    "context_length", (int)mi->context_length, "vocab_size", (int)mi->vocab_size,
+                    "supports_images", (int)mi->supports_images, "ready", (int)mi->ready,
+                    "cluster", "plan", ci->plan, "tensor_parallel", (int)ci->tensor_parallel,
+                    "pipeline_parallel", (int)ci->pipeline_parallel, "slots", (int)ci->slots,
+                    "max_batch", (int)ci->max_batch, "active_requests", (int)ci->active_requests,
+                    "queued_requests", (int)ci->queued_requests,
+                    "kv_pages_total", (json_int_t)ci->kv_pages_total,
+                    "kv_pages_used", (json_int_t)ci->kv_pages_used,
+                    "kv_page_size", (int)ci->kv_page_size,
+                    "requests_completed", (json_int_t)ci->requests_completed,
+                    "requests_cancelled", (json_int_t)ci->requests_cancelled,
+                    "requests_rejected", (json_int_t)ci->requests_rejected,
+                    "prefix_cache_tokens", (json_int_t)ci->prefix_cache_tokens,
+                    "prefix_cache_hit_tokens", (json_int_t)ci->prefix_cache_hit_tokens,
+                    "version", ci->version);
+                char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
+                if (txt) {
+                    puts(txt);
+                    ret = 0;
+                } else {
+                    fprintf(stderr, "tessera info: cannot format the reply as JSON\n");
+                    ret = 1;
+                }
+                free(txt);
+                json_decref(j);
             } else {
                 printf("model       %s (context %u, vocab %u%s)\n", mi->name, mi->context_length,
                        mi->vocab_size, mi->ready ? "" : ", not ready");
@@ -511,8 +527,8 @@ int ts_cmd_info(int argc, char **argv) {
                 printf("prefix cache %" PRIu64 " tokens cached, %" PRIu64 " prompt tokens served\n",
                        ci->prefix_cache_tokens, ci->prefix_cache_hit_tokens);
                 printf("version     tesserad %s\n", ci->version);
+                ret = 0;
             }
-            ret = 0;
         }
     }
     if (m1) protobuf_c_message_free_unpacked(m1, NULL);

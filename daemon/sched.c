@@ -1,6 +1,7 @@
 /* sched.c: continuous-batching scheduler (see sched.h). */
 #include "sched.h"
 
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 
 #include "alloc.h"
 #include "log.h"
+#include "metrics.h"
 
 struct ts_sched {
     ts_sched_params p;
@@ -19,6 +21,7 @@ struct ts_sched {
     uint32_t n_vocab;
     pthread_t th;
     bool started;
+    bool lost;                 /* mu: the distributed engine broke */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop;                 /* mu */
@@ -134,6 +137,7 @@ const ts_config *ts_sched_config(const ts_sched *s) { return s->cfg; }
 int32_t ts_sched_n_ctx(const ts_sched *s) { return s->info.n_ctx; }
 int32_t ts_sched_max_tokens_default(const ts_sched *s) { return s->p.max_tokens_default; }
 const char *ts_sched_model_path(const ts_sched *s) { return s->p.engine.model_path; }
+ts_engine *ts_sched_engine(ts_sched *s) { return s->e; }
 
 /* ---- queue (mu held) ---- */
 
@@ -160,6 +164,11 @@ ts_status ts_sched_submit(ts_sched *s, ts_req *r, uint32_t *queue_pos) {
         pthread_mutex_unlock(&s->mu);
         ts_req_unref(r);
         return TS_FAIL(TS_EXHAUSTED, "the request queue is full (%d waiting)", s->p.queue_max);
+    }
+    if (s->lost) {
+        pthread_mutex_unlock(&s->mu);
+        ts_req_unref(r);
+        return TS_FAIL(TS_UNAVAILABLE, "the distributed engine was lost (a rank failed)");
     }
     ts_req **pp = &s->qhead;
     uint32_t ahead = 0;
@@ -220,6 +229,9 @@ void ts_sched_get_stats(ts_sched *s, ts_sched_stats *st) {
     st->rejected = s->n_rejected;
     st->prefix_cached_tokens = s->pfx.entries * s->info.page_size;
     st->prefix_hit_tokens = s->pfx.hit_tokens;
+    st->weight_bytes = s->info.weight_bytes;
+    st->kv_bytes = s->info.kv_bytes;
+    st->activation_bytes = s->info.activation_bytes;
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -356,6 +368,7 @@ static bool admit(ts_sched *s, ts_req *r) {
     for (size_t i = 0; i < r->n_prompt; i++) (void)ts_sampler_accept(r->smp, r->prompt[i]);
     r->n_prefilled = (size_t)r->n_cached; /* the cached prefix is not stepped again */
     r->pos = r->n_cached;
+    ts_metrics_prompt_tokens(r->n_prompt);
     TS_LOG_INFO("request %s: admitted to slot %d (tenant %s, prompt %zu tokens, %d cached, "
                 "max_tokens %d, queue %.1f ms)", r->id, slot, r->tenant[0] ? r->tenant : "-",
                 r->n_prompt, r->n_cached, r->max_tokens, (double)(r->t_admit - r->t_submit) / 1e3);
@@ -370,7 +383,14 @@ static bool is_stop_id(const ts_req *r, int32_t t) {
 
 /* One sampled position for r from its logits row. */
 static void on_logits(ts_sched *s, ts_req *r, float *row) {
-    if (!r->t_first) r->t_first = ts_now_us();
+    int64_t now = ts_now_us();
+    if (!r->t_first) {
+        r->t_first = now;
+        ts_metrics_ttft_us(now - r->t_submit);
+    } else {
+        ts_metrics_itl_us(now - r->t_last);
+    }
+    r->t_last = now;
     if (r->n_gen < r->min_tokens) {
         int32_t eos = ts_tokenizer_eos(s->tok), eot = ts_tokenizer_eot(s->tok);
         if (eos >= 0) row[eos] = -INFINITY;
@@ -392,6 +412,7 @@ static void on_logits(ts_sched *s, ts_req *r, float *row) {
     (void)ts_sampler_accept(r->smp, t);
     r->out_ids[r->n_out_ids++] = t;
     r->n_gen++;
+    ts_metrics_generated_tokens(1);
     const char *piece;
     size_t plen;
     if (ts_detok_stream_push(r->ds, t, &piece, &plen) != TS_OK || text_add(r, piece, plen)) {
@@ -431,6 +452,8 @@ static void on_logits(ts_sched *s, ts_req *r, float *row) {
 }
 
 /* Builds and runs one step over the running sequences. */
+static void engine_lost(ts_sched *s, const char *msg);
+
 static void step(ts_sched *s) {
     const int32_t ns = s->info.n_seq_max, nb = s->info.n_batch, nc = s->info.n_chunk;
     int32_t n = 0, nrows = 0;
@@ -470,6 +493,7 @@ static void step(ts_sched *s) {
     int64_t t0 = ts_now_us();
     ts_status rc = ts_engine_step(s->e, &b, s->logits);
     int64_t dt = ts_now_us() - t0;
+    ts_metrics_step_us(0, dt);
     pthread_mutex_lock(&s->mu);
     s->step_us_ewma = s->step_us_ewma ? (s->step_us_ewma * 7 + dt) / 8 : dt;
     pthread_mutex_unlock(&s->mu);
@@ -480,6 +504,7 @@ static void step(ts_sched *s) {
         TS_LOG_ERROR("%s", msg);
         for (int32_t i = 0; i < ns; i++)
             if (s->running[i]) fail(s, s->running[i], TS_INTERNAL, msg);
+        if (ts_engine_broken(s->e)) engine_lost(s, msg);
         return;
     }
     /* the decode tokens were consumed: advance their positions */
@@ -492,6 +517,54 @@ static void step(ts_sched *s) {
     }
     for (int32_t k = 0; k < nrows; k++)
         on_logits(s, s->row_owner[k], s->logits + (size_t)k * s->n_vocab);
+}
+
+/* A broken distributed engine: fail whatever waits, then tell the front end (once). */
+static void engine_lost(ts_sched *s, const char *msg) {
+    pthread_mutex_lock(&s->mu);
+    if (s->lost) {
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    s->lost = true;
+    TS_LOG_ERROR("distributed engine lost: %s", msg);
+    ts_req *q = s->qhead;
+    s->qhead = NULL;
+    s->nq = 0;
+    pthread_mutex_unlock(&s->mu);
+    while (q) {
+        ts_req *r = q;
+        q = r->next;
+        fail(s, r, TS_UNAVAILABLE, "the distributed engine was lost (a rank failed)");
+    }
+    if (s->p.fatal) s->p.fatal(s->p.fatal_ctx, msg);
+}
+
+/* Idle wait; a distributed engine's serving ranks get a keepalive at least every
+ * ts_engine_keepalive_s seconds. Called and returns with s->mu held. */
+static void idle_wait(ts_sched *s) {
+    const double ka = ts_engine_keepalive_s(s->e);
+    if (ka <= 0 || s->lost) {
+        pthread_cond_wait(&s->cv, &s->mu);
+        return;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    const int64_t ns = (int64_t)(ka * 1e9);
+    ts.tv_sec += (time_t)(ns / 1000000000);
+    ts.tv_nsec += (long)(ns % 1000000000);
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) != ETIMEDOUT || s->stop) return;
+    pthread_mutex_unlock(&s->mu);
+    if (ts_engine_ping(s->e) != TS_OK) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "keepalive failed: %s", ts_last_error());
+        engine_lost(s, msg);
+    }
+    pthread_mutex_lock(&s->mu);
 }
 
 static void *sched_main(void *arg) {
@@ -544,7 +617,7 @@ static void *sched_main(void *arg) {
         }
         bool idle = !admitted && !dropped && s->n_active == 0;
         if (idle) {
-            pthread_cond_wait(&s->cv, &s->mu);
+            idle_wait(s);
             continue;
         }
         pthread_mutex_unlock(&s->mu);

@@ -113,6 +113,7 @@ struct ts_req {
     size_t n_out_ids;
     size_t delta_ids_from; /* out_ids not yet reported by a delta */
     int64_t t_submit, t_admit, t_first, t_end;
+    int64_t t_last;      /* time of the latest token (inter-token latency metric) */
 };
 
 /* Allocates a zeroed request with 2 references (front end + scheduler). */
@@ -123,6 +124,10 @@ typedef struct ts_sched_params {
     ts_engine_params engine;
     int32_t queue_max;          /* waiting requests at most */
     int32_t max_tokens_default; /* for max_tokens = 0 */
+    /* A distributed engine broke (a lost rank, a transport deadline): called once on the
+     * scheduler thread after the running requests were failed; the job cannot go on. */
+    void (*fatal)(void *ctx, const char *msg);
+    void *fatal_ctx;
 } ts_sched_params;
 
 typedef struct ts_sched ts_sched;
@@ -134,6 +139,7 @@ typedef struct ts_sched_stats {
     uint64_t completed, cancelled, rejected;
     int64_t prefix_cached_tokens;   /* prompt tokens held in the prefix cache */
     uint64_t prefix_hit_tokens;     /* prompt tokens served from it so far */
+    uint64_t weight_bytes, kv_bytes, activation_bytes; /* the engine's memory (metrics) */
 } ts_sched_stats;
 
 /* Loads the engine and the tokenizer. */
@@ -144,6 +150,7 @@ void ts_sched_stop(ts_sched *s);
 void ts_sched_destroy(ts_sched *s);
 
 const ts_tokenizer *ts_sched_tokenizer(const ts_sched *s);
+ts_engine *ts_sched_engine(ts_sched *s);
 const ts_config *ts_sched_config(const ts_sched *s);
 int32_t ts_sched_n_ctx(const ts_sched *s);
 int32_t ts_sched_max_tokens_default(const ts_sched *s);

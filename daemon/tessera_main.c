@@ -21,9 +21,13 @@ static const command g_commands[] = {
     {"run", ts_cmd_run, "generate text from a prompt (CPU engine), streaming it"},
     {"bench", ts_cmd_bench, "prefill and decode speed (llama-bench definitions)"},
     {"mkmodel", ts_cmd_mkmodel, "write a random-weight Gemma 3 GGUF at a real shape"},
+    {"safety", ts_cmd_safety, "ShieldGemma 2 safety scores of images (CPU engine)"},
+    {"plan", ts_cmd_plan, "which parallel plans fit given devices, and the context each leaves"},
+    {"cluster-check", ts_cmd_cluster_check, "under mpirun: devices, memory, bandwidth; proposes a plan"},
 #ifdef TS_HAVE_RPC
     {"generate", ts_cmd_generate, "generate text on a tesserad server (gRPC)"},
     {"chat", ts_cmd_chat, "chat with a tesserad server, streaming the answer"},
+    {"loadgen", ts_cmd_loadgen, "load a tesserad server: throughput, TTFT, inter-token latency"},
     {"health", ts_cmd_health, "health check of a tesserad server"},
     {"info", ts_cmd_info, "model and cluster information of a tesserad server"},
 #endif

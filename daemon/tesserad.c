@@ -4,7 +4,7 @@
  *   tesserad [--config FILE] -m MODEL --listen HOST:PORT [--ctx N] [--slots N] [--batch N]
  *            [--threads N] [--queue N] [--max-tokens-default N] [--grace-seconds N]
  *            [--max-recv-mb N] [--cq-threads N] [--log-level L] [--api-keys FILE]
- *            [--tls-cert FILE --tls-key FILE]
+ *            [--tls-cert FILE --tls-key FILE] [--metrics HOST:PORT] [--log-format text|json]
  *
  * Every option can also be set in the --config file (libconfig syntax, same names without
  * the dashes in front: `slots = 4;`); flags override the file. See
@@ -34,9 +34,13 @@
 #include "apikeys.h"
 #include "chat.h"
 #include "log.h"
+#include "safety.h"
+#include "shieldgemma.h"
+#include "metrics.h"
 #include "sched.h"
 #include "server.h"
 #include "tessera/v1/inference.pb-c.h"
+#include "transport.h"
 
 #ifndef TESSERA_VERSION
 #define TESSERA_VERSION "0.1.0"
@@ -52,7 +56,10 @@ static atomic_uint_fast64_t g_req_counter;
 typedef struct {
     int32_t n_ctx, slots, batch, threads, queue, max_tokens_default, grace_s, max_recv_mb, cq_threads;
     int32_t prefix_cache_tokens;
+    int32_t tp, pp;
     const char *model, *listen, *api_keys, *tls_cert, *tls_key, *log_level, *config;
+    const char *safety_model, *safety_vision, *safety_ids; /* ShieldGemma 2 (docs/vision.md) */
+    const char *metrics, *log_format;
 } opts;
 
 /* ------------------------------------------------------------------- auth */
@@ -71,8 +78,10 @@ static void keys_reload(void) {
     ts_apikeys *k = ts_apikeys_load(g_keys_path, err, sizeof err);
     if (!k) {
         TS_LOG_ERROR("SIGHUP: %s; keeping the keys in use", err);
+        ts_metrics_reload(false);
         return;
     }
+    ts_metrics_reload(true);
     pthread_rwlock_wrlock(&g_keys_mu);
     ts_apikeys *old = g_keys;
     g_keys = k;
@@ -696,6 +705,9 @@ static void handle_list_models(ts_rpc_call *c, void *ctx) {
     protobuf_c_message_free_unpacked(q, NULL);
 }
 
+static const char *g_plan_desc = "1 rank (CPU)"; /* or the engine's plan */
+static int32_t g_tp = 1, g_pp = 1;
+
 static void handle_cluster_info(ts_rpc_call *c, void *ctx) {
     (void)ctx;
     ProtobufCMessage *q = ts_rpc_call_unpack(c, &tessera__v1__get_cluster_info_request__descriptor);
@@ -706,8 +718,8 @@ static void handle_cluster_info(ts_rpc_call *c, void *ctx) {
     ts_sched_stats st;
     ts_sched_get_stats(g_sched, &st);
     Tessera__V1__ClusterInfo ci = TESSERA__V1__CLUSTER_INFO__INIT;
-    ci.pipeline_parallel = 1;
-    ci.tensor_parallel = 1;
+    ci.pipeline_parallel = (uint32_t)g_pp;
+    ci.tensor_parallel = (uint32_t)g_tp;
     ci.active_requests = st.active;
     ci.queued_requests = st.queued;
     ci.max_batch = st.n_batch;
@@ -715,7 +727,7 @@ static void handle_cluster_info(ts_rpc_call *c, void *ctx) {
     ci.kv_cache_tokens_used =
         (uint64_t)(st.kv_pages_total - st.kv_pages_free) * (uint64_t)st.page_size;
     ci.version = TESSERA_VERSION;
-    ci.plan = "1 rank (CPU)";
+    ci.plan = (char *)g_plan_desc;
     ci.slots = st.slots;
     ci.kv_pages_total = (uint64_t)st.kv_pages_total;
     ci.kv_pages_used = (uint64_t)(st.kv_pages_total - st.kv_pages_free);
@@ -745,6 +757,106 @@ static void handle_cancel(ts_rpc_call *c, void *ctx) {
     protobuf_c_message_free_unpacked(&q->base, NULL);
 }
 
+/* ------------------------------------------------------------ CheckSafety */
+
+static ts_safety *g_safety; /* NULL: no classifier configured */
+
+/* Scores every image part for the requested policies (all built-in ones by default) with
+ * ShieldGemma 2; threshold per policy from options.thresholds (default 0.5). One audit log
+ * line per part (tenant, scores, decision; never the image). */
+static void handle_check_safety(ts_rpc_call *c, void *ctx) {
+    (void)ctx;
+    Tessera__V1__SafetyCheckRequest *q = (Tessera__V1__SafetyCheckRequest *)ts_rpc_call_unpack(
+        c, &tessera__v1__safety_check_request__descriptor);
+    if (!q) {
+        ts_rpc_call_finish_invalid(c, "malformed SafetyCheckRequest");
+        return;
+    }
+    enum { MAXP = 16 };
+    const char *names[MAXP];
+    size_t np = 0;
+    for (size_t i = 0; i < q->n_policies && np < MAXP; i++)
+        if (q->policies[i][0]) names[np++] = q->policies[i];
+    if (np == 0) {
+        size_t nd;
+        const ts_sg_policy *d = ts_sg_default_policies(&nd);
+        for (size_t i = 0; i < nd && np < MAXP; i++) names[np++] = d[i].name;
+    }
+    Tessera__V1__SafetyVerdict *vs = ts_calloc(q->n_parts ? q->n_parts : 1, sizeof *vs);
+    Tessera__V1__SafetyVerdict **vp = ts_calloc(q->n_parts ? q->n_parts : 1, sizeof *vp);
+    Tessera__V1__PolicyScore *ps = ts_calloc((q->n_parts ? q->n_parts : 1) * np, sizeof *ps);
+    Tessera__V1__PolicyScore **pp = ts_calloc((q->n_parts ? q->n_parts : 1) * np, sizeof *pp);
+    float sc[MAXP];
+    if (!g_safety) {
+        ts_rpc_call_finish(c, GRPC_STATUS_UNAVAILABLE, "no safety classifier is configured "
+                           "(tesserad --safety-model / --safety-vision)");
+        goto out;
+    }
+    if (!vs || !vp || !ps || !pp) {
+        ts_rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    if (q->n_parts == 0) {
+        ts_rpc_call_finish_invalid(c, "parts: no image to check");
+        goto out;
+    }
+    for (size_t i = 0; i < q->n_parts; i++) {
+        const Tessera__V1__ContentPart *part = q->parts[i];
+        if (part->part_case != TESSERA__V1__CONTENT_PART__PART_IMAGE || !part->image) {
+            ts_rpc_call_finish_invalid(c, "parts[%zu]: only images can be checked (no text "
+                                       "classifier is configured)", i);
+            goto out;
+        }
+        ts_status rc = ts_safety_score(g_safety, part->image->data.data, part->image->data.len,
+                                       names, np, sc);
+        if (rc != TS_OK) {
+            if (grpc_code_of(rc) == GRPC_STATUS_INVALID_ARGUMENT || rc == TS_NOT_FOUND)
+                ts_rpc_call_finish_invalid(c, "parts[%zu]: %s", i, ts_last_error());
+            else
+                ts_rpc_call_finish(c, grpc_code_of(rc), "parts[%zu]: %s", i, ts_last_error());
+            goto out;
+        }
+        Tessera__V1__SafetyVerdict *v = &vs[i];
+        tessera__v1__safety_verdict__init(v);
+        v->stage = TESSERA__V1__SAFETY_VERDICT__STAGE__STAGE_INPUT;
+        v->classifier = (char *)ts_safety_name(g_safety);
+        v->part_index = (uint32_t)i;
+        v->n_scores = np;
+        v->scores = pp + i * np;
+        char audit[512];
+        size_t al = 0;
+        for (size_t k = 0; k < np; k++) {
+            Tessera__V1__PolicyScore *s = &ps[i * np + k];
+            tessera__v1__policy_score__init(s);
+            float th = 0.5f;
+            for (size_t t = 0; q->options && t < q->options->n_thresholds; t++)
+                if (!strcmp(q->options->thresholds[t]->key, names[k]))
+                    th = q->options->thresholds[t]->value;
+            s->policy = (char *)names[k];
+            s->probability = sc[k];
+            s->violated = sc[k] >= th;
+            v->blocked |= s->violated;
+            pp[i * np + k] = s;
+            if (al < sizeof audit)
+                al += (size_t)snprintf(audit + al, sizeof audit - al, " %s=%.4f", names[k], sc[k]);
+        }
+        vp[i] = v;
+        TS_LOG_INFO("safety audit: CheckSafety tenant '%s' part %zu:%s -> %s", t_tenant, i, audit,
+                    v->blocked ? "violates" : "ok");
+    }
+    Tessera__V1__SafetyCheckResponse resp = TESSERA__V1__SAFETY_CHECK_RESPONSE__INIT;
+    resp.n_verdicts = q->n_parts;
+    resp.verdicts = vp;
+    ts_rpc_call_send(c, &resp.base);
+    ts_rpc_call_finish(c, GRPC_STATUS_OK, NULL);
+out:
+    ts_free(vs);
+    ts_free(vp);
+    ts_free(ps);
+    ts_free(pp);
+    protobuf_c_message_free_unpacked(&q->base, NULL);
+}
+
 /* --------------------------------------------------------------------- main */
 
 static void usage(FILE *f) {
@@ -771,11 +883,19 @@ static void usage(FILE *f) {
             "      --api-keys FILE       API keys, `KEY TENANT` per line (SIGHUP reloads);\n"
             "                            without it there is no authentication\n"
             "      --tls-cert FILE       TLS certificate chain (PEM); with --tls-key\n"
-            "      --tls-key FILE        its private key (PEM)\n");
+            "      --tls-key FILE        its private key (PEM)\n"
+            "      --tp T, --pp P        tensor / pipeline parallel ranks under mpirun\n"
+            "                            (default tp 1, pp = ranks / tp); rank 0 serves\n"
+            "      --safety-model FILE   ShieldGemma 2 language model (GGUF) for CheckSafety\n"
+            "      --safety-vision PATH  its vision tower: mmproj GGUF or HF checkpoint dir\n"
+            "      --safety-ids B,E,I,Y,N  marker / answer token ids (test vocabularies)\n"
+
+            "      --metrics HOST:PORT   serve Prometheus metrics at http://HOST:PORT/metrics\n"
+            "      --log-format F        text (default) or json (one object per line)\n");
 }
 
 /* The options, for the command line (--name) and the config file (name = value;). */
-typedef enum { O_INT, O_STR, O_LOGLEVEL } opt_kind;
+typedef enum { O_INT, O_STR, O_LOGLEVEL, O_LOGFORMAT } opt_kind;
 static const struct optdef {
     const char *name;
     opt_kind kind;
@@ -798,6 +918,13 @@ static const struct optdef {
     {"api-keys", O_STR, 0, 0, offsetof(opts, api_keys)},
     {"tls-cert", O_STR, 0, 0, offsetof(opts, tls_cert)},
     {"tls-key", O_STR, 0, 0, offsetof(opts, tls_key)},
+    {"tp", O_INT, 1, 64, offsetof(opts, tp)},
+    {"pp", O_INT, 1, 64, offsetof(opts, pp)},
+    {"safety-model", O_STR, 0, 0, offsetof(opts, safety_model)},
+    {"safety-vision", O_STR, 0, 0, offsetof(opts, safety_vision)},
+    {"safety-ids", O_STR, 0, 0, offsetof(opts, safety_ids)},
+    {"metrics", O_STR, 0, 0, offsetof(opts, metrics)},
+    {"log-format", O_LOGFORMAT, 0, 0, offsetof(opts, log_format)},
 };
 #define N_OPTDEFS (sizeof g_optdefs / sizeof g_optdefs[0])
 
@@ -824,6 +951,10 @@ static int opt_set_str(opts *o, const struct optdef *d, const char *where, const
     }
     if (d->kind == O_LOGLEVEL && ts_log_parse_level(v) < 0) {
         fprintf(stderr, "tesserad: %s: unknown log level '%s'\n", where, v);
+        return -1;
+    }
+    if (d->kind == O_LOGFORMAT && ts_log_parse_format(v) < 0) {
+        fprintf(stderr, "tesserad: %s: unknown log format '%s' (text or json)\n", where, v);
         return -1;
     }
     *(const char **)dst = v;
@@ -918,8 +1049,13 @@ static int parse_args(int argc, char **argv, opts *o, config_t *cfg, bool *have_
         if (opt_set_str(o, d, a, v)) return -1;
     }
     if (o->log_level) ts_log_set_level((ts_log_level)ts_log_parse_level(o->log_level));
+    if (o->log_format) ts_log_set_format((ts_log_format)ts_log_parse_format(o->log_format));
     if (!o->model || !o->listen) {
         fprintf(stderr, "tesserad: -m MODEL and --listen HOST:PORT are required\n");
+        return -1;
+    }
+    if (!o->safety_model != !o->safety_vision) {
+        fprintf(stderr, "tesserad: --safety-model and --safety-vision go together\n");
         return -1;
     }
     if (!o->tls_cert != !o->tls_key) {
@@ -971,6 +1107,89 @@ static bool is_loopback(const char *listen) {
     return false;
 }
 
+/* ------------------------------------------------------------ several ranks */
+
+static ts_transport *g_tr; /* NULL: one rank */
+
+/* A rank other than 0 of `mpirun -np N tesserad`: holds its slice of the model and runs
+ * rank 0's commands until rank 0 stops (after its drain) or the job breaks. The shutdown
+ * signals are rank 0's business: here they are ignored (mpirun ends a broken job). */
+static int serve_rank(const opts *o, ts_transport *tr) {
+    sigset_t ss;
+    sigemptyset(&ss);
+    sigaddset(&ss, SIGINT);
+    sigaddset(&ss, SIGTERM);
+    sigaddset(&ss, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &ss, NULL);
+    ts_engine_params ep = {.model_path = o->model, .n_threads = o->threads, .n_ctx = o->n_ctx,
+                           .n_seq_max = o->slots, .n_batch = o->batch,
+                           .transport = tr, .tp = o->tp, .pp = o->pp};
+    ts_engine *e = NULL;
+    ts_status st = ts_engine_create(&ep, &e);
+    if (st != TS_OK) {
+        /* plan refusals are the same on every rank: rank 0 reports them */
+        if (st != TS_INVAL) {
+            fprintf(stderr, "tesserad: rank %d: %s\n", tr->rank, ts_last_error());
+            tr->ops->abort(tr, 1);
+        }
+        ts_transport_close(tr);
+        return 1;
+    }
+    const ts_plan_rank *me = ts_engine_plan_rank(e);
+    TS_LOG_INFO("rank %d: stage %d, tp rank %d, layers [%d, %d): serving rank 0's steps",
+                tr->rank, me->stage, me->tp_rank, me->l0, me->l1);
+    int rc = 0;
+    if (ts_engine_serve(e) != TS_OK) {
+        fprintf(stderr, "tesserad: rank %d: %s\n", tr->rank, ts_last_error());
+        tr->ops->abort(tr, 1);
+        rc = 1;
+    }
+    ts_engine_destroy(e);
+    ts_transport_close(tr);
+    return rc;
+}
+
+/* The scheduler lost the distributed engine: the running and queued requests were failed
+ * with an error; give their replies a moment to leave, then end the whole job (a restart
+ * by mpirun's caller, e.g. systemd, brings the service back). */
+static void on_engine_lost(void *ctx, const char *msg) {
+    (void)ctx;
+    ts_rpc_health_set("", false);
+    ts_rpc_health_set(SERVICE, false);
+    fprintf(stderr, "tesserad: %s: ending the job\n", msg);
+    struct timespec ts = {1, 0};
+    nanosleep(&ts, NULL);
+    if (g_tr) g_tr->ops->abort(g_tr, 1);
+    _exit(1);
+}
+
+/* Scrape-time gauges of the metrics endpoint (its thread). */
+static void metrics_gauges(ts_metrics_gauges *g, void *ctx) {
+    (void)ctx;
+    ts_sched_stats st;
+    ts_sched_get_stats(g_sched, &st);
+    g->queued = st.queued;
+    g->running = st.active;
+    g->slots = st.slots;
+    g->kv_pages_total = st.kv_pages_total;
+    g->kv_pages_free = st.kv_pages_free;
+    g->kv_page_size = st.page_size;
+    g->n_ranks = 1;
+    g->weight_bytes[0] = st.weight_bytes;
+    g->kv_bytes[0] = st.kv_bytes;
+    g->activation_bytes[0] = st.activation_bytes;
+    /* several ranks: rank 0's own figures, the planner's estimates for the others */
+    const ts_plan *pl = g_tr ? ts_engine_plan(ts_sched_engine(g_sched)) : NULL;
+    if (pl) {
+        g->n_ranks = pl->world < TS_METRICS_MAX_RANKS ? pl->world : TS_METRICS_MAX_RANKS;
+        for (int32_t r = 1; r < g->n_ranks; r++) {
+            g->weight_bytes[r] = pl->rank[r].weight_bytes;
+            g->kv_bytes[r] = pl->rank[r].kv_bytes;
+            g->activation_bytes[r] = 0;
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     opts o;
     config_t conf;
@@ -980,6 +1199,28 @@ int main(int argc, char **argv) {
         if (have_cfg) config_destroy(&conf);
         return pr > 0 ? 0 : 2;
     }
+    /* Under mpirun (or with --tp / --pp): one rank of a distributed engine. */
+    if (ts_transport_mpi_launched() || o.tp > 1 || o.pp > 1) {
+#ifdef TS_HAVE_MPI
+        if (ts_transport_mpi_open(o.tp > 0 ? o.tp : 1, &g_tr) != TS_OK) {
+            fprintf(stderr, "tesserad: %s\n", ts_last_error());
+            if (have_cfg) config_destroy(&conf);
+            return 1;
+        }
+        if (g_tr->world == 1 && g_tr->tp == 1 && o.pp <= 1) {
+            ts_transport_close(g_tr); /* a singleton: the plain one-rank engine */
+            g_tr = NULL;
+        } else if (g_tr->rank != 0) {
+            int rc = serve_rank(&o, g_tr);
+            if (have_cfg) config_destroy(&conf);
+            return rc;
+        }
+#else
+        fprintf(stderr, "tesserad: --tp / --pp need a build with MPI (Open MPI)\n");
+        if (have_cfg) config_destroy(&conf);
+        return 2;
+#endif
+    }
     int exit_code = 1;
     char *tls_cert = NULL, *tls_key = NULL;
     if (o.api_keys) {
@@ -988,6 +1229,7 @@ int main(int argc, char **argv) {
         if (!(g_keys = ts_apikeys_load(o.api_keys, err, sizeof err))) {
             fprintf(stderr, "tesserad: --api-keys %s\n", err);
             if (have_cfg) config_destroy(&conf);
+            if (g_tr) g_tr->ops->abort(g_tr, 2); /* the other ranks wait for the engine */
             return 2;
         }
         g_auth_on = true;
@@ -999,6 +1241,7 @@ int main(int argc, char **argv) {
         free(tls_cert);
         ts_apikeys_free(g_keys);
         if (have_cfg) config_destroy(&conf);
+        if (g_tr) g_tr->ops->abort(g_tr, 2);
         return 2;
     }
 
@@ -1015,13 +1258,25 @@ int main(int argc, char **argv) {
     ts_sched_params sp = {
         .engine = {.model_path = o.model, .n_threads = o.threads, .n_ctx = o.n_ctx,
                    .n_seq_max = o.slots, .n_batch = o.batch,
+                   .transport = g_tr, .tp = o.tp, .pp = o.pp,
                    .prefix_cache_tokens = o.prefix_cache_tokens},
         .queue_max = o.queue,
         .max_tokens_default = o.max_tokens_default,
+        .fatal = on_engine_lost,
     };
-    if (ts_sched_create(&sp, &g_sched) != TS_OK) {
+    ts_status cst = ts_sched_create(&sp, &g_sched);
+    if (cst != TS_OK) {
         fprintf(stderr, "tesserad: %s\n", ts_last_error());
+        /* a failure of this rank alone would leave the others waiting */
+        if (g_tr && cst != TS_INVAL) g_tr->ops->abort(g_tr, 1);
         goto out;
+    }
+    if (g_tr) {
+        const ts_plan *pl = ts_engine_plan(ts_sched_engine(g_sched));
+        fputs(pl->desc, stderr);
+        g_plan_desc = pl->desc;
+        g_tp = pl->tp;
+        g_pp = pl->pp;
     }
     const ts_config *cfg = ts_sched_config(g_sched);
     if (cfg->name[0]) {
@@ -1036,19 +1291,30 @@ int main(int argc, char **argv) {
         goto out;
     }
 
+    if (o.safety_model) {
+        ts_status src = ts_safety_open(o.safety_model, o.safety_vision, o.safety_ids, o.threads,
+                                       &g_safety);
+        if (src != TS_OK) {
+            fprintf(stderr, "tesserad: safety classifier: %s\n", ts_last_error());
+            ts_sched_destroy(g_sched);
+            goto out;
+        }
+        TS_LOG_INFO("safety classifier %s loaded", ts_safety_name(g_safety));
+    }
+
     static int stream_flag;
     /* tessera.v1.Inference: every method behind the API key check */
     static authed_method inf[] = {
         {handle_generate, NULL}, {handle_generate, &stream_flag}, {handle_cancel, NULL},
         {handle_tokenize, NULL}, {handle_detokenize, NULL},       {handle_list_models, NULL},
-        {handle_model_info, NULL}, {handle_cluster_info, NULL}};
+        {handle_model_info, NULL}, {handle_cluster_info, NULL},   {handle_check_safety, NULL}};
     static const char *const inf_names[] = {"Generate", "GenerateStream", "Cancel", "Tokenize",
                                             "Detokenize", "ListModels", "GetModelInfo",
-                                            "GetClusterInfo"};
-    static char paths[8][64];
+                                            "GetClusterInfo", "CheckSafety"};
+    static char paths[9][64];
     ts_rpc_method methods[16];
     size_t nm = 0;
-    for (size_t i = 0; i < 8; i++) {
+    for (size_t i = 0; i < 9; i++) {
         snprintf(paths[i], sizeof paths[i], "/" SERVICE "/%s", inf_names[i]);
         methods[nm++] = (ts_rpc_method){.path = paths[i], .fn = authed, .ctx = &inf[i]};
     }
@@ -1056,6 +1322,14 @@ int main(int argc, char **argv) {
     nm += ts_rpc_reflection_methods(methods + nm);
     ts_rpc_health_set("", true);
     ts_rpc_health_set(SERVICE, true);
+    ts_rpc_set_call_observer(ts_metrics_rpc_done);
+    int mport = 0;
+    if (o.metrics && ts_metrics_start(o.metrics, metrics_gauges, NULL, &mport) != TS_OK) {
+        fprintf(stderr, "tesserad: --metrics %s\n", ts_last_error());
+        ts_sched_destroy(g_sched);
+        exit_code = 2;
+        goto out;
+    }
     ts_rpc_server_opts ro = {.listen = o.listen, .max_recv_bytes = o.max_recv_mb << 20,
                              .max_streams = 1000, .cq_threads = o.cq_threads,
                              .tls_cert_pem = tls_cert, .tls_key_pem = tls_key};
@@ -1063,6 +1337,7 @@ int main(int argc, char **argv) {
     if (tls_key) memset(tls_key, 0, strlen(tls_key)); /* core has its own copy */
     if (!port) {
         fprintf(stderr, "tesserad: cannot serve on %s\n", o.listen);
+        ts_metrics_stop();
         ts_sched_destroy(g_sched);
         goto out;
     }
@@ -1076,8 +1351,16 @@ int main(int argc, char **argv) {
     snprintf(host, sizeof host, "%s", o.listen);
     char *colon = strrchr(host, ':');
     if (colon) *colon = '\0';
-    printf("tesserad: serving %s on %s:%d (slots %d, batch %d, queue %d%s%s)\n", g_model_name, host,
-           port, o.slots, o.batch, o.queue, tls_cert ? ", tls" : "", g_auth_on ? ", api keys" : "");
+    printf("tesserad: serving %s on %s:%d (slots %d, batch %d, queue %d%s%s, ranks %d, pid %d)\n",
+           g_model_name, host, port, o.slots, o.batch, o.queue, tls_cert ? ", tls" : "",
+           g_auth_on ? ", api keys" : "", g_tr ? g_tr->world : 1, (int)getpid());
+    if (o.metrics) {
+        char mh[256];
+        snprintf(mh, sizeof mh, "%s", o.metrics);
+        char *mc = strrchr(mh, ':');
+        if (mc) *mc = '\0';
+        printf("tesserad: metrics at http://%s:%d/metrics\n", mh[0] ? mh : "0.0.0.0", mport);
+    }
     fflush(stdout);
     TS_LOG_INFO("serving %s on %s:%d (tls %s, auth %s)", g_model_name, host, port,
                 tls_cert ? "on" : "off", g_auth_on ? "on" : "off");
@@ -1086,6 +1369,8 @@ int main(int argc, char **argv) {
     for (;;) {
         sigwait(&ss, &sig);
         if (sig != SIGHUP) break;
+        /* SIGHUP: reload what can change without dropping requests (the API keys; the
+         * safety thresholds belong here too when the safety filter lands) */
         if (g_auth_on)
             keys_reload();
         else
@@ -1094,6 +1379,7 @@ int main(int argc, char **argv) {
     TS_LOG_INFO("signal %d: draining (grace %d s)", sig, o.grace_s);
     ts_rpc_health_shutdown();
     int left = ts_rpc_server_shutdown((int64_t)o.grace_s * 1000);
+    ts_metrics_stop(); /* its gauges read the scheduler */
     ts_sched_stop(g_sched);
     ts_rpc_server_destroy();
     ts_sched_stats st;
@@ -1106,8 +1392,12 @@ int main(int argc, char **argv) {
 out:
     free(tls_cert);
     free(tls_key);
+    ts_safety_close(g_safety);
+    g_safety = NULL;
     ts_apikeys_free(g_keys);
     g_keys = NULL;
     if (have_cfg) config_destroy(&conf);
+    ts_transport_close(g_tr); /* after the engine: its destroy released the other ranks */
+    g_tr = NULL;
     return exit_code;
 }

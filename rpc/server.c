@@ -74,6 +74,9 @@ static pthread_mutex_t g_sd_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_sd_cv = PTHREAD_COND_INITIALIZER;
 static bool g_sd_done;
 static int g_sd_tag;
+static void (*g_observer)(const char *path, int code);
+
+void ts_rpc_set_call_observer(void (*fn)(const char *path, int code)) { g_observer = fn; }
 
 /* ---- call objects ---- */
 
@@ -423,7 +426,9 @@ static void on_close(ts_rpc_call *c) {
     c->closed = true;
     void *user = c->user;
     void (*cb)(void *, bool) = c->on_close;
+    int code = cancelled ? GRPC_STATUS_CANCELLED : c->fin_sent ? (int)c->fin_code : GRPC_STATUS_UNKNOWN;
     pthread_mutex_unlock(&c->mu);
+    if (g_observer) g_observer(ts_rpc_call_path(c), code);
     if (cb) cb(user, cancelled);
     ts_rpc_call_unref(c);
 }

@@ -137,6 +137,12 @@ const char *ts_rpc_call_path(const ts_rpc_call *c);
 void ts_rpc_call_set_user(ts_rpc_call *c, void *user, void (*on_close)(void *user, bool cancelled),
                           void (*release)(void *user));
 
+/* Observer of finished calls (metrics): called once per call, on a CQ thread, when it
+ * ends, with its method path ("(unknown)" for unregistered methods) and the status sent,
+ * or GRPC_STATUS_CANCELLED when the client cancelled or its deadline passed. Set before
+ * ts_rpc_server_start; NULL = none. */
+void ts_rpc_set_call_observer(void (*fn)(const char *path, int code));
+
 /* ---- grpc.health.v1.Health (rpc/health.c) ---- */
 /* Appends the Check and Watch methods to m (room for 2). Returns 2. */
 size_t ts_rpc_health_methods(ts_rpc_method *m);

@@ -12,9 +12,11 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 pkgs=(
   build-essential cmake ninja-build pkg-config git
   libcmocka-dev libjansson-dev libssl-dev
+  libjpeg62-turbo-dev libpng-dev libwebp-dev
   libopenmpi-dev openmpi-bin
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libprotobuf-dev libconfig-dev
   grpc-proto python3-grpcio protobuf-compiler-grpc
+  libmicrohttpd-dev python3-prometheus-client shellcheck systemd
   clang-14 libclang-rt-14-dev
   python3 python3-venv python3-pip
 )

@@ -8,7 +8,8 @@ secs=${1:-60}
 bdir=${TESSERA_FUZZ_BUILD:-$here/build-fuzz}
 CC=clang-14 cmake -S "$here" -B "$bdir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DTESSERA_CUDA=OFF -DTESSERA_RPC=OFF -DTESSERA_FUZZ=ON >/dev/null
-targets=$(cd "$here/tests/fuzz" && ls fuzz_*.c | sed 's/\.c$//')
+targets=$(cd "$here/tests/fuzz" && for f in fuzz_*.c; do echo "${f%.c}"; done)
+# shellcheck disable=SC2086 # one word per target
 cmake --build "$bdir" -j "$(nproc)" --target $targets
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT

@@ -14,7 +14,7 @@
 # Logs go to $OUT when set (else build-gpu/logs). Exits non-zero on any failure.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$here"
+cd "$here" || exit 1
 B=${GPU_CHECK_BUILD:-$here/build-gpu}
 LOG=${OUT:-$B/logs}
 mkdir -p "$LOG"
@@ -99,7 +99,7 @@ if [ -n "$mk27" ]; then
     for mmv in fp32 q8; do
         step "tessera bench --backend cuda: 27b q4_0, TESSERA_CUDA_MMV=$mmv"
         TESSERA_CUDA_MMV=$mmv "$TS" bench -m "$M/27b-q4_0.gguf" --backend cuda -p 512 -n 128 \
-            --reps ${GPU_CHECK_REPS:-3} 2>&1 | tee "$LOG/bench-27b-$mmv.txt" || fail=1
+            --reps "${GPU_CHECK_REPS:-3}" 2>&1 | tee "$LOG/bench-27b-$mmv.txt" || fail=1
     done
     rm -f "$M/27b-q4_0.gguf"
 fi

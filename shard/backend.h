@@ -52,6 +52,11 @@ typedef struct ts_attn_args {
     float *out;              /* (n_tok, n_head * head_dim) */
     const int32_t *pos;      /* (n_tok) host: position of each token */
     const int32_t *seq;      /* (n_tok) host: sequence slot of each token */
+    /* (n_tok) host or NULL: last key position each token sees (>= pos; NULL = pos, causal).
+     * Image soft tokens see their whole image block (bidirectional, docs/vision.md); the
+     * window bound below still applies to local layers. Keys up to hi are stored by this
+     * step's kv_store. Backends that lack it refuse a non-NULL hi (TS_UNSUPPORTED). */
+    const int32_t *hi;
     int32_t n_head, n_head_kv, head_dim;
     int32_t window;          /* local layers: key k visible from query q iff q - k < window */
     float scale;             /* query_pre_attn_scalar^-0.5 */

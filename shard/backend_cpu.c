@@ -320,9 +320,10 @@ static void attn_run(void *ctx, int ith, int nth) {
         int64_t tok = w / a->n_head, h = w % a->n_head, kvh = h / group;
         int32_t p = a->pos[tok], s = a->seq[tok];
         int32_t lo = a->is_global ? 0 : (p - a->window + 1 > 0 ? p - a->window + 1 : 0);
+        const int32_t hi = a->hi ? a->hi[tok] : p; /* image blocks: bidirectional */
         const float *q = a->q + (tok * a->n_head + h) * hd;
         float m = -INFINITY;
-        for (int32_t j = lo; j <= p; j++) {
+        for (int32_t j = lo; j <= hi; j++) {
             const float *kr = K + kv_slot(a->kv, a->is_global, s, j) * (size_t)kd + kvh * hd;
             float d = 0.0f;
             for (int64_t i = 0; i < hd; i++) d += q[i] * kr[i];
@@ -331,7 +332,7 @@ static void attn_run(void *ctx, int ith, int nth) {
             if (d > m) m = d;
         }
         float sum = 0.0f;
-        for (int32_t j = lo; j <= p; j++) {
+        for (int32_t j = lo; j <= hi; j++) {
             float e = expf(score[j - lo] - m);
             score[j - lo] = e;
             sum += e;
@@ -339,7 +340,7 @@ static void attn_run(void *ctx, int ith, int nth) {
         float inv = 1.0f / sum;
         float *o = a->out + (tok * a->n_head + h) * hd;
         for (int64_t i = 0; i < hd; i++) o[i] = 0.0f;
-        for (int32_t j = lo; j <= p; j++) {
+        for (int32_t j = lo; j <= hi; j++) {
             const float *vr = V + kv_slot(a->kv, a->is_global, s, j) * (size_t)kd + kvh * hd;
             float wj = score[j - lo] * inv;
             for (int64_t i = 0; i < hd; i++) o[i] += wj * vr[i];
@@ -432,8 +433,11 @@ static void attn_one_fast(const ts_attn_args *a, cpu_ctx *c, int ith, int64_t w)
     const int64_t tok = w / a->n_head, h = w % a->n_head, kvh = h / group;
     const int32_t p = a->pos[tok], s = a->seq[tok];
     const int32_t lo = a->is_global ? 0 : (p - a->window + 1 > 0 ? p - a->window + 1 : 0);
+    /* last visible key: the token itself (causal) or the end of its image block (the
+     * bidirectional image mask; a CUDA kernel must follow the same rule) */
+    const int32_t hi = a->hi ? a->hi[tok] : p;
     const int32_t ps = ts_kv_page_size(a->kv);
-    for (int32_t j = lo; j <= p; j++) {
+    for (int32_t j = lo; j <= hi; j++) {
         const int32_t page = a->is_global ? ts_kv_global_page(a->kv, s, j)
                                           : ts_kv_local_page(a->kv, s, j);
         const size_t off = ((size_t)page * (size_t)ps + (size_t)(j % ps)) * (size_t)kd +
@@ -444,7 +448,7 @@ static void attn_one_fast(const ts_attn_args *a, cpu_ctx *c, int ith, int64_t w)
     const float *q = a->q + (tok * a->n_head + h) * hd;
     for (int64_t i = 0; i < hd; i++) qs[i] = q[i] * a->scale;
     float m = -INFINITY;
-    for (int32_t j = lo; j <= p; j++) {
+    for (int32_t j = lo; j <= hi; j++) {
         const float d = dot_ggml_f32(krow[j - lo], qs, hd);
         score[j - lo] = d;
         if (d > m) m = d;
@@ -453,9 +457,9 @@ static void attn_one_fast(const ts_attn_args *a, cpu_ctx *c, int ith, int64_t w)
      * position), each group's 8 values summed as hsum_float_8 in fp32, the group sums
      * added in double. Masked cells give exactly 0 and drop out of the hsum. */
     double sum = 0.0;
-    for (int32_t g0 = lo & ~7; g0 <= p; g0 += 8) {
+    for (int32_t g0 = lo & ~7; g0 <= hi; g0 += 8) {
         float l[8] = {0};
-        for (int32_t j = g0 > lo ? g0 : lo; j < g0 + 8 && j <= p; j++) {
+        for (int32_t j = g0 > lo ? g0 : lo; j < g0 + 8 && j <= hi; j++) {
             const float e = ggml_expf(score[j - lo] - m);
             score[j - lo] = e;
             l[j - g0] = e;
@@ -463,13 +467,13 @@ static void attn_one_fast(const ts_attn_args *a, cpu_ctx *c, int ith, int64_t w)
         sum += (double)hsum8_tb(l);
     }
     const float inv = (float)(1.0 / sum);
-    for (int32_t j = lo; j <= p; j++) score[j - lo] *= inv;
+    for (int32_t j = lo; j <= hi; j++) score[j - lo] *= inv;
     float *o = a->out + (tok * a->n_head + h) * hd;
     /* batch-invariant default: every token as llama.cpp's single-token step */
     if (!c->llamacpp_batch || a->n_tok == 1) {
         /* ggml_vec_dot_f32 over KV cells: lanes (j % 32) / 8, j % 8; acc[lane][hd] */
         memset(acc, 0, sizeof(float) * (size_t)hd * 32);
-        for (int32_t j = lo; j <= p; j++) {
+        for (int32_t j = lo; j <= hi; j++) {
             const float *vr = vrow[j - lo];
             const float sj = score[j - lo];
             float *al = acc + (size_t)(j & 31) * (size_t)hd;
@@ -483,7 +487,7 @@ static void attn_one_fast(const ts_attn_args *a, cpu_ctx *c, int ith, int64_t w)
         }
     } else { /* tinyBLAS: lane j % 8; acc[i][8] */
         memset(acc, 0, sizeof(float) * (size_t)hd * 8);
-        for (int32_t j = lo; j <= p; j++) {
+        for (int32_t j = lo; j <= hi; j++) {
             const float *vr = vrow[j - lo];
             const float sj = score[j - lo];
             const int lane = j & 7;
@@ -503,9 +507,10 @@ static void attn_run_fast(void *ctx, int ith, int nth) {
 static ts_status cpu_attention(ts_backend *b, const ts_attn_args *a) {
     cpu_ctx *c = C(b);
     for (int64_t t = 0; t < a->n_tok; t++)
-        if (a->pos[t] < 0 || a->pos[t] >= c->kvl.n_ctx)
-            return TS_FAIL(TS_RANGE, "position %d outside the context of %d", a->pos[t],
-                           c->kvl.n_ctx);
+        if (a->pos[t] < 0 || a->pos[t] >= c->kvl.n_ctx ||
+            (a->hi && (a->hi[t] < a->pos[t] || a->hi[t] >= c->kvl.n_ctx)))
+            return TS_FAIL(TS_RANGE, "position %d (attending up to %d) outside the context of %d",
+                           a->pos[t], a->hi ? a->hi[t] : a->pos[t], c->kvl.n_ctx);
     attn_task t = {c, a};
     ts_threadpool_run(c->tp, c->reference || a->head_dim > TS_ROPE_CACHE_MAX ? attn_run : attn_run_fast, &t);
     return TS_OK;

@@ -452,6 +452,9 @@ static ts_status cuda_kv_store(ts_backend *b, int32_t layer, bool is_global, con
 static ts_status cuda_attention(ts_backend *b, const ts_attn_args *x) {
     cuda_ctx *c = W(b);
     if (x->layer < 0 || x->layer >= c->kvl.n_layer) return TS_FAIL(TS_INVAL, "layer %d", x->layer);
+    /* TODO(vision): the bidirectional image mask (keys up to hi[t], see backend_cpu.c) */
+    if (x->hi) return TS_FAIL(TS_UNSUPPORTED, "CUDA backend: image prompts (bidirectional "
+                              "attention) are not implemented yet; use the CPU backend");
     ts_k_kv_args a;
     TS_TRY(kv_table(c, x->pos, x->seq, x->n_tok, x->kv, x->is_global, &a));
     return ts_k_attention_cuda(&a, c->k[x->layer], c->v[x->layer], x->q, x->out, x->n_head,

@@ -50,6 +50,7 @@ struct ts_engine {
     float *x, *h, *q, *k, *v, *att, *o, *gate, *up, *xs, *logits;
     /* host */
     int32_t *pos_tmp;
+    int32_t *ids_tmp;          /* host (n_batch): ids with image positions replaced by 0 */
     float *hook_buf;
     int64_t hook_cols;
     /* distributed */
@@ -65,7 +66,7 @@ struct ts_engine {
     bool broken;
 };
 
-enum { CMD_STOP = 1, CMD_STEP = 2, CMD_RESERVE = 3, CMD_RELEASE = 4 };
+enum { CMD_STOP = 1, CMD_STEP = 2, CMD_RESERVE = 3, CMD_RELEASE = 4, CMD_PING = 5 };
 enum { DESC_HDR = 4 };
 
 /* ---- loading ---- */
@@ -372,7 +373,8 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
         }
     }
     e->pos_tmp = ts_malloc(sizeof(int32_t) * (size_t)B);
-    if (!e->pos_tmp) {
+    e->ids_tmp = ts_malloc(sizeof(int32_t) * (size_t)B);
+    if (!e->pos_tmp || !e->ids_tmp) {
         rc = TS_FAIL(TS_NOMEM, "position buffer");
         goto fail;
     }
@@ -417,6 +419,7 @@ void ts_engine_destroy(ts_engine *e) {
     ts_kv_destroy(e->kv);
     ts_gguf_close(e->g);
     ts_free(e->pos_tmp);
+    ts_free(e->ids_tmp);
     ts_free(e->hook_buf);
     for (int32_t i = 0; i < e->n_owned; i++) ts_free(e->owned[i]);
     ts_free(e->owned);
@@ -442,6 +445,19 @@ static ts_status send_cmd(ts_engine *e, int32_t cmd, int32_t a, int32_t b2, int3
     if (rc != TS_OK) e->broken = true;
     return rc;
 }
+
+ts_status ts_engine_ping(ts_engine *e) {
+    if (!e->tr || e->tr->world == 1 || e->tr->rank != 0) return TS_OK;
+    if (e->broken) return TS_FAIL(TS_UNAVAILABLE, "the distributed engine is broken");
+    return send_cmd(e, CMD_PING, 0, 0, 0);
+}
+
+double ts_engine_keepalive_s(const ts_engine *e) {
+    if (!e->tr || e->tr->world == 1 || e->tr->rank != 0) return 0;
+    return e->tr->timeout_s / 4;
+}
+
+bool ts_engine_broken(const ts_engine *e) { return e->broken; }
 
 const ts_config *ts_engine_config(const ts_engine *e) { return &e->cfg; }
 const ts_gguf *ts_engine_gguf(const ts_engine *e) { return e->g; }
@@ -534,9 +550,21 @@ static ts_status check_batch(ts_engine *e, const ts_batch *bt) {
             return TS_FAIL(TS_INVAL, "token %d: position %d of sequence %d lies in its cached "
                            "prefix (%d positions, read-only)", i, p, s,
                            ts_kv_shared_positions(e->kv, s));
-        if (bt->token[i] < 0 || (uint32_t)bt->token[i] >= e->cfg.n_vocab)
+        if ((!bt->embd || !bt->embd[i]) &&
+            (bt->token[i] < 0 || (uint32_t)bt->token[i] >= e->cfg.n_vocab))
             return TS_FAIL(TS_RANGE, "token %d: id %d outside the vocabulary [0, %u)", i,
                            bt->token[i], e->cfg.n_vocab);
+        if (bt->attn_hi && bt->attn_hi[i] != p) {
+            /* the keys it sees beyond itself must be stored in this step: same sequence,
+             * later tokens of this batch */
+            bool found = false;
+            for (int32_t j = i + 1; j < bt->n_tokens && !found; j++)
+                found = bt->seq[j] == s && bt->pos[j] == bt->attn_hi[i];
+            if (bt->attn_hi[i] < p || !found)
+                return TS_FAIL(TS_INVAL, "token %d (position %d): attends up to position %d, "
+                               "which is not a later token of sequence %d in this step (an "
+                               "image must be stepped whole)", i, p, bt->attn_hi[i], s);
+        }
         int32_t count = 0, last = -1;
         for (int32_t j = 0; j < bt->n_tokens; j++)
             if (bt->seq[j] == s) {
@@ -581,7 +609,16 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
                   KV = me->kv1 - me->kv0, hd = c->head_dim, ff = me->f1 - me->f0;
 
     if (me->stage == 0) {
-        TS_TRY(ops->get_rows(b, e->x, &e->tok_embd, bt->token, T, c->embd_scale));
+        const int32_t *ids = bt->token;
+        if (bt->embd) { /* image soft tokens: their rows are overwritten below */
+            for (int64_t i = 0; i < T; i++) e->ids_tmp[i] = bt->embd[i] ? 0 : bt->token[i];
+            ids = e->ids_tmp;
+        }
+        TS_TRY(ops->get_rows(b, e->x, &e->tok_embd, ids, T, c->embd_scale));
+        if (bt->embd)
+            for (int64_t i = 0; i < T; i++)
+                if (bt->embd[i])
+                    TS_TRY(ops->to_device(b, e->x + i * d, bt->embd[i], sizeof(float) * (size_t)d));
         hook(e, "embed", -1, e->x, T, d);
     } else {
         TS_TRY(comm(e, tr->ops->recv(tr, me->stage - 1, e->xfer, sizeof(float) * (size_t)(T * d),
@@ -607,7 +644,8 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
         TS_TRY(ops->kv_store(b, kl, global, e->k, e->v, T, bt->pos, bt->seq, e->kv));
         ts_attn_args a = {
             .layer = kl, .is_global = global, .n_tok = T, .q = e->q, .out = e->att,
-            .pos = bt->pos, .seq = bt->seq, .n_head = (int32_t)H, .n_head_kv = (int32_t)KV,
+            .pos = bt->pos, .seq = bt->seq, .hi = bt->attn_hi, .n_head = (int32_t)H,
+            .n_head_kv = (int32_t)KV,
             .head_dim = (int32_t)hd, .window = (int32_t)c->sliding_window,
             .scale = c->attn_scale, .kv = e->kv,
         };
@@ -674,6 +712,9 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, float *logits) {
 
 ts_status ts_engine_step(ts_engine *e, const ts_batch *bt, float *logits) {
     TS_TRY(check_batch(e, bt));
+    if (e->tr && e->tr->world > 1 && (bt->embd || bt->attn_hi))
+        return TS_FAIL(TS_UNSUPPORTED, "image prompts on a distributed engine are not "
+                       "implemented yet (single rank only)");
     if (e->tr && e->tr->world > 1) {
         if (e->tr->rank != 0)
             return TS_FAIL(TS_INVAL, "rank %d: only rank 0 steps (the others serve)", e->tr->rank);
@@ -692,7 +733,11 @@ ts_status ts_engine_step(ts_engine *e, const ts_batch *bt, float *logits) {
     }
     TS_TRY(forward(e, bt, logits));
     if (!ts_kv_prefix_enabled(e->kv)) return TS_OK;
-    /* cache the prompt blocks this step completed (snapshots of their local pages) */
+    /* cache the prompt blocks this step completed (snapshots of their local pages); a
+     * sequence fed embeddings (images) is keyed by placeholder ids: it caches nothing */
+    if (bt->embd)
+        for (int32_t i = 0; i < bt->n_tokens; i++)
+            if (bt->embd[i]) ts_kv_prefix_stop(e->kv, bt->seq[i]);
     for (int32_t i = 0; i < bt->n_tokens; i++) ts_kv_prefix_commit(e->kv, bt->seq[i], bt->pos[i] + 1);
     TS_TRY(run_copies(e));
     return e->b->ops->sync(e->b);
@@ -710,6 +755,7 @@ ts_status ts_engine_serve(ts_engine *e) {
         if (rc != TS_OK) break;
         const int32_t cmd = e->desc[0], a = e->desc[1], b2 = e->desc[2];
         if (cmd == CMD_STOP) break;
+        if (cmd == CMD_PING) continue;
         if (cmd == CMD_RESERVE) {
             rc = ts_kv_reserve(e->kv, a, b2);
             if (rc != TS_OK) {

@@ -71,6 +71,16 @@ typedef struct ts_batch {
     const int32_t *pos;          /* (n_tokens) */
     const int32_t *seq;          /* (n_tokens) */
     const uint8_t *want_logits;  /* (n_tokens); NULL = only the last token */
+    /* Multimodal prompts (docs/vision.md); both NULL for text. embd: per token NULL (the
+     * token embedding, scaled by sqrt(d)) or n_embd host floats used as that token's input
+     * instead (image soft tokens from ts_vision_encode; not scaled; the token id is not
+     * looked up). attn_hi: per token the last position it attends to: its own position
+     * (causal) or, for an image soft token, the last soft token of its image, so that one
+     * image's tokens see each other bidirectionally (HF Gemma 3: OR(causal, same image
+     * block), then AND the sliding window on local layers). A position above a token's own
+     * must belong to the same sequence in the same step. Single rank only for now. */
+    const float *const *embd;    /* (n_tokens) or NULL */
+    const int32_t *attn_hi;      /* (n_tokens) or NULL */
 } ts_batch;
 
 typedef struct ts_engine_info {
@@ -104,6 +114,8 @@ int64_t ts_engine_free_pages(const ts_engine *e);
  * already, so the caller steps only positions n_cached.. of the prompt (the engine rejects
  * steps that would write them). Full prompt blocks the sequence computes are cached after
  * each step. With the cache off (or distributed): ts_engine_seq_reserve, *n_cached = 0. */
+/* Prompts fed as embeddings (ts_batch.embd: images) must use ts_engine_seq_reserve: the
+ * cache is keyed by token ids. */
 ts_status ts_engine_seq_reserve_prefix(ts_engine *e, int32_t seq, const int32_t *prompt,
                                        int32_t n_prompt, int32_t n_pos, int32_t *n_cached);
 /* Free global pages plus cached pages no sequence holds (what admission can count on). */
@@ -120,6 +132,16 @@ ts_status ts_engine_step(ts_engine *e, const ts_batch *b, float *logits);
  * commands until rank 0 stops (destroy); returns TS_OK then, or the first failure (a
  * transport timeout names the peer and the operation: the caller aborts the job). */
 ts_status ts_engine_serve(ts_engine *e);
+
+/* Rank 0 of a distributed engine, while idle: a no-op command that keeps the serving ranks'
+ * deadline (TESSERA_COMM_TIMEOUT) from expiring and finds a lost rank before the next
+ * request does. Call at least every ts_engine_keepalive_s seconds (0: not needed: a single
+ * rank). TS_OK on a single rank. */
+ts_status ts_engine_ping(ts_engine *e);
+double ts_engine_keepalive_s(const ts_engine *e);
+/* True once a transport failure broke a distributed engine: every later step fails; the
+ * caller ends the job. */
+bool ts_engine_broken(const ts_engine *e);
 
 /* The plan of a distributed engine (NULL for a single rank) and this rank's entry. */
 const ts_plan *ts_engine_plan(const ts_engine *e);

@@ -417,6 +417,10 @@ void ts_kv_prefix_commit(ts_kvcache *kv, int32_t seq, int32_t n_done) {
     }
 }
 
+void ts_kv_prefix_stop(ts_kvcache *kv, int32_t seq) {
+    if (seq >= 0 && seq < kv->p.n_seq_max) kv->seq[seq].reg_on = false;
+}
+
 int32_t ts_kv_take_copies(ts_kvcache *kv, const ts_kv_copy **out) {
     *out = kv->copies;
     int32_t n = kv->n_copies;

@@ -123,6 +123,8 @@ int32_t ts_kv_shared_positions(const ts_kvcache *kv, int32_t seq);
 /* After a successful step: positions [0, n_done) of seq hold computed keys/values; full
  * prompt blocks among them are registered (snapshot copies queued). */
 void ts_kv_prefix_commit(ts_kvcache *kv, int32_t seq, int32_t n_done);
+/* seq registers no more blocks (its inputs are not its token ids: images). */
+void ts_kv_prefix_stop(ts_kvcache *kv, int32_t seq);
 /* The queued page copies (valid until the next call of a ts_kv function); clears them. */
 int32_t ts_kv_take_copies(ts_kvcache *kv, const ts_kv_copy **out);
 /* Drops every entry (pages still held by sequences stay with them). */

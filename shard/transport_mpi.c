@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "log.h"
 #include "transport.h"
 
 typedef struct {
@@ -171,9 +172,14 @@ ts_status ts_transport_mpi_open(int32_t tp, ts_transport **out) {
     MPI_Initialized(&inited);
     bool own = false;
     if (!inited) {
-        rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+        /* serialized: tesserad's rank 0 loads the engine on its main thread and steps it
+         * on the scheduler thread (never two at once) */
+        rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
         if (rc != MPI_SUCCESS) return TS_FAIL(TS_MPI, "MPI_Init_thread failed (%d)", rc);
         own = true;
+        if (provided < MPI_THREAD_SERIALIZED)
+            TS_LOG_WARN("this MPI library gives thread level %d only (serialized wanted): "
+                        "a daemon's distributed engine may misbehave", provided);
     }
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     int rank = 0, world = 1;

@@ -1,11 +1,24 @@
-# tesserad end to end (label `daemon`): C clients, a python3-grpcio client, concurrency,
-# cancellation, deadlines, invalid input, queue-full, drain. Needs TESSERA_RPC.
+# tesserad end to end (label `daemon`): C clients, a python3-grpcio client, concurrency
+# (200 streams), cancellation, deadlines, invalid input, queue-full, drain. Needs TESSERA_RPC.
+# daemon_e2e_mpi runs the same script with every daemon as `mpirun -np 2 tesserad --pp 2`
+# (labels daemon and mpi).
 if(TESSERA_RPC AND TARGET tesserad)
+  set(_env "")
+  if(TESSERA_MODEL_270M)
+    list(APPEND _env "TESSERA_MODEL_270M=${TESSERA_MODEL_270M}")
+  endif()
   add_test(NAME daemon_e2e COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/daemon/test_daemon.sh
            $<TARGET_FILE:tessera> $<TARGET_FILE:tesserad> ${CMAKE_SOURCE_DIR})
   set_tests_properties(daemon_e2e PROPERTIES LABELS "daemon" TIMEOUT 1200 SKIP_RETURN_CODE 77)
-  if(TESSERA_MODEL_270M)
-    set_tests_properties(daemon_e2e PROPERTIES ENVIRONMENT "TESSERA_MODEL_270M=${TESSERA_MODEL_270M}")
+  if(_env)
+    set_tests_properties(daemon_e2e PROPERTIES ENVIRONMENT "${_env}")
+  endif()
+  if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
+    add_test(NAME daemon_e2e_mpi COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/daemon/test_daemon.sh
+             $<TARGET_FILE:tessera> $<TARGET_FILE:tesserad> ${CMAKE_SOURCE_DIR})
+    set_tests_properties(daemon_e2e_mpi PROPERTIES LABELS "daemon;mpi" TIMEOUT 1500
+                         SKIP_RETURN_CODE 77 RUN_SERIAL TRUE
+                         ENVIRONMENT "${_env};TESSERA_DAEMON_RANKS=2;TESSERA_MPIRUN=${MPIEXEC_EXECUTABLE}")
   endif()
 endif()
 # Prefix caching end to end: shared system prompts hit the cache (usage reports cached

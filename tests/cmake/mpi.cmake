@@ -14,7 +14,7 @@ function(ts_add_mpi_test name exe np)
            COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${np}
                    --oversubscribe --allow-run-as-root ${MPIEXEC_PREFLAGS}
                    $<TARGET_FILE:${exe}> ${MPIEXEC_POSTFLAGS} ${ARGN})
-  set_tests_properties(${name} PROPERTIES LABELS "mpi" TIMEOUT 300 SKIP_RETURN_CODE 77)
+  set_tests_properties(${name} PROPERTIES LABELS "mpi" TIMEOUT 900 SKIP_RETURN_CODE 77)
   if(TESSERA_MODEL_270M)
     set_property(TEST ${name} APPEND PROPERTY ENVIRONMENT "TESSERA_MODEL_270M=${TESSERA_MODEL_270M}")
   endif()

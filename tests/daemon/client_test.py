@@ -114,8 +114,11 @@ def t_info():
     lm = stub.ListModels(pb.ListModelsRequest(), timeout=5)
     check("list models", len(lm.models) == 1 and lm.models[0].name == mi.name, str(lm))
     ci = stub.GetClusterInfo(pb.GetClusterInfoRequest(), timeout=5)
-    check("cluster info", ci.plan.startswith("1 rank") and ci.slots > 0 and ci.kv_pages_total > 0
-          and ci.version and ci.pipeline_parallel == 1, str(ci))
+    ranks = int(os.environ.get("TESSERA_DAEMON_RANKS", "1"))  # test_daemon.sh: mpirun -np N --pp N
+    plan_ok = (ci.plan.startswith("1 rank") if ranks == 1
+               else f"{ranks} ranks = tp 1 x pp {ranks}" in ci.plan)
+    check("cluster info", plan_ok and ci.slots > 0 and ci.kv_pages_total > 0
+          and ci.version and ci.pipeline_parallel == ranks and ci.tensor_parallel == 1, str(ci))
     c, d = code_of(lambda: stub.GetModelInfo(pb.GetModelInfoRequest(model="no-such"), timeout=5))
     check("unknown model -> NOT_FOUND", c == grpc.StatusCode.NOT_FOUND, f"{c} {d}")
 
@@ -555,6 +558,8 @@ if args.mode == "main":
                      ("invalid", t_invalid), ("concurrent", t_concurrent), ("cancel", t_cancel),
                      ("still serving", t_still_serving)]:
         run(name, fn)
+elif args.mode == "concurrent":
+    run("concurrent", t_concurrent)
 elif args.mode == "flood":
     run("flood", t_flood)
 elif args.mode == "drain":

@@ -7,6 +7,9 @@
 # (scripts/deps.sh); exits 77 (skipped) without them.
 # Then auth (--api-keys, SIGHUP reload), TLS (a self-signed certificate made here with
 # openssl), --config files, server reflection, rich errors and fair share across tenants.
+# With TESSERA_DAEMON_RANKS=N (N > 1) every daemon runs as `mpirun -np N tesserad --pp N`
+# (TESSERA_MPIRUN names mpirun): signals go to rank 0 (its pid is on the serving line),
+# which drains and then releases the other ranks; the job's exit status is mpirun's.
 set -u
 bin=$1
 daemon=$2
@@ -17,10 +20,20 @@ ok() { pass=$((pass + 1)); }
 bad() { echo "FAIL: $*"; failn=$((failn + 1)); }
 py=/usr/bin/python3
 tmp=$(mktemp -d)
-dpid=""
+ranks=${TESSERA_DAEMON_RANKS:-1}
+dpid="" # the process that gets signals (rank 0)
+jpid="" # the job: tesserad itself, or mpirun
 cleanup() {
-  if [ -n "$dpid" ] && kill -0 "$dpid" 2>/dev/null; then kill -KILL "$dpid"; fi
+  if [ -n "$jpid" ] && kill -0 "$jpid" 2>/dev/null; then kill -KILL "$jpid"; fi
   rm -rf "$tmp"
+}
+launch() { # launch ARGS... &: tesserad, or N ranks of it under mpirun (exec: $! is its pid)
+  if [ "$ranks" -gt 1 ]; then
+    exec "${TESSERA_MPIRUN:-mpirun}" --oversubscribe --allow-run-as-root --bind-to none -np "$ranks" \
+      "$daemon" --pp "$ranks" "$@"
+  else
+    exec "$daemon" "$@"
+  fi
 }
 trap cleanup EXIT
 
@@ -51,17 +64,23 @@ start_daemon() {
   local model=$1
   shift
   : >"$tmp/d.out"
-  "$daemon" -m "$model" --listen 127.0.0.1:0 "$@" >"$tmp/d.out" 2>>"$tmp/d.err" &
-  dpid=$!
+  launch -m "$model" --listen 127.0.0.1:0 "$@" >"$tmp/d.out" 2>>"$tmp/d.err" &
+  jpid=$!
+  dpid=$jpid
   addr=""
   for _ in $(seq 1 600); do
     addr=$(sed -n 's/.* on \(127\.0\.0\.1:[0-9]*\) .*/\1/p' "$tmp/d.out")
     [ -n "$addr" ] && break
-    kill -0 "$dpid" 2>/dev/null || break
+    kill -0 "$jpid" 2>/dev/null || break
     sleep 0.2
   done
   [ -n "$addr" ] || { bad "tesserad did not start: $(tail -5 "$tmp/d.err")"; return 1; }
+  if [ "$ranks" -gt 1 ]; then
+    dpid=$(sed -n 's/.*, ranks \([0-9]*\), pid \([0-9]*\))$/\2/p' "$tmp/d.out")
+    grep -q ", ranks $ranks, pid" "$tmp/d.out" || { bad "tesserad is not $ranks ranks: $(cat "$tmp/d.out")"; return 1; }
+  fi
   for _ in $(seq 1 100); do
+    # shellcheck disable=SC2086 # cli_extra: several words on purpose
     [ "$("$bin" health --server "$addr" ${cli_extra:-} 2>/dev/null)" = "SERVING" ] && return 0
     sleep 0.1
   done
@@ -78,14 +97,14 @@ stop_daemon() {
 wait_daemon() {
   local rc
   for _ in $(seq 1 300); do
-    kill -0 "$dpid" 2>/dev/null || break
+    kill -0 "$jpid" 2>/dev/null || break
     sleep 0.1
   done
-  if kill -0 "$dpid" 2>/dev/null; then
+  if kill -0 "$jpid" 2>/dev/null; then
     bad "tesserad did not exit after SIGTERM"
-    kill -KILL "$dpid"
+    kill -KILL "$jpid"
   fi
-  wait "$dpid"
+  wait "$jpid"
   rc=$?
   [ $rc -eq 0 ] && ok || bad "tesserad exit status $rc: $(tail -20 "$tmp/d.err")"
   if grep -q "ERROR: AddressSanitizer\|runtime error:\|LeakSanitizer" "$tmp/d.err"; then
@@ -95,11 +114,12 @@ wait_daemon() {
     ok
   fi
   dpid=""
+  jpid=""
 }
 
 pyrun() { # pyrun ARGS...: runs client_test.py and adds its counts to ours
   $py "$repo/tests/daemon/client_test.py" --target "$addr" --stubs "$tmp/stubs" "$@" >"$tmp/py.out" 2>&1
-  cat "$tmp/py.out" | grep -v "^info:" | grep -v " passed, " | head -40
+  grep -v "^info:" "$tmp/py.out" | grep -v " passed, " | head -40
   grep "^info:" "$tmp/py.out"
   local p f
   p=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$tmp/py.out")
@@ -125,7 +145,7 @@ assert t == u['text'] + '\n', (t, u['text'])
 " && ok || bad "$l: streamed text == unary text"
   "$bin" chat --server "$addr" -p "Say hi" --system "Be brief." --temp 0 -n 16 >"$tmp/chat.txt" 2>"$tmp/err" && ok || bad "$l: chat: $(cat "$tmp/err")"
   "$bin" chat --server "$addr" -p "Say hi" --temp 0 -n 16 --json >"$tmp/chat.json" 2>"$tmp/err" && ok || bad "$l: chat --json"
-  "$bin" info --server "$addr" >"$tmp/info.txt" 2>"$tmp/err" && grep -q "1 rank" "$tmp/info.txt" && ok || bad "$l: info: $(cat "$tmp/err")"
+  "$bin" info --server "$addr" >"$tmp/info.txt" 2>"$tmp/err" && grep -q "$ranks rank" "$tmp/info.txt" && ok || bad "$l: info: $(cat "$tmp/err")"
   "$bin" info --server "$addr" --json | $py -c "import json,sys; d=json.load(sys.stdin); assert d['cluster']['slots'] > 0" && ok || bad "$l: info --json"
   "$bin" generate --server "$addr" -p "" >/dev/null 2>"$tmp/err"; [ $? -eq 1 ] && grep -q "INVALID_ARGUMENT: prompt" "$tmp/err" && ok || bad "$l: C client empty prompt: $(cat "$tmp/err")"
   "$bin" generate --server "$addr" -p x --temp 500 >/dev/null 2>"$tmp/err"; [ $? -eq 1 ] && grep -q "temperature" "$tmp/err" && ok || bad "$l: C client bad temperature"
@@ -149,7 +169,23 @@ assert (g['ids'], g['text']) == (r['ids'], r['text']), (g, r)
 if start_daemon "$tmp/tiny.gguf" --slots 8 --queue 64 --threads 2; then
   c_clients tiny
   same_as_run tiny "$tmp/tiny.gguf"
+  # the load generator: every request served, exactly its tokens counted
+  "$bin" loadgen --server "$addr" --conc 1,6 -n 5 --requests 2 --json >"$tmp/lg.json" 2>"$tmp/err" &&
+  $py -c "
+import json; L=[json.loads(l) for l in open('$tmp/lg.json')]
+assert [d['concurrency'] for d in L] == [1, 6], L
+for d in L:
+    assert d['errors'] == 0 and d['requests'] == 2 * d['concurrency'], d
+    assert d['tokens'] == 5 * d['requests'] and d['tokens_per_s'] > 0, d
+    assert 0 < d['ttft_ms']['p50'] <= d['ttft_ms']['p99'], d
+" && ok || bad "loadgen: $(cat "$tmp/err" "$tmp/lg.json")"
+  "$bin" loadgen --server "$addr" --conc 1,x >/dev/null 2>"$tmp/err"; [ $? -eq 2 ] && grep -q -- "--conc" "$tmp/err" && ok || bad "loadgen bad --conc"
   pyrun --mode main --conc 32 --max-tokens 12
+  stop_daemon
+fi
+# 200 concurrent streams, each equal to the same request alone (greedy)
+if start_daemon "$tmp/tiny.gguf" --slots 32 --queue 256 --threads 2; then
+  pyrun --mode concurrent --conc 200 --max-tokens 12
   stop_daemon
 fi
 if start_daemon "$tmp/tiny.gguf" --slots 1 --queue 1 --threads 2; then
@@ -161,6 +197,30 @@ if start_daemon "$tmp/tiny.gguf" --slots 2 --threads 1 --grace-seconds 30; then
   wait_daemon
 fi
 "$daemon" -m "$tmp/tiny.gguf" >/dev/null 2>&1; [ $? -eq 2 ] && ok || bad "tesserad usage"
+
+# several ranks: a rank that dies mid-stream ends the stream with an error and the job with
+# a failure status (never a hang)
+if [ "$ranks" -gt 1 ] && start_daemon "$tmp/tiny.gguf" --slots 2 --threads 1; then
+  timeout 120 "$bin" generate --server "$addr" -p "a long story" --temp 0 -n 2000 --ignore-eos \
+    --stream >/dev/null 2>"$tmp/kill.err" &
+  cpid=$!
+  sleep 1
+  victim=$(pgrep -P "$jpid" -f tesserad | grep -vx "$dpid" | head -1)
+  if [ -n "$victim" ]; then
+    kill -KILL "$victim"
+    wait "$cpid"
+    crc=$?
+    [ $crc -ne 0 ] && [ $crc -ne 124 ] && ok || bad "stream after a lost rank: rc=$crc $(cat "$tmp/kill.err")"
+    for _ in $(seq 1 300); do kill -0 "$jpid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$jpid" 2>/dev/null; then bad "the job did not end after a lost rank"; kill -KILL "$jpid"; fi
+    wait "$jpid"
+    [ $? -ne 0 ] && ok || bad "the job exited 0 after a lost rank"
+  else
+    bad "no rank-1 process under mpirun ($jpid)"
+  fi
+  dpid=""
+  jpid=""
+fi
 
 # ---- auth: API keys (+ reflection and rich errors, which need no key / come with them) ----
 keys=$tmp/keys.txt
@@ -227,6 +287,7 @@ log-level = "info";
 EOC
 printf 'key-alpha-0123456789 alpha\n' >"$keys"
 cli_extra="--api-key key-alpha-0123456789"
+# shellcheck disable=SC2086 # cli_extra: several words on purpose
 if start_daemon "$tmp/tiny.gguf" --config "$tmp/d.conf"; then
   "$bin" info --server "$addr" --json $cli_extra >"$tmp/i.json" 2>"$tmp/err"
   $py -c "import json; d=json.load(open('$tmp/i.json')); assert d['cluster']['slots'] == 3, d" && ok || bad "config slots: $(cat "$tmp/err")"
@@ -235,6 +296,7 @@ if start_daemon "$tmp/tiny.gguf" --config "$tmp/d.conf"; then
   "$bin" info --server "$addr" >/dev/null 2>&1; [ $? -eq 1 ] && ok || bad "config api-keys applied"
   stop_daemon
 fi
+# shellcheck disable=SC2086 # cli_extra: several words on purpose
 if start_daemon "$tmp/tiny.gguf" --config "$tmp/d.conf" --slots 2; then
   "$bin" info --server "$addr" --json $cli_extra >"$tmp/i.json" 2>"$tmp/err"
   $py -c "import json; d=json.load(open('$tmp/i.json')); assert d['cluster']['slots'] == 2, d" && ok || bad "flag overrides config"
@@ -267,7 +329,7 @@ if [ -n "$model" ] && [ -f "$model" ]; then
   if start_daemon "$model" --slots 8 --queue 64 --ctx 1024; then
     c_clients 270m
     same_as_run 270m "$model"
-    pyrun --mode main --conc ${TESSERA_DAEMON_CONC:-16} --max-tokens 8
+    pyrun --mode main --conc "${TESSERA_DAEMON_CONC:-16}" --max-tokens 8
     stop_daemon
   fi
 else

@@ -100,7 +100,7 @@ int main(int argc, char **argv) {
         }
         ts_engine_seq_release(e, 0);
         rc = ts_engine_seq_reserve(e, 0, np + n_gen);
-        ts_batch b = {np, tok, pos, seq, NULL};
+        ts_batch b = {np, tok, pos, seq, NULL, NULL, NULL};
         const size_t bytes0 = ts_alloc_bytes_in_use(), count0 = ts_alloc_count();
         if (rc == TS_OK) rc = ts_engine_step(e, &b, logits);
         if (ts_alloc_bytes_in_use() != bytes0 || ts_alloc_count() != count0) {
@@ -118,7 +118,7 @@ int main(int argc, char **argv) {
             }
             if (s == n_gen - 1) break;
             int32_t t = ours, ps = np + s, sq = 0;
-            ts_batch b1 = {1, &t, &ps, &sq, NULL};
+            ts_batch b1 = {1, &t, &ps, &sq, NULL, NULL, NULL};
             rc = ts_engine_step(e, &b1, logits);
         }
         if (rc != TS_OK) {

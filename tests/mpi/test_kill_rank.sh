@@ -29,7 +29,7 @@ run_case() { # SIGNAL EXPECT_REGEX
         --reference --pp 2 --json >"$dir/out" 2>"$dir/err" &
     mp=$!
     pid=""
-    for i in $(seq 1 100); do # up to 10 s for the ranks to start
+    for _ in $(seq 1 100); do # up to 10 s for the ranks to start
         pid=$(rank_pid "$mp" 1) && break
         sleep 0.1
     done

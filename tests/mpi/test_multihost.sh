@@ -67,6 +67,7 @@ exec ip netns exec "\$ns" unshare --uts env TMPDIR="$tmp/\$ns" sh -c "hostname \
 AG
 chmod +x "$tmp/agent"
 printf '%s slots=1\n%s slots=1\n' "$net.11" "$net.12" >"$tmp/hosts"
+# shellcheck disable=SC2054 # "tcp,self" is one Open MPI value
 mpi=("$mpirun" --allow-run-as-root --oversubscribe --hostfile "$tmp/hosts" -np 2
      --mca plm_rsh_agent "$tmp/agent" --mca oob_tcp_if_include "$net.0/24"
      --mca btl_tcp_if_include "$net.0/24" --mca btl tcp,self

@@ -54,19 +54,19 @@ int main(int argc, char **argv) {
     float *lg = malloc(sizeof(float) * (size_t)V * (size_t)n);
     if (ts_engine_seq_reserve(e, 0, n) != TS_OK) return 1;
     if (!strcmp(argv[2], "batch")) {
-        ts_batch b = {n, tok, pos, seq, want};
+        ts_batch b = {n, tok, pos, seq, want, NULL, NULL};
         if (ts_engine_step(e, &b, lg) != TS_OK) return 1;
     } else {
         /* "mixN": the first N tokens in one batch, then one per step; "seq": N = 0 */
         int i = 0;
         if (!strncmp(argv[2], "mix", 3)) {
             const int n0 = atoi(argv[2] + 3);
-            ts_batch b = {n0, tok, pos, seq, want};
+            ts_batch b = {n0, tok, pos, seq, want, NULL, NULL};
             if (n0 > 0 && ts_engine_step(e, &b, lg) != TS_OK) return 1;
             i = n0;
         }
         for (; i < n; i++) {
-            ts_batch b = {1, tok + i, pos + i, seq + i, NULL};
+            ts_batch b = {1, tok + i, pos + i, seq + i, NULL, NULL, NULL};
             if (ts_engine_step(e, &b, lg + (size_t)i * V) != TS_OK) return 1;
         }
     }

@@ -1,0 +1,353 @@
+/* cmd_safety.c: `tessera safety`: ShieldGemma 2 image safety scores, offline (CPU engine).
+ *
+ *   tessera safety -m MODEL.gguf --vision VISION [options] IMAGE...
+ *   tessera safety --server HOST:PORT [--api-key KEY] [--policy NAME]... IMAGE...
+ *       (the second form asks a tesserad's CheckSafety RPC; same output)
+ *       MODEL   the ShieldGemma 2 (Gemma 3 4B) language model as GGUF
+ *       VISION  its vision tower + projector: an mmproj GGUF, or the Hugging Face checkpoint
+ *               directory (ShieldGemma 2 ships as safetensors)
+ *   Prints one JSON object per image and line: {"image": PATH, "scores": {policy: P(Yes)}}
+ *   or {"image": PATH, "error": MESSAGE} for an image that cannot be read (the others are
+ *   still scored; exit code 1 then).
+ * Options: --policy NAME (repeatable; default: all three), --custom-policy NAME=TEXT
+ * (repeatable; overrides a default of the same name), --threads N, --reference,
+ * --single-bos, --max-pixels N, and for test models without the marker / answer tokens in
+ * their vocabulary --ids BOI,EOI,IMAGE,YES,NO.
+ * Exit codes: 0 success, 1 failure, 2 usage error.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "commands.h"
+#include "engine.h"
+#include "image.h"
+#include "shieldgemma.h"
+#include "tokenizer.h"
+#include "vision.h"
+#ifdef TS_HAVE_RPC
+#include "client.h"
+#include "tessera/v1/inference.pb-c.h"
+#endif
+
+#define MAX_POLICIES 32
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: tessera safety -m MODEL.gguf --vision VISION [options] IMAGE...\n\n"
+            "Scores each image with ShieldGemma 2: P(violation) per policy, one JSON line per\n"
+            "image.\n\n"
+            "  --server HOST:PORT       ask a tesserad (CheckSafety) instead of running locally\n"
+            "  --api-key KEY            API key for --server\n"
+            "  -m, --model MODEL        the language model (GGUF)\n"
+            "  --vision PATH            mmproj GGUF or Hugging Face checkpoint directory\n"
+            "  --policy NAME            dangerous, sexual, violence or a custom name (repeatable;\n"
+            "                           default: the three built-in policies)\n"
+            "  --custom-policy NAME=TEXT  a policy text (repeatable; overrides a built-in name)\n"
+            "  --threads N              CPU threads (default: all)\n"
+            "  --reference              scalar reference kernels\n"
+            "  --single-bos             one <bos> (HF's processor produces two)\n"
+            "  --max-pixels N           refuse larger images (default 50000000)\n"
+            "  --ids BOI,EOI,IMAGE,YES,NO  token ids for test vocabularies\n");
+}
+
+static int need(int i, int argc, const char *a) {
+    if (i + 1 >= argc) {
+        fprintf(stderr, "tessera safety: %s needs a value\n", a);
+        return 0;
+    }
+    return 1;
+}
+
+static uint8_t *read_all(const char *path, size_t *len, char *err, size_t errn) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errn, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    uint8_t *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            cap = cap ? 2 * cap : 65536;
+            if (cap > ((size_t)256 << 20)) {
+                snprintf(err, errn, "larger than 256 MiB");
+                break;
+            }
+            uint8_t *nb = ts_realloc(buf, cap);
+            if (!nb) {
+                snprintf(err, errn, "out of memory");
+                break;
+            }
+            buf = nb;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f)) snprintf(err, errn, "read error");
+            else {
+                fclose(f);
+                *len = n;
+                return buf;
+            }
+            break;
+        }
+    }
+    fclose(f);
+    ts_free(buf);
+    return NULL;
+}
+
+#ifdef TS_HAVE_RPC
+/* --server: one CheckSafety call per image, so that a bad image gets its own error line. */
+static int remote(const char *server, const char *api_key, const char *const *names, int n_pol,
+                  int first, int argc, char **argv) {
+    ts_rpc_client *cl = ts_rpc_client_open_ex(server, NULL, api_key);
+    if (!cl) {
+        fprintf(stderr, "tessera safety: cannot connect to %s\n", server);
+        return 1;
+    }
+    int rc_exit = 0;
+    for (int i = first; i < argc; i++) {
+        json_t *o = json_object();
+        json_object_set_new(o, "image", json_string(argv[i]));
+        char err[256] = "";
+        size_t len = 0;
+        uint8_t *buf = read_all(argv[i], &len, err, sizeof err);
+        if (!buf) {
+            json_object_set_new(o, "error", json_string(err));
+        } else {
+            Tessera__V1__Image img = TESSERA__V1__IMAGE__INIT;
+            img.data.data = buf;
+            img.data.len = len;
+            Tessera__V1__ContentPart part = TESSERA__V1__CONTENT_PART__INIT;
+            part.part_case = TESSERA__V1__CONTENT_PART__PART_IMAGE;
+            part.image = &img;
+            Tessera__V1__ContentPart *parts[1] = {&part};
+            Tessera__V1__SafetyCheckRequest req = TESSERA__V1__SAFETY_CHECK_REQUEST__INIT;
+            req.n_parts = 1;
+            req.parts = parts;
+            req.n_policies = (size_t)n_pol;
+            req.policies = (char **)(uintptr_t)names;
+            ProtobufCMessage *resp = NULL;
+            ts_rpc_result res = {0};
+            grpc_status_code code = ts_rpc_unary(cl, "/tessera.v1.Inference/CheckSafety", &req.base,
+                                                 &tessera__v1__safety_check_response__descriptor,
+                                                 600000, &resp, &res);
+            if (code != GRPC_STATUS_OK) {
+                json_object_set_new(o, "error", json_string(res.details ? res.details : "RPC failed"));
+            } else {
+                Tessera__V1__SafetyCheckResponse *r = (Tessera__V1__SafetyCheckResponse *)resp;
+                json_t *sc = json_object();
+                for (size_t v = 0; v < r->n_verdicts; v++)
+                    for (size_t k = 0; k < r->verdicts[v]->n_scores; k++)
+                        json_object_set_new(sc, r->verdicts[v]->scores[k]->policy,
+                                            json_real(r->verdicts[v]->scores[k]->probability));
+                json_object_set_new(o, "scores", sc);
+                protobuf_c_message_free_unpacked(resp, NULL);
+            }
+            ts_rpc_result_free(&res);
+        }
+        if (json_object_get(o, "error")) rc_exit = 1;
+        char *line = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
+        if (line) puts(line);
+        free(line);
+        json_decref(o);
+        ts_free(buf);
+        fflush(stdout);
+    }
+    ts_rpc_client_close(cl);
+    return rc_exit;
+}
+#endif
+
+int ts_cmd_safety(int argc, char **argv) {
+    const char *model = NULL, *vpath = NULL, *server = NULL, *api_key = NULL;
+    const char *names[MAX_POLICIES], *texts[MAX_POLICIES];
+    int n_pol = 0, n_custom = 0;
+    const char *cname[MAX_POLICIES], *ctext[MAX_POLICIES];
+    char *cbuf[MAX_POLICIES];
+    int threads = 0;
+    bool reference = false;
+    unsigned long long max_pixels = 0;
+    ts_sg_params prm = ts_sg_default_params();
+    int i = 1;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            if (!need(i, argc, a)) return 2;
+            model = argv[++i];
+        } else if (!strcmp(a, "--server")) {
+            if (!need(i, argc, a)) return 2;
+            server = argv[++i];
+        } else if (!strcmp(a, "--api-key")) {
+            if (!need(i, argc, a)) return 2;
+            api_key = argv[++i];
+        } else if (!strcmp(a, "--vision")) {
+            if (!need(i, argc, a)) return 2;
+            vpath = argv[++i];
+        } else if (!strcmp(a, "--policy")) {
+            if (!need(i, argc, a)) return 2;
+            if (n_pol == MAX_POLICIES) return fprintf(stderr, "tessera safety: too many policies\n"), 2;
+            names[n_pol++] = argv[++i];
+        } else if (!strcmp(a, "--custom-policy")) {
+            if (!need(i, argc, a)) return 2;
+            const char *v = argv[++i], *eq = strchr(v, '=');
+            if (!eq || eq == v || !eq[1] || n_custom == MAX_POLICIES) {
+                fprintf(stderr, "tessera safety: --custom-policy expects NAME=TEXT\n");
+                return 2;
+            }
+            cbuf[n_custom] = ts_strndup(v, (size_t)(eq - v));
+            if (!cbuf[n_custom]) return fprintf(stderr, "tessera safety: out of memory\n"), 1;
+            cname[n_custom] = cbuf[n_custom];
+            ctext[n_custom] = eq + 1;
+            n_custom++;
+        } else if (!strcmp(a, "--threads")) {
+            if (!need(i, argc, a)) return 2;
+            threads = atoi(argv[++i]);
+        } else if (!strcmp(a, "--reference")) {
+            reference = true;
+        } else if (!strcmp(a, "--single-bos")) {
+            prm.single_bos = true;
+        } else if (!strcmp(a, "--max-pixels")) {
+            if (!need(i, argc, a)) return 2;
+            max_pixels = strtoull(argv[++i], NULL, 10);
+        } else if (!strcmp(a, "--ids")) {
+            if (!need(i, argc, a)) return 2;
+            if (sscanf(argv[++i], "%d,%d,%d,%d,%d", &prm.ids.boi, &prm.ids.eoi, &prm.ids.image,
+                       &prm.yes, &prm.no) != 5) {
+                fprintf(stderr, "tessera safety: --ids expects BOI,EOI,IMAGE,YES,NO\n");
+                return 2;
+            }
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "tessera safety: unknown option '%s'\n\n", a);
+            usage(stderr);
+            return 2;
+        } else {
+            break;
+        }
+    }
+    if (server) {
+        for (int k = 0; k < n_custom; k++) ts_free(cbuf[k]);
+        if (i >= argc || n_custom) {
+            fprintf(stderr, "tessera safety: --server needs IMAGE arguments (custom policies are "
+                            "configured on the server)\n");
+            return 2;
+        }
+#ifdef TS_HAVE_RPC
+        return remote(server, api_key, names, n_pol, i, argc, argv);
+#else
+        (void)api_key;
+        fprintf(stderr, "tessera safety: this build has no gRPC client (--server)\n");
+        return 1;
+#endif
+    }
+    if (!model || !vpath || i >= argc) {
+        for (int k = 0; k < n_custom; k++) ts_free(cbuf[k]);
+        fprintf(stderr, "tessera safety: -m MODEL, --vision PATH and at least one IMAGE are "
+                        "required\n\n");
+        usage(stderr);
+        return 2;
+    }
+    ts_vision *v = NULL;
+    ts_engine *e = NULL;
+    ts_gguf *g = NULL;
+    ts_tokenizer *tok = NULL;
+    float *embd = NULL;
+    int rc_exit = 0;
+    ts_status rc = TS_OK;
+    /* the policy list: named ones (custom text wins over a built-in of the same name) */
+    size_t n_def;
+    const ts_sg_policy *def = ts_sg_default_policies(&n_def);
+    if (n_pol == 0) {
+        for (size_t k = 0; k < n_def; k++) names[n_pol++] = def[k].name;
+        for (int k = 0; k < n_custom && n_pol < MAX_POLICIES; k++) {
+            bool dup = false;
+            for (int j = 0; j < n_pol; j++) dup |= !strcmp(names[j], cname[k]);
+            if (!dup) names[n_pol++] = cname[k];
+        }
+    }
+    for (int p = 0; p < n_pol; p++) {
+        texts[p] = NULL;
+        for (int k = 0; k < n_custom; k++)
+            if (!strcmp(names[p], cname[k])) texts[p] = ctext[k];
+        if (!texts[p]) texts[p] = ts_sg_policy_text(names[p]);
+        if (!texts[p]) {
+            fprintf(stderr, "tessera safety: unknown policy '%s' (built-in: dangerous, sexual, "
+                            "violence; or give --custom-policy NAME=TEXT)\n", names[p]);
+            rc_exit = 2;
+            goto done;
+        }
+    }
+
+    ts_vision_params vp = {.n_threads = threads, .reference = reference};
+    rc = ts_vision_load(vpath, &vp, &v);
+    const ts_vision_config *vc = rc == TS_OK ? ts_vision_get_config(v) : NULL;
+    if (rc == TS_OK) {
+        ts_engine_params ep = {.model_path = model, .n_threads = threads, .reference = reference,
+                               .n_batch = vc->n_tokens > 512 ? vc->n_tokens : 512};
+        rc = ts_engine_create(&ep, &e);
+    }
+    if (rc == TS_OK) rc = ts_gguf_open(model, &g);
+    if (rc == TS_OK) rc = ts_tokenizer_load(g, &tok);
+    if (rc == TS_OK && (uint32_t)vc->proj_dim != ts_engine_config(e)->n_embd)
+        rc = TS_FAIL(TS_FORMAT, "the vision projector outputs %d values per token, the model "
+                     "takes %u", vc->proj_dim, ts_engine_config(e)->n_embd);
+    if (rc == TS_OK) {
+        embd = ts_malloc(sizeof(float) * (size_t)vc->n_tokens * (size_t)vc->proj_dim);
+        if (!embd) rc = TS_FAIL(TS_NOMEM, "image embeddings");
+    }
+    if (rc != TS_OK) {
+        fprintf(stderr, "tessera safety: %s\n", ts_last_error());
+        rc_exit = 1;
+        goto done;
+    }
+    for (; i < argc; i++) {
+        json_t *o = json_object();
+        json_object_set_new(o, "image", json_string(argv[i]));
+        char err[256] = "";
+        size_t len = 0;
+        uint8_t *buf = read_all(argv[i], &len, err, sizeof err);
+        ts_image im = {0};
+        if (!buf) {
+            json_object_set_new(o, "error", json_string(err));
+        } else if ((rc = ts_image_decode(buf, len, max_pixels, &im)) != TS_OK ||
+                   (rc = ts_vision_encode_image(v, &im, embd)) != TS_OK) {
+            json_object_set_new(o, "error", json_string(ts_last_error()));
+        } else {
+            json_t *sc = json_object();
+            for (int p = 0; p < n_pol && rc == TS_OK; p++) {
+                float py = 0;
+                rc = ts_sg_score(e, tok, embd, vc->n_tokens, texts[p], &prm, &py);
+                if (rc == TS_OK) json_object_set_new(sc, names[p], json_real(py));
+            }
+            if (rc == TS_OK) json_object_set_new(o, "scores", sc);
+            else {
+                json_decref(sc);
+                json_object_set_new(o, "error", json_string(ts_last_error()));
+            }
+        }
+        if (json_object_get(o, "error")) rc_exit = 1;
+        char *line = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
+        if (line) puts(line);
+        free(line);
+        json_decref(o);
+        ts_image_free(&im);
+        ts_free(buf);
+        fflush(stdout);
+    }
+done:
+    ts_free(embd);
+    ts_tokenizer_free(tok);
+    ts_gguf_close(g);
+    ts_engine_destroy(e);
+    ts_vision_destroy(v);
+    for (int k = 0; k < n_custom; k++) ts_free(cbuf[k]);
+    return rc_exit;
+}
