@@ -369,6 +369,7 @@ static bool admit(ts_sched *s, ts_req *r) {
     r->n_prefilled = (size_t)r->n_cached; /* the cached prefix is not stepped again */
     r->pos = r->n_cached;
     ts_metrics_prompt_tokens(r->n_prompt);
+    ts_metrics_cached_tokens((uint64_t)r->n_cached);
     TS_LOG_INFO("request %s: admitted to slot %d (tenant %s, prompt %zu tokens, %d cached, "
                 "max_tokens %d, queue %.1f ms)", r->id, slot, r->tenant[0] ? r->tenant : "-",
                 r->n_prompt, r->n_cached, r->max_tokens, (double)(r->t_admit - r->t_submit) / 1e3);

@@ -5,7 +5,8 @@
 # output (greedy) equals the output of a daemon with the cache off (config file
 # prefix-cache-tokens = 0). A tiny cache (--prefix-cache-tokens 64) under a stream of
 # different prompts evicts and still gives the same outputs. After the requests, cluster
-# info shows no KV page in use. A random tiny model always; the real Gemma 3 270M when
+# info shows no KV page in use, and the Prometheus counter tessera_prompt_tokens_cached_total
+# (--metrics) adds up the usages. A random tiny model always; the real Gemma 3 270M when
 # TESSERA_MODEL_270M is set.
 set -u
 bin=$1
@@ -95,8 +96,18 @@ EOP
 run_model() { # run_model LABEL N MODEL ARGS...: N requests
   local l=$1 n=$2 model=$3
   shift 3
-  if start_daemon "$model" --slots 2 --threads 2 "$@"; then
+  if start_daemon "$model" --slots 2 --threads 2 --metrics 127.0.0.1:0 "$@"; then
     chat_all "$l.on" "$n"
+    # the Prometheus counter of cached prompt tokens = the sum over the usages
+    murl=$(sed -n 's|^tesserad: metrics at \(http://127\.0\.0\.1:[0-9]*/metrics\)$|\1|p' "$tmp/d.out")
+    $py - "$tmp" "$l.on" "$n" "$murl" <<'EOP' && ok || bad "$l: tessera_prompt_tokens_cached_total"
+import json, sys, urllib.request
+tmp, t, n, url = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+want = sum(json.load(open(f"{tmp}/{t}.{k}.json"))["cached_prompt_tokens"] for k in range(1, n + 1))
+text = urllib.request.urlopen(url, timeout=10).read().decode()
+got = [float(x.split()[1]) for x in text.splitlines() if x.startswith("tessera_prompt_tokens_cached_total ")]
+assert want > 0 and got == [want], (got, want)
+EOP
     stop_daemon
   fi
   printf 'prefix-cache-tokens = 0;\n' >"$tmp/off.conf"
