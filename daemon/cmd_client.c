@@ -260,7 +260,8 @@ static int parse_ids(const char *s, uint32_t **out, size_t *n) {
 }
 
 static void print_json(const char *id, const char *text, size_t len, const uint32_t *ids, size_t n,
-                       int finish, uint32_t pt, uint32_t ct, uint64_t seed, uint64_t ttft_us) {
+                       int finish, uint32_t pt, uint32_t ct, uint64_t seed, uint64_t ttft_us,
+                       uint32_t cached) {
     json_t *o = json_object(), *a = json_array();
     for (size_t i = 0; i < n; i++) json_array_append_new(a, json_integer(ids[i]));
     json_object_set_new(o, "request_id", json_string(id ? id : ""));
@@ -269,6 +270,7 @@ static void print_json(const char *id, const char *text, size_t len, const uint3
     json_object_set_new(o, "finish_reason", json_string(finish_name(finish)));
     json_object_set_new(o, "prompt_tokens", json_integer(pt));
     json_object_set_new(o, "completion_tokens", json_integer(ct));
+    json_object_set_new(o, "cached_prompt_tokens", json_integer(cached));
     json_object_set_new(o, "seed", json_integer((json_int_t)seed));
     json_object_set_new(o, "ttft_us", json_integer((json_int_t)ttft_us));
     json_dumpf(o, stdout, JSON_COMPACT);
@@ -376,7 +378,8 @@ static int do_generate(cli_opts *o) {
                 print_json(r->request_id, r->text, strlen(r->text), r->token_ids, r->n_token_ids,
                            r->finish_reason, r->usage ? r->usage->prompt_tokens : 0,
                            r->usage ? r->usage->completion_tokens : 0, r->seed,
-                           r->timing ? r->timing->time_to_first_token_us : 0);
+                           r->timing ? r->timing->time_to_first_token_us : 0,
+                           r->usage ? r->usage->cached_prompt_tokens : 0);
             else
                 printf("%s\n", r->text);
             protobuf_c_message_free_unpacked(resp, NULL);
@@ -387,7 +390,7 @@ static int do_generate(cli_opts *o) {
         size_t tl = 0, nids = 0, cap = 0;
         uint32_t *all = NULL;
         int finish = 0;
-        uint32_t pt = 0, ct = 0;
+        uint32_t pt = 0, ct = 0, cached = 0;
         uint64_t seed = 0, ttft = 0;
         ProtobufCMessage *msg;
         int k;
@@ -425,6 +428,7 @@ static int do_generate(cli_opts *o) {
                 if (m->finished->usage) {
                     pt = m->finished->usage->prompt_tokens;
                     ct = m->finished->usage->completion_tokens;
+                    cached = m->finished->usage->cached_prompt_tokens;
                 }
                 if (m->finished->timing) ttft = m->finished->timing->time_to_first_token_us;
             }
@@ -434,7 +438,7 @@ static int do_generate(cli_opts *o) {
             if (!o->json) putchar('\n');
             ret = s ? report(cmd, &res) : 1;
         } else if (o->json) {
-            print_json(req_id, text, tl, all, nids, finish, pt, ct, seed, ttft);
+            print_json(req_id, text, tl, all, nids, finish, pt, ct, seed, ttft, cached);
         } else {
             putchar('\n');
         }
@@ -514,7 +518,7 @@ int ts_cmd_info(int argc, char **argv) {
                 /* Jansson escapes the strings (a plan has newlines, a name may have quotes) */
                 json_t *j = json_pack(
                     "{s:{s:s, s:s, s:i, s:i, s:b, s:b}, s:{s:s, s:i, s:i, s:i, s:i, s:i, s:i, "
-                    "s:I, s:I, s:i, s:I, s:I, s:I, s:s}}",
+                    "s:I, s:I, s:i, s:I, s:I, s:I, s:I, s:I, s:s}}",
                     "model", "name", mi->name, "version", mi->version,
                     "context_length", (int)mi->context_length, "vocab_size", (int)mi->vocab_size,
                     "supports_images", (int)mi->supports_images, "ready", (int)mi->ready,
@@ -528,6 +532,8 @@ int ts_cmd_info(int argc, char **argv) {
                     "requests_completed", (json_int_t)ci->requests_completed,
                     "requests_cancelled", (json_int_t)ci->requests_cancelled,
                     "requests_rejected", (json_int_t)ci->requests_rejected,
+                    "prefix_cache_tokens", (json_int_t)ci->prefix_cache_tokens,
+                    "prefix_cache_hit_tokens", (json_int_t)ci->prefix_cache_hit_tokens,
                     "version", ci->version);
                 char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
                 if (txt) {
@@ -550,6 +556,8 @@ int ts_cmd_info(int argc, char **argv) {
                        ci->requests_cancelled, ci->requests_rejected);
                 printf("kv cache    %" PRIu64 " / %" PRIu64 " pages used (%u tokens each)\n",
                        ci->kv_pages_used, ci->kv_pages_total, ci->kv_page_size);
+                printf("prefix cache %" PRIu64 " tokens cached, %" PRIu64 " prompt tokens served\n",
+                       ci->prefix_cache_tokens, ci->prefix_cache_hit_tokens);
                 printf("version     tesserad %s\n", ci->version);
                 ret = 0;
             }

@@ -72,7 +72,7 @@ static struct {
     char methods[TS_METRICS_MAX_METHODS][128]; /* registered paths */
     int n_methods;
     atomic_uint_fast64_t requests[TS_METRICS_MAX_METHODS + 1][N_CODES];
-    atomic_uint_fast64_t prompt_tokens, generated_tokens;
+    atomic_uint_fast64_t prompt_tokens, generated_tokens, cached_tokens;
     atomic_uint_fast64_t safety[TS_SAFETY_POLICY_COUNT][TS_SAFETY_OUTCOME_COUNT];
     atomic_uint_fast64_t reloads_ok, reloads_err;
     histo ttft, itl;
@@ -134,6 +134,10 @@ void ts_metrics_rpc_done(const char *path, int code) {
 
 void ts_metrics_prompt_tokens(uint64_t n) {
     atomic_fetch_add_explicit(&R.prompt_tokens, n, memory_order_relaxed);
+}
+
+void ts_metrics_cached_tokens(uint64_t n) {
+    atomic_fetch_add_explicit(&R.cached_tokens, n, memory_order_relaxed);
 }
 
 void ts_metrics_generated_tokens(uint64_t n) {
@@ -310,6 +314,10 @@ char *ts_metrics_render(size_t *len) {
 
     head(&b, "tessera_prompt_tokens_total", "counter", "Prompt tokens admitted for prefill.");
     sb_printf(&b, "tessera_prompt_tokens_total %llu\n", (unsigned long long)ld(&R.prompt_tokens));
+    head(&b, "tessera_prompt_tokens_cached_total", "counter",
+         "Prompt tokens taken from the prefix cache (part of tessera_prompt_tokens_total).");
+    sb_printf(&b, "tessera_prompt_tokens_cached_total %llu\n",
+              (unsigned long long)ld(&R.cached_tokens));
     head(&b, "tessera_generated_tokens_total", "counter", "Tokens generated (sampled).");
     sb_printf(&b, "tessera_generated_tokens_total %llu\n",
               (unsigned long long)ld(&R.generated_tokens));

@@ -68,6 +68,7 @@ void ts_metrics_stop(void);
 void ts_metrics_rpc_done(const char *path, int code);
 /* Prompt tokens admitted (prefill work) and tokens generated. */
 void ts_metrics_prompt_tokens(uint64_t n);
+void ts_metrics_cached_tokens(uint64_t n); /* of those, from the prefix cache */
 void ts_metrics_generated_tokens(uint64_t n);
 /* Time to first token (submit -> first sampled token) and between two tokens of a stream. */
 void ts_metrics_ttft_us(int64_t us);

@@ -32,6 +32,7 @@ struct ts_sched {
     ts_req **running;          /* by slot; scheduler thread (n_active mirrored under mu) */
     uint32_t n_active;         /* mu */
     int64_t kv_free;           /* mu: snapshot after each step */
+    ts_kv_prefix_stats pfx;    /* mu: snapshot with kv_free */
     uint64_t n_completed, n_cancelled, n_rejected; /* mu */
     int64_t step_us_ewma;      /* mu */
     /* step buffers */
@@ -39,6 +40,7 @@ struct ts_sched {
     uint8_t *b_want;
     ts_req **row_owner;
     float *logits;
+    uint8_t *slot_taken;       /* reserved for a request being admitted */
 };
 
 int64_t ts_now_us(void) {
@@ -98,16 +100,17 @@ ts_status ts_sched_create(const ts_sched_params *p, ts_sched **out) {
     s->b_seq = ts_malloc(nb * sizeof(int32_t));
     s->b_want = ts_malloc(nb);
     s->row_owner = ts_calloc(ns, sizeof *s->row_owner);
+    s->slot_taken = ts_calloc(ns, 1);
     /* at most one logits row per sequence per step */
     s->logits = ts_malloc(ns * (size_t)s->n_vocab * sizeof(float));
     if (!s->running || !s->b_tok || !s->b_pos || !s->b_seq || !s->b_want || !s->row_owner ||
-        !s->logits) {
+        !s->logits || !s->slot_taken) {
         rc = TS_FAIL(TS_NOMEM, "scheduler buffers");
         goto fail;
     }
     if (s->p.queue_max <= 0) s->p.queue_max = 64;
     if (s->p.max_tokens_default <= 0) s->p.max_tokens_default = 256;
-    s->kv_free = ts_engine_free_pages(s->e);
+    s->kv_free = ts_engine_available_pages(s->e);
     *out = s;
     return TS_OK;
 fail:
@@ -126,6 +129,7 @@ void ts_sched_destroy(ts_sched *s) {
     ts_free(s->row_owner);
     ts_free(s->logits);
     ts_gvocab_free(s->gv);
+    ts_free(s->slot_taken);
     ts_tokenizer_free(s->tok);
     ts_engine_destroy(s->e);
     pthread_mutex_destroy(&s->mu);
@@ -139,10 +143,6 @@ int32_t ts_sched_n_ctx(const ts_sched *s) { return s->info.n_ctx; }
 int32_t ts_sched_max_tokens_default(const ts_sched *s) { return s->p.max_tokens_default; }
 const char *ts_sched_model_path(const ts_sched *s) { return s->p.engine.model_path; }
 ts_engine *ts_sched_engine(ts_sched *s) { return s->e; }
-
-static int64_t pages_for(const ts_sched *s, int64_t n_pos) {
-    return (n_pos + s->info.page_size - 1) / s->info.page_size;
-}
 
 /* ---- queue (mu held) ---- */
 
@@ -232,6 +232,8 @@ void ts_sched_get_stats(ts_sched *s, ts_sched_stats *st) {
     st->completed = s->n_completed;
     st->cancelled = s->n_cancelled;
     st->rejected = s->n_rejected;
+    st->prefix_cached_tokens = s->pfx.entries * s->info.page_size;
+    st->prefix_hit_tokens = s->pfx.hit_tokens;
     st->weight_bytes = s->info.weight_bytes;
     st->kv_bytes = s->info.kv_bytes;
     st->activation_bytes = s->info.activation_bytes;
@@ -281,7 +283,8 @@ static void retire(ts_sched *s, ts_req *r) {
         pthread_mutex_lock(&s->mu);
         s->running[r->slot] = NULL;
         s->n_active--;
-        s->kv_free = ts_engine_free_pages(s->e);
+        s->kv_free = ts_engine_available_pages(s->e);
+        ts_engine_prefix_stats(s->e, &s->pfx);
         pthread_mutex_unlock(&s->mu);
         r->slot = -1;
     }
@@ -348,18 +351,21 @@ static bool reap(ts_sched *s, ts_req *r) {
     return false;
 }
 
-/* Sets up a request taken from the queue for slot `slot` (pages already checked). */
-static bool admit(ts_sched *s, ts_req *r, int32_t slot) {
+/* Sets up a request taken from the queue (its slot reserved at admission, r->slot_res). */
+static bool admit(ts_sched *s, ts_req *r) {
     r->t_admit = ts_now_us();
-    if (ts_engine_seq_reserve(s->e, slot, (int32_t)r->n_prompt + r->max_tokens) != TS_OK) {
-        fail(s, r, TS_EXHAUSTED, ts_last_error());
+    const int32_t slot = r->slot_res;
+    if (slot < 0) {
+        fail(s, r, r->admit_rc, r->admit_err);
         return false;
     }
     r->slot = slot;
     pthread_mutex_lock(&s->mu);
+    s->slot_taken[slot] = 0;
     s->running[slot] = r;
     s->n_active++;
-    s->kv_free = ts_engine_free_pages(s->e);
+    s->kv_free = ts_engine_available_pages(s->e);
+    ts_engine_prefix_stats(s->e, &s->pfx);
     pthread_mutex_unlock(&s->mu);
     if (ts_sampler_create(&r->sp, s->n_vocab, &r->smp) != TS_OK ||
         ts_detok_stream_init(s->tok, &r->ds) != TS_OK ||
@@ -369,10 +375,13 @@ static bool admit(ts_sched *s, ts_req *r, int32_t slot) {
         return false;
     }
     for (size_t i = 0; i < r->n_prompt; i++) (void)ts_sampler_accept(r->smp, r->prompt[i]);
-    r->pos = 0;
+    r->n_prefilled = (size_t)r->n_cached; /* the cached prefix is not stepped again */
+    r->pos = r->n_cached;
     ts_metrics_prompt_tokens(r->n_prompt);
-    TS_LOG_INFO("request %s: admitted to slot %d (tenant %s, prompt %zu tokens, max_tokens %d, "
-                "queue %.1f ms)", r->id, slot, r->tenant[0] ? r->tenant : "-", r->n_prompt, r->max_tokens, (double)(r->t_admit - r->t_submit) / 1e3);
+    ts_metrics_cached_tokens((uint64_t)r->n_cached);
+    TS_LOG_INFO("request %s: admitted to slot %d (tenant %s, prompt %zu tokens, %d cached, "
+                "max_tokens %d, queue %.1f ms)", r->id, slot, r->tenant[0] ? r->tenant : "-",
+                r->n_prompt, r->n_cached, r->max_tokens, (double)(r->t_admit - r->t_submit) / 1e3);
     return true;
 }
 
@@ -603,15 +612,28 @@ static void *sched_main(void *arg) {
                 pp = &r->next;
             }
         }
-        /* admission: a free slot and the KV pages for prompt + max_tokens */
+        /* admission: a free slot and the KV pages for prompt + max_tokens (less what the
+         * prefix cache holds), reserved here (the engine belongs to this thread) */
         ts_req *admitted = NULL, **atail = &admitted;
-        int64_t free_pages = s->kv_free;
         while (s->qhead && s->n_active < (uint32_t)s->info.n_seq_max) {
             ts_req **pp = pick_next_locked(s);
             ts_req *r = *pp;
-            int64_t need = pages_for(s, (int64_t)r->n_prompt + r->max_tokens);
-            if (need > free_pages) break; /* the chosen request waits for pages */
-            free_pages -= need;
+            int32_t slot = 0;
+            while (slot < s->info.n_seq_max && (s->running[slot] || s->slot_taken[slot])) slot++;
+            if (slot == s->info.n_seq_max) break;
+            int32_t cached = 0;
+            ts_status rc = ts_engine_seq_reserve_prefix(s->e, slot, r->prompt, (int32_t)r->n_prompt,
+                                                        (int32_t)r->n_prompt + r->max_tokens,
+                                                        &cached);
+            if (rc == TS_EXHAUSTED) break; /* the chosen request waits for pages */
+            r->slot_res = rc == TS_OK ? slot : -1;
+            r->n_cached = cached;
+            if (rc == TS_OK) {
+                s->slot_taken[slot] = 1;
+            } else {
+                r->admit_rc = rc;
+                snprintf(r->admit_err, sizeof r->admit_err, "%s", ts_last_error());
+            }
             *pp = r->next;
             s->nq--;
             memcpy(s->rr_last, r->tenant, sizeof s->rr_last);
@@ -643,12 +665,10 @@ static void *sched_main(void *arg) {
             ts_req *r = admitted;
             admitted = r->next;
             r->next = NULL;
-            int32_t slot = 0;
-            while (s->running[slot]) slot++;
             pthread_mutex_lock(&s->mu);
             s->n_active--; /* admit() counts it again */
             pthread_mutex_unlock(&s->mu);
-            admit(s, r, slot);
+            admit(s, r);
         }
         step(s);
         pthread_mutex_lock(&s->mu);

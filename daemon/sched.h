@@ -5,6 +5,9 @@
  * prompts being prefilled, up to n_batch tokens (chunked prefill). A request is admitted
  * from the bounded queue when a sequence slot is free and the KV cache has the pages for
  * prompt + max_tokens (reserved at admission, so a running request never runs out of KV).
+ * With the prefix cache on (engine.prefix_cache_tokens), the reservation takes the cached
+ * blocks that start the prompt, and prefill starts after them (r->n_cached); admission
+ * counts only the pages a request still needs, evicting cached blocks nobody holds.
  * Admission order (fair share): the highest priority present first; among the requests of
  * that priority, round-robin over the tenants that have queued work (in tenant-name order,
  * starting after the tenant admitted last), FIFO within a tenant. So one tenant flooding
@@ -100,6 +103,10 @@ struct ts_req {
     atomic_int refs;
     struct ts_req *next;
     int32_t slot;
+    int32_t slot_res;    /* slot reserved at admission (-1: the reservation failed) */
+    ts_status admit_rc;  /* why, then */
+    char admit_err[160];
+    int32_t n_cached;    /* prompt tokens taken from the prefix cache */
     size_t n_prefilled;  /* prompt tokens already stepped */
     int32_t pending;     /* sampled token to feed next step, or -1 */
     int32_t pos;         /* next position */
@@ -139,6 +146,8 @@ typedef struct ts_sched_stats {
     int64_t kv_pages_total, kv_pages_free;
     int32_t page_size, n_ctx;
     uint64_t completed, cancelled, rejected;
+    int64_t prefix_cached_tokens;   /* prompt tokens held in the prefix cache */
+    uint64_t prefix_hit_tokens;     /* prompt tokens served from it so far */
     uint64_t weight_bytes, kv_bytes, activation_bytes; /* the engine's memory (metrics) */
 } ts_sched_stats;
 

@@ -60,6 +60,7 @@ typedef struct {
     int32_t tp, pp, device;
     const char *backend, *gpu_mem_limit;
     uint64_t mem_limit; /* parsed gpu_mem_limit (0: none) */
+    int32_t prefix_cache_tokens;
     const char *model, *listen, *api_keys, *tls_cert, *tls_key, *log_level, *config;
     const char *safety_model, *safety_vision, *safety_ids; /* ShieldGemma 2 (docs/vision.md) */
     const char *metrics, *log_format;
@@ -406,6 +407,7 @@ static void fill_usage_timing(ts_req *r, const ts_req_timing *t, Tessera__V1__Us
                               Tessera__V1__Timing *tm) {
     u->prompt_tokens = (uint32_t)r->n_prompt;
     u->completion_tokens = (uint32_t)r->n_gen;
+    u->cached_prompt_tokens = (uint32_t)r->n_cached;
     tm->queue_us = t->queue_us;
     tm->prefill_us = t->prefill_us;
     tm->time_to_first_token_us = t->ttft_us;
@@ -974,6 +976,8 @@ static void handle_cluster_info(ts_rpc_call *c, void *ctx) {
     ci.requests_completed = st.completed;
     ci.requests_cancelled = st.cancelled;
     ci.requests_rejected = st.rejected;
+    ci.prefix_cache_tokens = (uint64_t)st.prefix_cached_tokens;
+    ci.prefix_cache_hit_tokens = st.prefix_hit_tokens;
     ts_rpc_call_send(c, &ci.base);
     ts_rpc_call_finish(c, GRPC_STATUS_OK, NULL);
     protobuf_c_message_free_unpacked(q, NULL);
@@ -1116,6 +1120,9 @@ static void usage(FILE *f) {
             "      --grace-seconds N     on SIGTERM/SIGINT/SIGUSR1, time for running requests (default 30)\n"
             "      --max-recv-mb N       largest request message in MiB (default 16)\n"
             "      --cq-threads N        gRPC completion-queue threads (default 2)\n"
+            "      --prefix-cache-tokens N  prefix cache size in tokens: prompts that start\n"
+            "                            like an earlier one reuse its KV pages (default 4096;\n"
+            "                            0 turns it off)\n"
             "      --log-level L         error, warn, info, debug, trace (default info)\n"
             "      --api-keys FILE       API keys, `KEY TENANT` per line (SIGHUP reloads);\n"
             "                            without it there is no authentication\n"
@@ -1150,6 +1157,7 @@ static const struct optdef {
     {"grace-seconds", O_INT, 0, 86400, offsetof(opts, grace_s)},
     {"max-recv-mb", O_INT, 1, 1024, offsetof(opts, max_recv_mb)},
     {"cq-threads", O_INT, 1, 16, offsetof(opts, cq_threads)},
+    {"prefix-cache-tokens", O_INT, 0, 1 << 24, offsetof(opts, prefix_cache_tokens)},
     {"log-level", O_LOGLEVEL, 0, 0, offsetof(opts, log_level)},
     {"api-keys", O_STR, 0, 0, offsetof(opts, api_keys)},
     {"tls-cert", O_STR, 0, 0, offsetof(opts, tls_cert)},
@@ -1252,7 +1260,7 @@ static int load_config(opts *o, const char *path, config_t *cfg) {
 
 static int parse_args(int argc, char **argv, opts *o, config_t *cfg, bool *have_cfg) {
     *o = (opts){.slots = 8, .batch = 512, .queue = 64, .max_tokens_default = 256, .grace_s = 30,
-                .max_recv_mb = 16, .cq_threads = 2};
+                .max_recv_mb = 16, .cq_threads = 2, .prefix_cache_tokens = 4096};
     *have_cfg = false;
     ts_log_set_level(TS_LOG_LEVEL_INFO);
     const char *env = getenv("TESSERA_LOG");
@@ -1515,7 +1523,8 @@ int main(int argc, char **argv) {
         .engine = {.model_path = o.model, .n_threads = o.threads, .n_ctx = o.n_ctx,
                    .n_seq_max = o.slots, .n_batch = o.batch,
                    .backend = o.backend, .device = o.device, .mem_limit = o.mem_limit,
-                   .transport = g_tr, .tp = o.tp, .pp = o.pp},
+                   .transport = g_tr, .tp = o.tp, .pp = o.pp,
+                   .prefix_cache_tokens = o.prefix_cache_tokens},
         .queue_max = o.queue,
         .max_tokens_default = o.max_tokens_default,
         .fatal = on_engine_lost,

@@ -140,6 +140,9 @@ typedef struct ts_backend_ops {
      * caller). 1 <= k <= cols. Synchronous (results on the host on return). */
     ts_status (*topk)(ts_backend *b, const float *x, int64_t rows, int64_t cols, int32_t k,
                       int32_t *ids, float *vals);
+    /* Copies KV pages (keys and values, every layer of the copy's kind): page src to page
+     * dst, in order after the ops before it (the prefix cache's snapshots). */
+    ts_status (*kv_copy)(ts_backend *b, const ts_kv_copy *copies, int32_t n);
 } ts_backend_ops;
 
 struct ts_backend {

@@ -281,6 +281,28 @@ static ts_status cpu_kv_store(ts_backend *b, int32_t layer, bool is_global, cons
     return TS_OK;
 }
 
+static ts_status cpu_kv_copy(ts_backend *b, const ts_kv_copy *cp, int32_t n) {
+    cpu_ctx *c = C(b);
+    if (!c->k) return TS_FAIL(TS_INVAL, "KV storage is not initialized");
+    const size_t page = (size_t)c->kvl.page_size * (size_t)c->kvl.kv_dim;
+    for (int32_t i = 0; i < n; i++) {
+        const int64_t np = cp[i].is_global ? c->kvl.global_pages : c->kvl.local_pages;
+        if (cp[i].dst < 0 || cp[i].dst >= np || cp[i].src < 0 || cp[i].src >= np)
+            return TS_FAIL(TS_INVAL, "KV page copy %d -> %d outside the %s pool of %lld pages",
+                           cp[i].src, cp[i].dst, cp[i].is_global ? "global" : "local",
+                           (long long)np);
+        if (cp[i].dst == cp[i].src) continue;
+        for (int32_t l = 0; l < c->kvl.n_layer; l++) {
+            if ((c->is_global[l] != 0) != cp[i].is_global) continue;
+            memcpy(c->k[l] + (size_t)cp[i].dst * page, c->k[l] + (size_t)cp[i].src * page,
+                   sizeof(float) * page);
+            memcpy(c->v[l] + (size_t)cp[i].dst * page, c->v[l] + (size_t)cp[i].src * page,
+                   sizeof(float) * page);
+        }
+    }
+    return TS_OK;
+}
+
 typedef struct {
     cpu_ctx *c;
     const ts_attn_args *a;
@@ -530,6 +552,7 @@ static const ts_backend_ops g_cpu_ops = {
     .add = cpu_add,
     .kv_init = cpu_kv_init,
     .kv_store = cpu_kv_store,
+    .kv_copy = cpu_kv_copy,
     .attention = cpu_attention,
     .sync = cpu_sync,
     .topk = cpu_topk,

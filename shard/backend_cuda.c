@@ -745,6 +745,30 @@ static ts_status cuda_attention(ts_backend *b, const ts_attn_args *x) {
                                x->n_head_kv, x->head_dim, x->window, x->scale, c->st);
 }
 
+static ts_status cuda_kv_copy(ts_backend *b, const ts_kv_copy *cp, int32_t n) {
+    cuda_ctx *c = C(b);
+    if (!c->kv_ready) return TS_FAIL(TS_INVAL, "KV storage is not initialized");
+    const size_t page = (size_t)c->kvl.page_size * (size_t)c->kvl.kv_dim;
+    for (int32_t i = 0; i < n; i++) {
+        const int64_t np = cp[i].is_global ? c->kvl.global_pages : c->kvl.local_pages;
+        if (cp[i].dst < 0 || cp[i].dst >= np || cp[i].src < 0 || cp[i].src >= np)
+            return TS_FAIL(TS_INVAL, "KV page copy %d -> %d outside the %s pool of %lld pages",
+                           cp[i].src, cp[i].dst, cp[i].is_global ? "global" : "local",
+                           (long long)np);
+        if (cp[i].dst == cp[i].src) continue;
+        for (int32_t l = 0; l < c->kvl.n_layer; l++) {
+            if ((c->is_global[l] != 0) != cp[i].is_global) continue;
+            CU(cudaMemcpyAsync(c->k[l] + (size_t)cp[i].dst * page,
+                               c->k[l] + (size_t)cp[i].src * page, sizeof(float) * page,
+                               cudaMemcpyDeviceToDevice, c->st));
+            CU(cudaMemcpyAsync(c->v[l] + (size_t)cp[i].dst * page,
+                               c->v[l] + (size_t)cp[i].src * page, sizeof(float) * page,
+                               cudaMemcpyDeviceToDevice, c->st));
+        }
+    }
+    return TS_OK;
+}
+
 static ts_status cuda_sync(ts_backend *b) {
     cuda_ctx *c = W(b);
     c->step_ready = false;
@@ -770,6 +794,7 @@ static const ts_backend_ops g_cuda_ops = {
     .add = cuda_add,
     .kv_init = cuda_kv_init,
     .kv_store = cuda_kv_store,
+    .kv_copy = cuda_kv_copy,
     .attention = cuda_attention,
     .sync = cuda_sync,
     .step_begin = cuda_step_begin,

@@ -434,8 +434,15 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
         .global_pages = (p->kv_tokens + p->page_size - 1) / p->page_size,
         .n_global_layers = (int32_t)c->n_global,
         .n_local_layers = (int32_t)(c->n_layer - c->n_global),
+        /* one rank only: the other ranks would have to mirror every lookup */
+        .prefix_tokens = e->tr && e->tr->world > 1 ? 0 : p->prefix_cache_tokens,
     };
     if (c->n_global == 0) kp.global_pages = 0;
+    if (kp.prefix_tokens > 0 && !e->b->ops->kv_copy) {
+        rc = TS_FAIL(TS_UNSUPPORTED, "backend '%s' cannot copy KV pages (prefix cache)",
+                     e->b->ops->name);
+        goto fail;
+    }
     TS_TRY_GOTO(ts_kv_create(&kp, &e->kv), rc, fail);
     /* storage only for this rank's layers (indexed il - l0) and KV heads */
     e->n_logit_rows = p->n_seq_max > 8 ? p->n_seq_max : 8;
@@ -649,6 +656,38 @@ void ts_engine_seq_release(ts_engine *e, int32_t seq) {
         (void)send_cmd(e, CMD_RELEASE, seq, 0, 0);
 }
 int64_t ts_engine_free_pages(const ts_engine *e) { return ts_kv_free_global_pages(e->kv); }
+int64_t ts_engine_available_pages(const ts_engine *e) {
+    return ts_kv_available_global_pages(e->kv);
+}
+
+/* Runs the page copies the KV bookkeeping queued. */
+static ts_status run_copies(ts_engine *e) {
+    const ts_kv_copy *cp;
+    const int32_t n = ts_kv_take_copies(e->kv, &cp);
+    return n > 0 ? e->b->ops->kv_copy(e->b, cp, n) : TS_OK;
+}
+
+ts_status ts_engine_seq_reserve_prefix(ts_engine *e, int32_t seq, const int32_t *prompt,
+                                       int32_t n_prompt, int32_t n_pos, int32_t *n_cached) {
+    *n_cached = 0;
+    if (!ts_kv_prefix_enabled(e->kv)) return ts_engine_seq_reserve(e, seq, n_pos);
+    for (int32_t i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || (uint32_t)prompt[i] >= e->cfg.n_vocab)
+            return TS_FAIL(TS_RANGE, "prompt token %d: id %d outside the vocabulary [0, %u)", i,
+                           prompt[i], e->cfg.n_vocab);
+    TS_TRY(ts_kv_reserve_prefix(e->kv, seq, prompt, n_prompt, n_pos, n_cached));
+    ts_status rc = run_copies(e);
+    if (rc != TS_OK) {
+        ts_kv_release(e->kv, seq);
+        *n_cached = 0;
+    }
+    return rc;
+}
+
+void ts_engine_prefix_flush(ts_engine *e) { ts_kv_prefix_flush(e->kv); }
+void ts_engine_prefix_stats(const ts_engine *e, ts_kv_prefix_stats *st) {
+    ts_kv_prefix_get_stats(e->kv, st);
+}
 
 /* ---- forward ---- */
 
@@ -673,6 +712,10 @@ static ts_status check_batch(ts_engine *e, const ts_batch *bt) {
         if (p < 0 || p >= ts_kv_reserved(e->kv, s))
             return TS_FAIL(TS_RANGE, "token %d: position %d of sequence %d is not reserved "
                            "(%d reserved)", i, p, s, ts_kv_reserved(e->kv, s));
+        if (p < ts_kv_shared_positions(e->kv, s))
+            return TS_FAIL(TS_INVAL, "token %d: position %d of sequence %d lies in its cached "
+                           "prefix (%d positions, read-only)", i, p, s,
+                           ts_kv_shared_positions(e->kv, s));
         if ((!bt->embd || !bt->embd[i]) &&
             (bt->token[i] < 0 || (uint32_t)bt->token[i] >= e->cfg.n_vocab))
             return TS_FAIL(TS_RANGE, "token %d: id %d outside the vocabulary [0, %u)", i,
@@ -1098,6 +1141,19 @@ static ts_status run_micro(ts_engine *e, const int32_t *tok, const int32_t *pos,
     return TS_OK;
 }
 
+/* After a step: cache the prompt blocks it completed (snapshots of their local pages); a
+ * sequence fed embeddings (images) is keyed by placeholder ids: it caches nothing. */
+static ts_status prefix_commit(ts_engine *e, const ts_batch *bt) {
+    if (!ts_kv_prefix_enabled(e->kv)) return TS_OK;
+    if (bt->embd)
+        for (int32_t i = 0; i < bt->n_tokens; i++)
+            if (bt->embd[i]) ts_kv_prefix_stop(e->kv, bt->seq[i]);
+    for (int32_t i = 0; i < bt->n_tokens; i++)
+        ts_kv_prefix_commit(e->kv, bt->seq[i], bt->pos[i] + 1);
+    TS_TRY(run_copies(e));
+    return e->b->ops->sync(e->b);
+}
+
 static ts_status step(ts_engine *e, const ts_batch *bt, float *logits, int32_t *ids) {
     TS_TRY(check_batch(e, bt));
     if (e->tr && e->tr->world > 1 && (bt->embd || bt->attn_hi))
@@ -1122,8 +1178,9 @@ static ts_status step(ts_engine *e, const ts_batch *bt, float *logits, int32_t *
     }
     for (int32_t i = 0; i < bt->n_tokens; i++)
         e->want[i] = (uint8_t)(bt->want_logits ? bt->want_logits[i] != 0 : i == bt->n_tokens - 1);
-    return run_micro(e, bt->token, bt->pos, bt->seq, bt->n_tokens,
-                     micro_batches(e, bt->n_tokens, ids != NULL), ids != NULL, logits, ids);
+    TS_TRY(run_micro(e, bt->token, bt->pos, bt->seq, bt->n_tokens,
+                     micro_batches(e, bt->n_tokens, ids != NULL), ids != NULL, logits, ids));
+    return prefix_commit(e, bt);
 }
 
 ts_status ts_engine_step(ts_engine *e, const ts_batch *bt, float *logits) {
@@ -1148,7 +1205,8 @@ ts_status ts_engine_step_top(ts_engine *e, const ts_batch *bt, int32_t k, int32_
         return TS_FAIL(TS_INVAL, "top-k step: k %d outside 1..min(n_vocab, %d)", k,
                        TS_ENGINE_TOP_MAX);
     TS_TRY(check_batch(e, bt));
-    return forward_sel(e, bt, NULL, k, ids, vals);
+    TS_TRY(forward_sel(e, bt, NULL, k, ids, vals));
+    return prefix_commit(e, bt);
 }
 
 ts_status ts_engine_serve(ts_engine *e) {

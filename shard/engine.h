@@ -48,6 +48,8 @@ typedef struct ts_engine_params {
     int32_t n_chunk;         /* max tokens of one sequence per step; 0 = n_batch */
     int32_t page_size;       /* KV page size in tokens; 0 = 16 */
     int64_t kv_tokens;       /* global-layer KV capacity in tokens; 0 = n_ctx per slot */
+    int64_t prefix_cache_tokens; /* prefix cache capacity in tokens (kvcache.h); 0: off.
+                              * Single rank only (ignored when distributed) */
     ts_forward_hook hook;
     void *hook_ctx;
     /* Distributed execution (docs/distributed.md). NULL transport: one rank, the whole
@@ -119,6 +121,22 @@ uint64_t ts_engine_kv_bytes(const ts_config *c, int32_t n_ctx, int32_t n_seq_max
 ts_status ts_engine_seq_reserve(ts_engine *e, int32_t seq, int32_t n_pos);
 void ts_engine_seq_release(ts_engine *e, int32_t seq);
 int64_t ts_engine_free_pages(const ts_engine *e);
+
+/* Prefix caching (params.prefix_cache_tokens > 0; kvcache.h, docs/daemon.md): reserves
+ * [0, n_pos) for a free slot whose prompt is `prompt`, taking the cached blocks that start
+ * it: *n_cached prompt positions (page-aligned, < n_prompt) hold their keys and values
+ * already, so the caller steps only positions n_cached.. of the prompt (the engine rejects
+ * steps that would write them). Full prompt blocks the sequence computes are cached after
+ * each step. With the cache off (or distributed): ts_engine_seq_reserve, *n_cached = 0. */
+/* Prompts fed as embeddings (ts_batch.embd: images) must use ts_engine_seq_reserve: the
+ * cache is keyed by token ids. */
+ts_status ts_engine_seq_reserve_prefix(ts_engine *e, int32_t seq, const int32_t *prompt,
+                                       int32_t n_prompt, int32_t n_pos, int32_t *n_cached);
+/* Free global pages plus cached pages no sequence holds (what admission can count on). */
+int64_t ts_engine_available_pages(const ts_engine *e);
+/* Drops every cached block (pages in use by sequences stay with them). */
+void ts_engine_prefix_flush(ts_engine *e);
+void ts_engine_prefix_stats(const ts_engine *e, ts_kv_prefix_stats *st);
 
 /* logits: (number of flagged tokens, n_vocab) host floats. Distributed: only on rank 0
  * (TS_INVAL elsewhere); the other ranks take part through ts_engine_serve. */

@@ -30,6 +30,17 @@ if(TS_HAVE_CUDA)
   ts_c_target(test_cuda_topk)
   add_test(NAME test_cuda_topk COMMAND test_cuda_topk)
   set_tests_properties(test_cuda_topk PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 600)
+  # Prefix caching on CUDA (kv_copy): a hit gives the logits of the request without the
+  # cache (tiny generated model; the real 270M with TESSERA_MODEL_270M).
+  add_executable(test_cuda_prefix ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_cuda_prefix.c)
+  target_link_libraries(test_cuda_prefix PRIVATE ts_engine ts_kernels_cuda)
+  ts_c_target(test_cuda_prefix)
+  add_test(NAME test_cuda_prefix COMMAND test_cuda_prefix)
+  set_tests_properties(test_cuda_prefix PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 600)
+  if(TESSERA_MODEL_270M)
+    set_tests_properties(test_cuda_prefix PROPERTIES
+                         ENVIRONMENT "TESSERA_MODEL_270M=${TESSERA_MODEL_270M}")
+  endif()
 
   # Benchmark (not a test): GB/s of the decode kernels on the 27B shapes.
   add_executable(bench_cuda_matmul ${CMAKE_CURRENT_SOURCE_DIR}/bench/bench_cuda_matmul.c)

@@ -21,3 +21,14 @@ if(TESSERA_RPC AND TARGET tesserad)
                          ENVIRONMENT "${_env};TESSERA_DAEMON_RANKS=2;TESSERA_MPIRUN=${MPIEXEC_EXECUTABLE}")
   endif()
 endif()
+# Prefix caching end to end: shared system prompts hit the cache (usage reports cached
+# tokens) and give the same outputs as with the cache off; a tiny cache evicts.
+if(TESSERA_RPC AND TARGET tesserad)
+  add_test(NAME daemon_prefix_cache COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/daemon/test_prefix_cache.sh
+           $<TARGET_FILE:tessera> $<TARGET_FILE:tesserad>)
+  set_tests_properties(daemon_prefix_cache PROPERTIES LABELS "daemon" TIMEOUT 900)
+  if(TESSERA_MODEL_270M)
+    set_tests_properties(daemon_prefix_cache PROPERTIES
+                         ENVIRONMENT "TESSERA_MODEL_270M=${TESSERA_MODEL_270M}")
+  endif()
+endif()
