@@ -20,9 +20,10 @@
 # Dependencies: like scripts/gpu-check.sh, cmocka / jansson come from a carried
 # .gpudeps/root (apt-get download + dpkg -x; see there). Logs go to $OUT (else
 # build-gpu/logs). Exits non-zero on any failure.
+# shellcheck disable=SC2086 # $par / $RUN / $MPI hold several words on purpose
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$here"
+cd "$here" || exit 1
 B=${GPU_CHECK_BUILD:-$here/build-gpu}
 LOG=${OUT:-$B/logs}
 mkdir -p "$LOG"

@@ -150,11 +150,11 @@ if [ -n "$mk27" ]; then
     cat "$LOG/mkmodel-27b.txt"
     step "tessera bench --backend cuda: 27b q4_0, defaults (q8 decode, tensor-core prefill, device argmax)"
     if "$TS" bench -m "$M/27b-q4_0.gguf" --backend cuda -p 512 -n 128 \
-        --reps ${GPU_CHECK_REPS:-2} 2>&1 | tee "$LOG/bench-27b-q8.txt"
+        --reps "${GPU_CHECK_REPS:-2}" 2>&1 | tee "$LOG/bench-27b-q8.txt"
     then record PASS "bench 27b"; else record FAIL "bench 27b"; fi
     step "tessera bench --backend cuda: 27b q4_0, tg128 with recorded decode steps (TESSERA_CUDA_GRAPH=1)"
     if TESSERA_CUDA_GRAPH=1 "$TS" bench -m "$M/27b-q4_0.gguf" --backend cuda -p 0 -n 128 \
-        --reps ${GPU_CHECK_REPS:-2} 2>&1 | tee "$LOG/bench-27b-graph.txt"
+        --reps "${GPU_CHECK_REPS:-2}" 2>&1 | tee "$LOG/bench-27b-graph.txt"
     then record PASS "bench 27b graph"; else record FAIL "bench 27b graph"; fi
     if [ "${GPU_CHECK_BASELINE:-0}" = 1 ]; then
         step "tessera bench --backend cuda: 27b q4_0, TESSERA_CUDA_GEMM=fp32 (old prefill)"

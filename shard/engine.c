@@ -1101,15 +1101,17 @@ static int32_t micro_batches(const ts_engine *e, int32_t n, bool want_ids) {
  * each through this rank's part in order, so that stage s works on micro-batch k while
  * stage s + 1 works on k - 1. Ids mode: the last stage's TP rank 0 sends all ids to rank 0
  * after the last micro-batch (so no stage ever waits on rank 0 mid-step). */
+/* embd / attn_hi: the step's image rows (single rank only; NULL elsewhere). */
 static ts_status run_micro(ts_engine *e, const int32_t *tok, const int32_t *pos,
-                           const int32_t *seq, int32_t n, int32_t m, bool want_ids,
-                           float *logits, int32_t *ids) {
+                           const int32_t *seq, const float *const *embd, const int32_t *attn_hi,
+                           int32_t n, int32_t m, bool want_ids, float *logits, int32_t *ids) {
     const int64_t V = e->cfg.n_vocab;
     int64_t out0 = 0;
     for (int32_t k = 0; k < m; k++) {
         const int32_t a = (int32_t)((int64_t)n * k / m), z = (int32_t)((int64_t)n * (k + 1) / m);
         ts_batch mb = {.n_tokens = z - a, .token = tok + a, .pos = pos + a, .seq = seq + a,
-                       .want_logits = e->want + a};
+                       .want_logits = e->want + a, .embd = embd ? embd + a : NULL,
+                       .attn_hi = attn_hi ? attn_hi + a : NULL};
         TS_TRY(forward(e, &mb, want_ids, logits ? logits + out0 * V : NULL, out0));
         for (int32_t i = a; i < z; i++) out0 += e->want[i] ? 1 : 0;
     }
@@ -1178,7 +1180,7 @@ static ts_status step(ts_engine *e, const ts_batch *bt, float *logits, int32_t *
     }
     for (int32_t i = 0; i < bt->n_tokens; i++)
         e->want[i] = (uint8_t)(bt->want_logits ? bt->want_logits[i] != 0 : i == bt->n_tokens - 1);
-    TS_TRY(run_micro(e, bt->token, bt->pos, bt->seq, bt->n_tokens,
+    TS_TRY(run_micro(e, bt->token, bt->pos, bt->seq, bt->embd, bt->attn_hi, bt->n_tokens,
                      micro_batches(e, bt->n_tokens, ids != NULL), ids != NULL, logits, ids));
     return prefix_commit(e, bt);
 }
@@ -1251,7 +1253,8 @@ ts_status ts_engine_serve(ts_engine *e) {
                              e->tr->rank, m, a);
             memcpy(e->want, want, (size_t)a);
             if (rc == TS_OK)
-                rc = run_micro(e, pl, pl + a, pl + 2 * a, a, m, b2 == STEP_IDS, NULL, NULL);
+                rc = run_micro(e, pl, pl + a, pl + 2 * a, NULL, NULL, a, m, b2 == STEP_IDS, NULL,
+                               NULL);
             if (rc != TS_OK) break;
         } else {
             rc = TS_FAIL(TS_INTERNAL, "rank %d: unknown command %d from rank 0", e->tr->rank, cmd);

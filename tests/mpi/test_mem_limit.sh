@@ -8,6 +8,7 @@
 #   - pp 2 and tp 2 at 5 MiB (one rank would need 5.9): run, and generate the same greedy
 #     tokens as one rank without a limit;
 #   - a malformed size: usage error naming the flag.
+# shellcheck disable=SC2086 # $par / $RUN / $MPI hold several words on purpose
 set -u
 T=$1
 MPIEXEC=${2:-mpirun}
