@@ -15,8 +15,14 @@ endif()
 
 # deploy/: the systemd units pass `systemd-analyze verify` (exit 77 where it cannot run);
 # every shell script of the repository passes shellcheck (.shellcheckrc).
+# (without TESSERA_RPC there is no tesserad: /bin/true stands in for the unit's ExecStart)
+if(TARGET tesserad)
+  set(_ts_daemon_exe $<TARGET_FILE:tesserad>)
+else()
+  set(_ts_daemon_exe /bin/true)
+endif()
 add_test(NAME deploy_units COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/deploy/test_units.sh
-         ${CMAKE_SOURCE_DIR} $<IF:$<TARGET_EXISTS:tesserad>,$<TARGET_FILE:tesserad>,/bin/true>)
+         ${CMAKE_SOURCE_DIR} ${_ts_daemon_exe})
 set_tests_properties(deploy_units PROPERTIES LABELS "ops" TIMEOUT 120 SKIP_RETURN_CODE 77)
 add_test(NAME shellcheck COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/deploy/test_shellcheck.sh
          ${CMAKE_SOURCE_DIR})
