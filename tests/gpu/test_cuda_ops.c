@@ -195,7 +195,11 @@ static void test_matmul_type(uint32_t type) {
                          T <= 8 ? "dp4a decode" : "int8 tensor cores",
                          (long long)rows, (long long)cols, (long long)T, ef, ex,
                          rc == TS_OK ? "" : ts_last_error());
-                check(ef <= 1e-6 && ex <= 1e-3, "", what);
+                /* vs ts_matmul (the same int8 numerics) is the real check; vs exact fp32 only
+                 * a sanity bound on the activation quantization: with under 100 outputs one
+                 * cancelling sum dominates the NMSE (seen up to 0.0047 at 1 row x 32 cols on
+                 * an H100 with random seeds) */
+                check(ef <= 1e-6 && ex <= (T * rows < 100 ? 5e-2 : 1e-3), "", what);
                 /* cache: new x through to_device, same buffer: must be re-quantized */
                 if (T == 2) {
                     fill(x, (size_t)(T * cols), 2.0f);
