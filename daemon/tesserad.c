@@ -34,6 +34,8 @@
 #include "alloc.h"
 #include "apikeys.h"
 #include "chat.h"
+#include "image.h"
+#include "vision.h"
 #include "log.h"
 #include "safety.h"
 #include "shieldgemma.h"
@@ -52,6 +54,11 @@
 
 static ts_sched *g_sched;
 static char g_model_name[128];
+/* The main model's vision tower (--vision): NULL = text-only. Encoding is serialized. */
+static ts_vision *g_vision;
+static pthread_mutex_t g_vision_mu = PTHREAD_MUTEX_INITIALIZER;
+static ts_mm_ids g_mm_ids = {-1, -1, -1};
+#define MAX_IMAGES 16 /* per request */
 static atomic_uint_fast64_t g_req_counter;
 
 typedef struct {
@@ -60,6 +67,7 @@ typedef struct {
     const char *model, *listen, *api_keys, *tls_cert, *tls_key, *log_level, *config;
     const char *safety_model, *safety_vision, *safety_ids; /* ShieldGemma 2 (docs/vision.md) */
     const char *safety_thresholds;                         /* the gate (docs/daemon.md) */
+    const char *vision, *vision_ids; /* the main model's vision tower (docs/vision.md) */
     const char *metrics, *log_format;
 } opts;
 
@@ -196,6 +204,10 @@ static bool render_chat(ts_rpc_call *c, const Tessera__V1__Chat *chat, const cha
         msgs[i].n_parts = m->n_parts;
         for (size_t k = 0; k < m->n_parts; k++, pi++) {
             const Tessera__V1__ContentPart *p = m->parts[k];
+            if (p->part_case == TESSERA__V1__CONTENT_PART__PART_IMAGE && g_vision) {
+                parts[pi] = (ts_chat_part){.kind = TS_CHAT_PART_IMAGE};
+                continue;
+            }
             if (p->part_case == TESSERA__V1__CONTENT_PART__PART_IMAGE) {
                 ts_rpc_call_finish_invalid(c,
                                    "%s.messages[%zu].parts[%zu]: images need the vision model", field,
@@ -220,6 +232,65 @@ out:
     ts_free(msgs);
     ts_free(parts);
     return ok;
+}
+
+/* Multimodal chat (--vision): tokenizes the rendered text with each image's soft tokens
+ * and encodes the images into r (img_embd, img_first). On error finishes the call. Runs on
+ * the safety gate's thread for requests it screened. */
+static bool encode_images(ts_rpc_call *c, const Tessera__V1__Chat *chat, const ts_tokenizer *tok,
+                          const char *text, size_t len, ts_tokens *t, ts_req *r) {
+    const ts_vision_config *vc = ts_vision_get_config(g_vision);
+    int32_t first[MAX_IMAGES], n_img = 0;
+    ts_status rc = ts_mm_tokenize(tok, text, len, TS_TOK_PARSE_SPECIAL, &g_mm_ids, vc->n_tokens, t,
+                                  first, MAX_IMAGES, &n_img);
+    if (rc != TS_OK) {
+        ts_rpc_call_finish(c, grpc_code_of(rc), "chat: %s (at most %d images)", ts_last_error(),
+                           MAX_IMAGES);
+        return false;
+    }
+    if (n_img == 0) return true;
+    size_t rows = (size_t)vc->n_tokens * (size_t)vc->proj_dim;
+    r->img_embd = ts_malloc(sizeof(float) * rows * (size_t)n_img);
+    r->img_first = ts_malloc(sizeof(int32_t) * (size_t)n_img);
+    if (!r->img_embd || !r->img_first) {
+        ts_rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return false;
+    }
+    memcpy(r->img_first, first, sizeof(int32_t) * (size_t)n_img);
+    r->n_img = n_img;
+    r->n_img_tok = vc->n_tokens;
+    r->img_width = vc->proj_dim;
+    int32_t i = 0;
+    for (size_t m = 0; m < chat->n_messages; m++)
+        for (size_t k = 0; k < chat->messages[m]->n_parts; k++) {
+            const Tessera__V1__ContentPart *p = chat->messages[m]->parts[k];
+            if (p->part_case != TESSERA__V1__CONTENT_PART__PART_IMAGE) continue;
+            if (i >= n_img) { /* a "<start_of_image>" typed in the text shifts the count */
+                ts_rpc_call_finish_invalid(c, "chat.messages[%zu].parts[%zu]: image markers in "
+                                           "the text do not match the image parts", m, k);
+                return false;
+            }
+            ts_image im;
+            rc = p->image ? ts_image_decode(p->image->data.data, p->image->data.len, 0, &im)
+                          : TS_FAIL(TS_INVAL, "no image data");
+            if (rc == TS_OK) {
+                pthread_mutex_lock(&g_vision_mu);
+                rc = ts_vision_encode_image(g_vision, &im, r->img_embd + rows * (size_t)i);
+                pthread_mutex_unlock(&g_vision_mu);
+                ts_image_free(&im);
+            }
+            if (rc != TS_OK) {
+                ts_rpc_call_finish(c, grpc_code_of(rc), "chat.messages[%zu].parts[%zu]: %s", m, k,
+                                   ts_last_error());
+                return false;
+            }
+            i++;
+        }
+    if (i != n_img) {
+        ts_rpc_call_finish_invalid(c, "chat: %d image markers for %d image parts", n_img, i);
+        return false;
+    }
+    return true;
 }
 
 /* --------------------------------------------------------------- generation */
@@ -287,6 +358,7 @@ static void fill_usage_timing(ts_req *r, const ts_req_timing *t, Tessera__V1__Us
                               Tessera__V1__Timing *tm) {
     u->prompt_tokens = (uint32_t)r->n_prompt;
     u->completion_tokens = (uint32_t)r->n_gen;
+    u->image_tokens = (uint32_t)(r->n_img * r->n_img_tok);
     tm->queue_us = t->queue_us;
     tm->prefill_us = t->prefill_us;
     tm->time_to_first_token_us = t->ttft_us;
@@ -439,7 +511,15 @@ static bool build_request(ts_rpc_call *c, const Tessera__V1__GenerateRequest *q,
         char *text = NULL;
         size_t len = 0;
         if (!render_chat(c, q->chat, "chat", &text, &len)) return false;
-        rc = ts_tokenize(tok, text, len, TS_TOK_PARSE_SPECIAL, &t);
+        if (g_vision) {
+            if (!encode_images(c, q->chat, tok, text, len, &t, r)) {
+                ts_free(text);
+                ts_tokens_free(&t);
+                return false;
+            }
+        } else {
+            rc = ts_tokenize(tok, text, len, TS_TOK_PARSE_SPECIAL, &t);
+        }
         ts_free(text);
         break;
     }
@@ -1161,8 +1241,9 @@ static void handle_generate(ts_rpc_call *c, void *ctx) {
         ts_rpc_call_finish_invalid(c, "malformed GenerateRequest");
         return;
     }
-    /* no image, or an error that generate_admit reports before anything is scored */
-    if (chat_images(q) == 0 || ts_rpc_server_draining() ||
+    /* no image, or an error that generate_admit reports before anything is scored (a
+     * text-only model refuses image parts) */
+    if (chat_images(q) == 0 || !g_vision || ts_rpc_server_draining() ||
         (q->model[0] && strcmp(q->model, g_model_name)) || strlen(q->request_id) > TS_REQ_ID_MAX) {
         generate_admit(c, q, stream, NULL);
         return;
@@ -1276,6 +1357,9 @@ static void usage(FILE *f) {
             "                            dangerous, sexual, violence (default 0.5 each;\n"
             "                            SIGHUP reloads them from the --config file)\n"
             "      --safety-fail-open 0|1  admit images when no classifier works (default 0)\n"
+            "      --vision PATH         the model's vision tower (mmproj GGUF or HF checkpoint):\n"
+            "                            chat messages may then carry images\n"
+            "      --vision-ids B,E,I    image marker token ids (test vocabularies)\n"
 
             "      --metrics HOST:PORT   serve Prometheus metrics at http://HOST:PORT/metrics\n"
             "      --log-format F        text (default) or json (one object per line)\n");
@@ -1310,6 +1394,8 @@ static const struct optdef {
     {"safety-vision", O_STR, 0, 0, offsetof(opts, safety_vision)},
     {"safety-ids", O_STR, 0, 0, offsetof(opts, safety_ids)},
     {"safety-thresholds", O_STR, 0, 0, offsetof(opts, safety_thresholds)},
+    {"vision", O_STR, 0, 0, offsetof(opts, vision)},
+    {"vision-ids", O_STR, 0, 0, offsetof(opts, vision_ids)},
     {"safety-fail-open", O_INT, 0, 1, offsetof(opts, safety_fail_open)},
     {"metrics", O_STR, 0, 0, offsetof(opts, metrics)},
     {"log-format", O_LOGFORMAT, 0, 0, offsetof(opts, log_format)},
@@ -1720,6 +1806,34 @@ int main(int argc, char **argv) {
         G.started = true;
     }
 
+    if (o.vision) {
+        ts_engine_info ei;
+        ts_engine_get_info(ts_sched_engine(g_sched), &ei);
+        ts_vision_params vp = {.n_threads = o.threads};
+        ts_status vrc = g_tr && g_tr->world > 1
+                            ? TS_FAIL(TS_UNSUPPORTED, "images need a single-rank engine for now")
+                            : ts_vision_load(o.vision, &vp, &g_vision);
+        if (vrc == TS_OK && o.vision_ids &&
+            sscanf(o.vision_ids, "%d,%d,%d", &g_mm_ids.boi, &g_mm_ids.eoi, &g_mm_ids.image) != 3)
+            vrc = TS_FAIL(TS_INVAL, "--vision-ids '%s': expected BOI,EOI,IMAGE", o.vision_ids);
+        if (vrc == TS_OK) vrc = ts_mm_ids_lookup(ts_sched_tokenizer(g_sched), &g_mm_ids);
+        const ts_vision_config *vc = vrc == TS_OK ? ts_vision_get_config(g_vision) : NULL;
+        if (vc && (uint32_t)vc->proj_dim != ts_sched_config(g_sched)->n_embd)
+            vrc = TS_FAIL(TS_FORMAT, "the vision projector outputs %d values per token, the model "
+                          "takes %u", vc->proj_dim, ts_sched_config(g_sched)->n_embd);
+        else if (vc && (vc->n_tokens > ei.n_chunk || vc->n_tokens + o.slots > ei.n_batch))
+            vrc = TS_FAIL(TS_INVAL, "an image's %d tokens must fit one step: --batch %d is below "
+                          "%d + --slots or the engine's chunk of %d", vc->n_tokens, ei.n_batch,
+                          vc->n_tokens, ei.n_chunk);
+        if (vrc != TS_OK) {
+            fprintf(stderr, "tesserad: --vision %s: %s\n", o.vision, ts_last_error());
+            gate_stop();
+            ts_sched_destroy(g_sched);
+            goto out;
+        }
+        TS_LOG_INFO("vision tower %s: %d tokens per image", o.vision, vc->n_tokens);
+    }
+
     static int stream_flag;
     /* tessera.v1.Inference: every method behind the API key check */
     static authed_method inf[] = {
@@ -1814,6 +1928,8 @@ out:
     free(tls_key);
     ts_safety_close(g_safety);
     g_safety = NULL;
+    ts_vision_destroy(g_vision);
+    g_vision = NULL;
     ts_apikeys_free(g_keys);
     g_keys = NULL;
     if (have_cfg) config_destroy(&conf);
