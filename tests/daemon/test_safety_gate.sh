@@ -24,6 +24,7 @@ bad() { echo "FAIL: $*"; failn=$((failn + 1)); }
 py=/usr/bin/python3
 tmp=$(mktemp -d)
 dpid=""
+nd=0
 cleanup() {
   if [ -n "$dpid" ] && kill -0 "$dpid" 2>/dev/null; then kill -KILL "$dpid"; fi
   [ -n "${KEEP_TMP:-}" ] && echo "kept $tmp" || rm -rf "$tmp"
@@ -39,6 +40,7 @@ protoc -I "$repo/proto" --python_out="$tmp/stubs" --grpc_python_out="$tmp/stubs"
   { bad "protoc stubs"; exit 1; }
 
 start_daemon() {
+  [ -s "$tmp/d.err" ] && cp "$tmp/d.err" "$tmp/d.err.$((++nd))" # kept for KEEP_TMP=1 runs
   : >"$tmp/d.out"
   : >"$tmp/d.err"
   TESSERA_LOG=info "$daemon" -m "$fx/vision/tiny_text.gguf" --listen 127.0.0.1:0 --threads 2 "$@" \
@@ -59,6 +61,7 @@ stop_daemon() {
   wait "$dpid"
   local rc=$?
   [ $rc -eq 0 ] && ok || bad "tesserad exit status $rc"
+  grep -q "runtime error\|Sanitizer" "$tmp/d.err" && bad "sanitizer report: $(grep -m3 'runtime error\|Sanitizer' "$tmp/d.err")"
   dpid=""
 }
 client() { # client SCRIPT ARGS...: runs a python client with the stubs and helpers
