@@ -216,6 +216,8 @@ wide = open(f"{imgdir}/wide_300x170.jpg", "rb").read()
 alone = generated(stub.Generate(chat(sp=sp), timeout=60))
 other = generated(stub.Generate(chat(image=wide, sp=sp), timeout=60))
 assert alone != other, (alone, other)
+ref = [json.load(open(f))["ids"] for f in sys.argv[5:7]]
+assert [alone, other] == ref, ([alone, other], ref)
 # batched with text requests and another image request: the same tokens
 text = pb.GenerateRequest(prompt="hello there", sampling=pb.SamplingParams(max_tokens=16, temperature=0))
 with ThreadPoolExecutor(8) as ex:
@@ -225,7 +227,14 @@ with ThreadPoolExecutor(8) as ex:
     for f in fs: assert f.result().usage.completion_tokens == 16
 assert got == [alone, other, alone], (got, alone, other)
 PY
-client "$tmp/open.py" "$tmp/common.py" && ok || bad "fail open / image chats"
+# the direct engine (`tessera run --chat --image`): the same prompt, the same seeded tokens
+for im in rgb_37x23.png wide_300x170.jpg; do
+  "$bin" run -m "$fx/vision/tiny_text.gguf" --chat -p "Describe this:" --image "$fx/image/$im" \
+    "${vis[@]}" -n 4 --temp 1 --top-k 0 --top-p 1 --seed 7 --threads 2 --json >"$tmp/run_$im.json" \
+    2>"$tmp/run.err" || bad "tessera run --image $im: $(cat "$tmp/run.err")"
+done
+client "$tmp/open.py" "$tmp/common.py" "$tmp/run_rgb_37x23.png.json" "$tmp/run_wide_300x170.jpg.json" &&
+  ok || bad "fail open / image chats"
 stop_daemon
 grep -q "no classifier -> allowed (safety-fail-open)" "$tmp/d.err" && ok || bad "fail-open audit"
 # a text-only model: image parts are INVALID_ARGUMENT naming the part (nothing scored)
