@@ -994,7 +994,7 @@ static int parse_thresholds(const char *spec, float th[GATE_POLICIES], char *err
 typedef struct {
     ts_rpc_call *c;
     Tessera__V1__GenerateRequest *q;
-    bool stream, annotate;
+    bool stream, annotate, unscreened; /* unscreened: fail open without a classifier */
     float th[GATE_POLICIES];
     char id[TS_REQ_ID_MAX + 1], tenant[TS_TENANT_MAX];
 } gate_job;
@@ -1068,6 +1068,12 @@ static void gate_send_blocked(gate_job *j, Tessera__V1__SafetyVerdict **vp, size
 /* Scores every image of j's chat; blocks, refuses or admits the request. Frees j->q. */
 static void gate_run(gate_job *j) {
     snprintf(t_tenant, sizeof t_tenant, "%s", j->tenant);
+    if (j->unscreened) { /* admitted here so that the images are encoded off the CQ threads */
+        generate_admit(j->c, j->q, j->stream, j->id);
+        ts_rpc_call_unref(j->c);
+        ts_free(j);
+        return;
+    }
     const Tessera__V1__Chat *chat = j->q->chat;
     const char *tenant = j->tenant[0] ? j->tenant : "-";
     size_t n_img = chat_images(j->q);
@@ -1294,17 +1300,13 @@ static void handle_generate(ts_rpc_call *c, void *ctx) {
         TS_LOG_WARN("safety audit: request %s tenant %s images %zu: no classifier -> %s", j->id,
                     j->tenant[0] ? j->tenant : "-", chat_images(q),
                     open ? "allowed (safety-fail-open)" : "refused");
-        if (open) {
-            char id[TS_REQ_ID_MAX + 1];
-            snprintf(id, sizeof id, "%s", j->id);
-            ts_free(j);
-            generate_admit(c, q, stream, id);
-            return;
+        if (!open) {
+            ts_rpc_call_finish(c, GRPC_STATUS_UNAVAILABLE, "request %s: images are refused: no "
+                               "safety classifier is configured (tesserad --safety-model, or "
+                               "safety-fail-open = 1)", j->id);
+            goto refuse;
         }
-        ts_rpc_call_finish(c, GRPC_STATUS_UNAVAILABLE, "request %s: images are refused: no safety "
-                           "classifier is configured (tesserad --safety-model, or "
-                           "safety-fail-open = 1)", j->id);
-        goto refuse;
+        j->unscreened = true;
     }
     ts_rpc_call_ref(c);
     pthread_mutex_lock(&G.mu);
@@ -1798,12 +1800,6 @@ int main(int argc, char **argv) {
             goto out;
         }
         TS_LOG_INFO("safety classifier %s loaded", ts_safety_name(g_safety));
-        if (pthread_create(&G.th, NULL, gate_main, NULL)) {
-            fprintf(stderr, "tesserad: cannot start the safety gate thread\n");
-            ts_sched_destroy(g_sched);
-            goto out;
-        }
-        G.started = true;
     }
 
     if (o.vision) {
@@ -1832,6 +1828,15 @@ int main(int argc, char **argv) {
             goto out;
         }
         TS_LOG_INFO("vision tower %s: %d tokens per image", o.vision, vc->n_tokens);
+    }
+    /* the gate thread scores and encodes images (only requests with images use it) */
+    if (g_safety || g_vision) {
+        if (pthread_create(&G.th, NULL, gate_main, NULL)) {
+            fprintf(stderr, "tesserad: cannot start the safety gate thread\n");
+            ts_sched_destroy(g_sched);
+            goto out;
+        }
+        G.started = true;
     }
 
     static int stream_flag;
