@@ -30,6 +30,9 @@
 #include "chat.h"
 #include "commands.h"
 #include "engine.h"
+#include "image.h"
+#include "shieldgemma.h"
+#include "vision.h"
 #include "sampler.h"
 #include "tokenizer.h"
 #include "dist.h"
@@ -40,6 +43,7 @@
 
 typedef struct {
     const char *model, *prompt, *system;
+    const char *image, *vision, *vision_ids; /* one image after the user text (--chat) */
     int32_t n_predict, n_ctx, n_threads, n_batch, tp, pp, micro_batches;
     bool chat, json, reference, llamacpp_batch, no_bos, seed_set, verbose;
     const char *backend;
@@ -58,6 +62,10 @@ static void usage(FILE *f) {
             "  -n, --n-predict N        new tokens at most (default 128)\n"
             "      --chat               apply the Gemma 3 chat template (user turn + model turn)\n"
             "      --system TEXT        system message (with --chat)\n"
+            "      --image FILE         an image (PNG/JPEG/WebP) after the user text (with --chat\n"
+            "                           and --vision; CPU, one rank)\n"
+            "      --vision PATH        the model's vision tower (mmproj GGUF or HF checkpoint)\n"
+            "      --vision-ids B,E,I   image marker token ids (test vocabularies)\n"
             "      --temp T             temperature, 0 = greedy (default 1.0)\n"
             "      --top-k K            (default 64; 0 = off)\n"
             "      --top-p P            (default 0.95; 1 = off)\n"
@@ -144,7 +152,8 @@ static int parse_args(int argc, char **argv, run_opts *o) {
             "-m", "--model", "-p", "--prompt", "--system", "-n", "--n-predict", "--ctx",
             "--threads", "--batch", "--temp", "--top-k", "--top-p", "--min-p",
             "--repeat-penalty", "--presence-penalty", "--frequency-penalty", "--seed", "--stop",
-            "--backend", "--tp", "--pp", "--gpu-mem-limit", "--micro-batches"};
+            "--backend", "--tp", "--pp", "--gpu-mem-limit", "--micro-batches", "--image",
+            "--vision", "--vision-ids"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
             if (!strcmp(a, with_value[k])) known = true;
@@ -161,6 +170,9 @@ static int parse_args(int argc, char **argv, run_opts *o) {
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model = v;
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) o->prompt = v;
         else if (!strcmp(a, "--system")) o->system = v;
+        else if (!strcmp(a, "--image")) o->image = v;
+        else if (!strcmp(a, "--vision")) o->vision = v;
+        else if (!strcmp(a, "--vision-ids")) o->vision_ids = v;
         else if (!strcmp(a, "--backend")) {
             if (strcmp(v, "cpu") && strcmp(v, "cuda")) {
                 fprintf(stderr, "tessera run: --backend expects cpu or cuda, got '%s'\n", v);
@@ -220,6 +232,10 @@ static int parse_args(int argc, char **argv, run_opts *o) {
             return -1;
         }
     }
+    if (o->image && (!o->vision || !o->chat)) {
+        fprintf(stderr, "tessera run: --image needs --chat and --vision\n");
+        return -1;
+    }
     if (!o->model || !o->prompt) {
         fprintf(stderr, "tessera run: -m MODEL and -p TEXT are required\n");
         return -1;
@@ -234,6 +250,36 @@ static int parse_args(int argc, char **argv, run_opts *o) {
         return -1;
     }
     return 0;
+}
+
+/* Reads and decodes an image file (at most 64 MiB). */
+static ts_status read_image(const char *path, ts_image *im) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return TS_FAIL(TS_NOT_FOUND, "cannot open: %s", strerror(errno));
+    uint8_t *buf = NULL;
+    size_t n = 0, cap = 0;
+    ts_status rc = TS_OK;
+    for (;;) {
+        if (n == cap) {
+            if (cap >= ((size_t)64 << 20)) {
+                rc = TS_FAIL(TS_RANGE, "larger than 64 MiB");
+                break;
+            }
+            uint8_t *q = ts_realloc(buf, cap = cap ? cap * 2 : 65536);
+            if (!q) {
+                rc = TS_FAIL(TS_NOMEM, "image file");
+                break;
+            }
+            buf = q;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) break;
+    }
+    fclose(f);
+    if (rc == TS_OK) rc = ts_image_decode(buf, n, 0, im);
+    ts_free(buf);
+    return rc;
 }
 
 static void progress(void *ctx, float done) {
@@ -279,6 +325,10 @@ int ts_cmd_run(int argc, char **argv) {
     ts_detok_stream *ds = NULL;
     ts_tokens pt = {0};
     char *rendered = NULL;
+    ts_vision *vis = NULL;
+    float *img_embd = NULL;
+    const float **rows = NULL;
+    int32_t *hi = NULL, img_first = 0, img_n = 0;
     float *logits = NULL;
     int32_t top_ids[RUN_TOP_K]; /* one flagged row per step */
     float top_vals[RUN_TOP_K];
@@ -359,8 +409,11 @@ int ts_cmd_run(int argc, char **argv) {
         size_t nm = 0;
         if (o.system) msgs[nm++] = (ts_chat_message){.role = "system", .content = o.system,
                                                      .content_len = strlen(o.system)};
+        ts_chat_part up[2] = {{.kind = TS_CHAT_PART_TEXT, .text = o.prompt, .len = text_len},
+                              {.kind = TS_CHAT_PART_IMAGE}};
         msgs[nm++] = (ts_chat_message){.role = "user", .content = o.prompt,
-                                       .content_len = text_len};
+                                       .content_len = text_len, .parts = o.image ? up : NULL,
+                                       .n_parts = o.image ? 2 : 0};
         size_t rl;
         if (ts_chat_render(msgs, nm, true, false, &rendered, &rl) != TS_OK) {
             fprintf(stderr, "tessera run: chat: %s\n", ts_last_error());
@@ -369,7 +422,39 @@ int ts_cmd_run(int argc, char **argv) {
         text_in = rendered;
         text_len = rl;
     }
-    if (ts_tokenize(tok, text_in, text_len, flags, &pt) != TS_OK) {
+    if (o.image) { /* the image's soft tokens, encoded on the CPU */
+        ts_vision_params vp = {.n_threads = o.n_threads};
+        ts_mm_ids mi = {-1, -1, -1};
+        ts_image im = {0};
+        int32_t n_img = 0;
+        if (o.vision_ids && sscanf(o.vision_ids, "%d,%d,%d", &mi.boi, &mi.eoi, &mi.image) != 3) {
+            fprintf(stderr, "tessera run: --vision-ids '%s': expected BOI,EOI,IMAGE\n", o.vision_ids);
+            goto out;
+        }
+        if (ts_vision_load(o.vision, &vp, &vis) != TS_OK || ts_mm_ids_lookup(tok, &mi) != TS_OK ||
+            ts_mm_tokenize(tok, text_in, text_len, flags, &mi, ts_vision_get_config(vis)->n_tokens,
+                           &pt, &img_first, 1, &n_img) != TS_OK) {
+            fprintf(stderr, "tessera run: --vision %s: %s\n", o.vision, ts_last_error());
+            goto out;
+        }
+        if (n_img != 1) {
+            fprintf(stderr, "tessera run: the prompt must not contain <start_of_image> itself\n");
+            goto out;
+        }
+        img_n = ts_vision_get_config(vis)->n_tokens;
+        if ((uint32_t)ts_vision_get_config(vis)->proj_dim != cfg->n_embd || img_n > info.n_batch) {
+            fprintf(stderr, "tessera run: --vision %s does not fit this model or --batch\n", o.vision);
+            goto out;
+        }
+        img_embd = ts_malloc(sizeof(float) * (size_t)img_n * cfg->n_embd);
+        if (!img_embd || read_image(o.image, &im) != TS_OK ||
+            ts_vision_encode_image(vis, &im, img_embd) != TS_OK) {
+            fprintf(stderr, "tessera run: --image %s: %s\n", o.image, ts_last_error());
+            ts_image_free(&im);
+            goto out;
+        }
+        ts_image_free(&im);
+    } else if (ts_tokenize(tok, text_in, text_len, flags, &pt) != TS_OK) {
         fprintf(stderr, "tessera run: prompt: %s\n", ts_last_error());
         goto out;
     }
@@ -398,8 +483,10 @@ int ts_cmd_run(int argc, char **argv) {
     ids = ts_malloc(sizeof(int32_t) * (size_t)info.n_batch);
     pos = ts_malloc(sizeof(int32_t) * (size_t)info.n_batch);
     seq = ts_calloc((size_t)info.n_batch, sizeof(int32_t));
+    rows = ts_calloc((size_t)info.n_batch, sizeof *rows);
+    hi = ts_malloc(sizeof(int32_t) * (size_t)info.n_batch);
     jids = json_array();
-    if (!logits || !ids || !pos || !seq || !jids) {
+    if (!logits || !ids || !pos || !seq || !jids || !rows || !hi) {
         fprintf(stderr, "tessera run: out of memory\n");
         goto out;
     }
@@ -420,14 +507,22 @@ int ts_cmd_run(int argc, char **argv) {
         fprintf(stderr, "sampling: %s\n", use_top ? "top-k prefilter on the device"
                                                   : "full logits on the host");
 
-    /* prefill in chunks; logits of the last prompt token */
-    for (size_t i0 = 0; i0 < pt.n; i0 += (size_t)info.n_batch) {
-        int32_t n = (int32_t)(pt.n - i0 < (size_t)info.n_batch ? pt.n - i0 : (size_t)info.n_batch);
-        for (int32_t j = 0; j < n; j++) {
-            ids[j] = pt.ids[i0 + (size_t)j];
-            pos[j] = (int32_t)i0 + j;
+    /* prefill in chunks (an image is never split); logits of the last prompt token */
+    for (size_t i0 = 0, n = 0; i0 < pt.n; i0 += n) {
+        n = pt.n - i0 < (size_t)info.n_batch ? pt.n - i0 : (size_t)info.n_batch;
+        size_t f = (size_t)img_first, fe = f + (size_t)img_n;
+        if (img_embd && f > i0 && f < i0 + n && fe > i0 + n) n = f - i0; /* the image: next step */
+        bool mm = img_embd && f < i0 + n && fe > i0;
+        for (size_t j = 0; j < n; j++) {
+            size_t p = i0 + j;
+            ids[j] = pt.ids[p];
+            pos[j] = (int32_t)p;
+            bool in = img_embd && p >= (size_t)img_first && p < (size_t)(img_first + img_n);
+            rows[j] = in ? img_embd + (p - (size_t)img_first) * cfg->n_embd : NULL;
+            hi[j] = in ? img_first + img_n - 1 : (int32_t)p;
         }
-        ts_batch b = {.n_tokens = n, .token = ids, .pos = pos, .seq = seq};
+        ts_batch b = {.n_tokens = (int32_t)n, .token = ids, .pos = pos, .seq = seq,
+                      .embd = mm ? rows : NULL, .attn_hi = mm ? hi : NULL};
         if ((use_top ? ts_engine_step_top(e, &b, ktop, top_ids, top_vals)
              : greedy_ids ? ts_engine_step_greedy(e, &b, &next_id)
                           : ts_engine_step(e, &b, logits)) != TS_OK) {
@@ -524,6 +619,10 @@ out:
     ts_free(pos);
     ts_free(seq);
     ts_free(rendered);
+    ts_free(img_embd);
+    ts_free(rows);
+    ts_free(hi);
+    ts_vision_destroy(vis);
     ts_tokens_free(&pt);
     ts_detok_stream_free(ds);
     ts_sampler_destroy(smp);

@@ -37,6 +37,8 @@ struct ts_sched {
     int64_t step_us_ewma;      /* mu */
     /* step buffers */
     int32_t *b_tok, *b_pos, *b_seq;
+    const float **b_embd; /* image rows per batch token (multimodal steps only) */
+    int32_t *b_hi;
     uint8_t *b_want;
     ts_req **row_owner;
     float *logits;
@@ -73,6 +75,8 @@ void ts_req_unref(ts_req *r) {
     ts_grammar_free(r->grammar);
     ts_free(r->text);
     ts_free(r->out_ids);
+    ts_free(r->img_embd);
+    ts_free(r->img_first);
     if (r->user_release) r->user_release(r->user);
     ts_free(r);
 }
@@ -99,12 +103,14 @@ ts_status ts_sched_create(const ts_sched_params *p, ts_sched **out) {
     s->b_pos = ts_malloc(nb * sizeof(int32_t));
     s->b_seq = ts_malloc(nb * sizeof(int32_t));
     s->b_want = ts_malloc(nb);
+    s->b_embd = ts_calloc(nb, sizeof *s->b_embd);
+    s->b_hi = ts_malloc(nb * sizeof(int32_t));
     s->row_owner = ts_calloc(ns, sizeof *s->row_owner);
     s->slot_taken = ts_calloc(ns, 1);
     /* at most one logits row per sequence per step */
     s->logits = ts_malloc(ns * (size_t)s->n_vocab * sizeof(float));
     if (!s->running || !s->b_tok || !s->b_pos || !s->b_seq || !s->b_want || !s->row_owner ||
-        !s->logits || !s->slot_taken) {
+        !s->logits || !s->slot_taken || !s->b_embd || !s->b_hi) {
         rc = TS_FAIL(TS_NOMEM, "scheduler buffers");
         goto fail;
     }
@@ -126,6 +132,8 @@ void ts_sched_destroy(ts_sched *s) {
     ts_free(s->b_pos);
     ts_free(s->b_seq);
     ts_free(s->b_want);
+    ts_free(s->b_embd);
+    ts_free(s->b_hi);
     ts_free(s->row_owner);
     ts_free(s->logits);
     ts_gvocab_free(s->gv);
@@ -481,9 +489,26 @@ static void on_logits(ts_sched *s, ts_req *r, float *row) {
 /* Builds and runs one step over the running sequences. */
 static void engine_lost(ts_sched *s, const char *msg);
 
+/* Images: k prompt tokens from `start` cut so that no image block is split (a block that
+ * does not fit waits for the next step); the index of the image holding position p, or -1. */
+static int32_t img_cut(const ts_req *r, size_t start, int32_t k) {
+    for (int32_t i = 0; i < r->n_img; i++) {
+        size_t f = (size_t)r->img_first[i], e = f + (size_t)r->n_img_tok;
+        if (f < start + (size_t)k && e > start + (size_t)k) return (int32_t)(f > start ? f - start : 0);
+    }
+    return k;
+}
+static int32_t img_of(const ts_req *r, size_t p) {
+    for (int32_t i = 0; i < r->n_img; i++)
+        if (p >= (size_t)r->img_first[i] && p < (size_t)r->img_first[i] + (size_t)r->n_img_tok)
+            return i;
+    return -1;
+}
+
 static void step(ts_sched *s) {
     const int32_t ns = s->info.n_seq_max, nb = s->info.n_batch, nc = s->info.n_chunk;
     int32_t n = 0, nrows = 0;
+    bool mm = false; /* an image token in this step: embd / attn_hi are passed */
     for (int32_t i = 0; i < ns; i++) {
         ts_req *r = s->running[i];
         if (!r || reap(s, r)) continue;
@@ -492,6 +517,8 @@ static void step(ts_sched *s) {
             s->b_pos[n] = r->pos;
             s->b_seq[n] = i;
             s->b_want[n] = 1;
+            s->b_embd[n] = NULL;
+            s->b_hi[n] = r->pos;
             s->row_owner[nrows++] = r;
             n++;
         }
@@ -502,11 +529,21 @@ static void step(ts_sched *s) {
         size_t left = r->n_prompt - r->n_prefilled;
         int32_t k = (int32_t)(left < (size_t)nc ? left : (size_t)nc);
         if (k > nb - n) k = nb - n;
+        if (r->n_img) k = img_cut(r, r->n_prefilled, k);
         for (int32_t j = 0; j < k; j++) {
             size_t p = r->n_prefilled + (size_t)j;
             s->b_tok[n] = r->prompt[p];
             s->b_pos[n] = (int32_t)p;
             s->b_seq[n] = i;
+            int32_t im = r->n_img ? img_of(r, p) : -1;
+            s->b_embd[n] = NULL;
+            s->b_hi[n] = (int32_t)p;
+            if (im >= 0) {
+                size_t row = (size_t)im * (size_t)r->n_img_tok + (p - (size_t)r->img_first[im]);
+                s->b_embd[n] = r->img_embd + row * (size_t)r->img_width;
+                s->b_hi[n] = r->img_first[im] + r->n_img_tok - 1;
+                mm = true;
+            }
             s->b_want[n] = p + 1 == r->n_prompt;
             if (s->b_want[n]) s->row_owner[nrows++] = r;
             n++;
@@ -516,7 +553,8 @@ static void step(ts_sched *s) {
     }
     if (!n) return;
     ts_batch b = {.n_tokens = n, .token = s->b_tok, .pos = s->b_pos, .seq = s->b_seq,
-                  .want_logits = s->b_want};
+                  .want_logits = s->b_want, .embd = mm ? s->b_embd : NULL,
+                  .attn_hi = mm ? s->b_hi : NULL};
     int64_t t0 = ts_now_us();
     ts_status rc = ts_engine_step(s->e, &b, s->logits);
     int64_t dt = ts_now_us() - t0;

@@ -98,6 +98,13 @@ struct ts_req {
     atomic_bool cancelled; /* set by the front end (RPC close) or Cancel() */
     atomic_bool cancel_by_id;
     int64_t deadline_us;   /* monotonic; INT64_MAX = none */
+    /* Images (docs/vision.md), n_img = 0 for text: image i's n_img_tok soft tokens sit at
+     * prompt[img_first[i]..] (ascending, disjoint) and are fed img_embd rows (n_img *
+     * n_img_tok rows of the model width; owned, like img_first). Each image is stepped
+     * whole (n_img_tok <= the engine's n_chunk, and n_img_tok + slots <= n_batch). */
+    float *img_embd;
+    int32_t *img_first;
+    int32_t n_img, n_img_tok, img_width;
 
     /* ---- scheduler state (scheduler thread only) ---- */
     atomic_int refs;

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <strings.h>
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -33,6 +34,8 @@
 #include "alloc.h"
 #include "apikeys.h"
 #include "chat.h"
+#include "image.h"
+#include "vision.h"
 #include "log.h"
 #include "safety.h"
 #include "shieldgemma.h"
@@ -53,6 +56,11 @@
 
 static ts_sched *g_sched;
 static char g_model_name[128];
+/* The main model's vision tower (--vision): NULL = text-only. Encoding is serialized. */
+static ts_vision *g_vision;
+static pthread_mutex_t g_vision_mu = PTHREAD_MUTEX_INITIALIZER;
+static ts_mm_ids g_mm_ids = {-1, -1, -1};
+#define MAX_IMAGES 16 /* per request */
 static atomic_uint_fast64_t g_req_counter;
 
 typedef struct {
@@ -61,8 +69,11 @@ typedef struct {
     const char *backend, *gpu_mem_limit;
     uint64_t mem_limit; /* parsed gpu_mem_limit (0: none) */
     int32_t prefix_cache_tokens;
+    int32_t safety_fail_open;
     const char *model, *listen, *api_keys, *tls_cert, *tls_key, *log_level, *config;
     const char *safety_model, *safety_vision, *safety_ids; /* ShieldGemma 2 (docs/vision.md) */
+    const char *safety_thresholds;                         /* the gate (docs/daemon.md) */
+    const char *vision, *vision_ids; /* the main model's vision tower (docs/vision.md) */
     const char *metrics, *log_format;
 } opts;
 
@@ -234,6 +245,10 @@ static bool render_chat(ts_rpc_call *c, const Tessera__V1__Chat *chat, const cha
         const Tessera__V1__ChatMessage *m = chat->messages[i];
         for (size_t k = 0; k < m->n_parts; k++) {
             const Tessera__V1__ContentPart *p = m->parts[k];
+            if (p->part_case == TESSERA__V1__CONTENT_PART__PART_IMAGE && g_vision) {
+                parts[pi] = (ts_chat_part){.kind = TS_CHAT_PART_IMAGE};
+                continue;
+            }
             if (p->part_case == TESSERA__V1__CONTENT_PART__PART_IMAGE) {
                 ts_rpc_call_finish_invalid(c,
                                    "%s.messages[%zu].parts[%zu]: images need the vision model", field,
@@ -337,6 +352,65 @@ out:
     return ok;
 }
 
+/* Multimodal chat (--vision): tokenizes the rendered text with each image's soft tokens
+ * and encodes the images into r (img_embd, img_first). On error finishes the call. Runs on
+ * the safety gate's thread for requests it screened. */
+static bool encode_images(ts_rpc_call *c, const Tessera__V1__Chat *chat, const ts_tokenizer *tok,
+                          const char *text, size_t len, ts_tokens *t, ts_req *r) {
+    const ts_vision_config *vc = ts_vision_get_config(g_vision);
+    int32_t first[MAX_IMAGES], n_img = 0;
+    ts_status rc = ts_mm_tokenize(tok, text, len, TS_TOK_PARSE_SPECIAL, &g_mm_ids, vc->n_tokens, t,
+                                  first, MAX_IMAGES, &n_img);
+    if (rc != TS_OK) {
+        ts_rpc_call_finish(c, grpc_code_of(rc), "chat: %s (at most %d images)", ts_last_error(),
+                           MAX_IMAGES);
+        return false;
+    }
+    if (n_img == 0) return true;
+    size_t rows = (size_t)vc->n_tokens * (size_t)vc->proj_dim;
+    r->img_embd = ts_malloc(sizeof(float) * rows * (size_t)n_img);
+    r->img_first = ts_malloc(sizeof(int32_t) * (size_t)n_img);
+    if (!r->img_embd || !r->img_first) {
+        ts_rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return false;
+    }
+    memcpy(r->img_first, first, sizeof(int32_t) * (size_t)n_img);
+    r->n_img = n_img;
+    r->n_img_tok = vc->n_tokens;
+    r->img_width = vc->proj_dim;
+    int32_t i = 0;
+    for (size_t m = 0; m < chat->n_messages; m++)
+        for (size_t k = 0; k < chat->messages[m]->n_parts; k++) {
+            const Tessera__V1__ContentPart *p = chat->messages[m]->parts[k];
+            if (p->part_case != TESSERA__V1__CONTENT_PART__PART_IMAGE) continue;
+            if (i >= n_img) { /* a "<start_of_image>" typed in the text shifts the count */
+                ts_rpc_call_finish_invalid(c, "chat.messages[%zu].parts[%zu]: image markers in "
+                                           "the text do not match the image parts", m, k);
+                return false;
+            }
+            ts_image im;
+            rc = p->image ? ts_image_decode(p->image->data.data, p->image->data.len, 0, &im)
+                          : TS_FAIL(TS_INVAL, "no image data");
+            if (rc == TS_OK) {
+                pthread_mutex_lock(&g_vision_mu);
+                rc = ts_vision_encode_image(g_vision, &im, r->img_embd + rows * (size_t)i);
+                pthread_mutex_unlock(&g_vision_mu);
+                ts_image_free(&im);
+            }
+            if (rc != TS_OK) {
+                ts_rpc_call_finish(c, grpc_code_of(rc), "chat.messages[%zu].parts[%zu]: %s", m, k,
+                                   ts_last_error());
+                return false;
+            }
+            i++;
+        }
+    if (i != n_img) {
+        ts_rpc_call_finish_invalid(c, "chat: %d image markers for %d image parts", n_img, i);
+        return false;
+    }
+    return true;
+}
+
 /* --------------------------------------------------------------- generation */
 
 typedef struct {
@@ -408,6 +482,7 @@ static void fill_usage_timing(ts_req *r, const ts_req_timing *t, Tessera__V1__Us
     u->prompt_tokens = (uint32_t)r->n_prompt;
     u->completion_tokens = (uint32_t)r->n_gen;
     u->cached_prompt_tokens = (uint32_t)r->n_cached;
+    u->image_tokens = (uint32_t)(r->n_img * r->n_img_tok);
     tm->queue_us = t->queue_us;
     tm->prefill_us = t->prefill_us;
     tm->time_to_first_token_us = t->ttft_us;
@@ -580,7 +655,8 @@ static bool build_constraint(ts_rpc_call *c, const Tessera__V1__GenerateRequest 
 }
 
 /* Validates the request and fills r; on error finishes the call and returns false. */
-static bool build_request(ts_rpc_call *c, const Tessera__V1__GenerateRequest *q, ts_req *r) {
+static bool build_request(ts_rpc_call *c, const Tessera__V1__GenerateRequest *q, const char *id,
+                          ts_req *r) {
     const ts_tokenizer *tok = ts_sched_tokenizer(g_sched);
     const uint32_t n_vocab = ts_tokenizer_n_vocab(tok);
     const int32_t n_ctx = ts_sched_n_ctx(g_sched);
@@ -589,7 +665,9 @@ static bool build_request(ts_rpc_call *c, const Tessera__V1__GenerateRequest *q,
                            TS_REQ_ID_MAX);
         return false;
     }
-    if (q->request_id[0])
+    if (id)
+        snprintf(r->id, sizeof r->id, "%s", id); /* assigned by the safety gate */
+    else if (q->request_id[0])
         snprintf(r->id, sizeof r->id, "%s", q->request_id);
     else
         snprintf(r->id, sizeof r->id, "req-%" PRIu64, (uint64_t)atomic_fetch_add(&g_req_counter, 1) + 1);
@@ -677,7 +755,15 @@ static bool build_request(ts_rpc_call *c, const Tessera__V1__GenerateRequest *q,
         char *text = NULL;
         size_t len = 0;
         if (!render_chat(c, q->chat, "chat", &text, &len)) return false;
-        rc = ts_tokenize(tok, text, len, TS_TOK_PARSE_SPECIAL, &t);
+        if (g_vision) {
+            if (!encode_images(c, q->chat, tok, text, len, &t, r)) {
+                ts_free(text);
+                ts_tokens_free(&t);
+                return false;
+            }
+        } else {
+            rc = ts_tokenize(tok, text, len, TS_TOK_PARSE_SPECIAL, &t);
+        }
         ts_free(text);
         break;
     }
@@ -746,14 +832,10 @@ static bool build_request(ts_rpc_call *c, const Tessera__V1__GenerateRequest *q,
     return true;
 }
 
-static void handle_generate(ts_rpc_call *c, void *ctx) {
-    bool stream = ctx != NULL;
-    Tessera__V1__GenerateRequest *q = (Tessera__V1__GenerateRequest *)ts_rpc_call_unpack(
-        c, &tessera__v1__generate_request__descriptor);
-    if (!q) {
-        ts_rpc_call_finish_invalid(c, "malformed GenerateRequest");
-        return;
-    }
+/* Admits a request (after the safety gate, if it had images): builds it and hands it to the
+ * scheduler. id: the request id the gate assigned, or NULL. Frees q. */
+static void generate_admit(ts_rpc_call *c, Tessera__V1__GenerateRequest *q, bool stream,
+                           const char *id) {
     ts_req *r = NULL;
     if (ts_rpc_server_draining()) {
         ts_rpc_call_finish(c, GRPC_STATUS_UNAVAILABLE, "server is shutting down");
@@ -774,7 +856,7 @@ static void handle_generate(ts_rpc_call *c, void *ctx) {
     r->user = f;
     r->user_release = fe_release;
     r->sink = &g_sink;
-    if (!build_request(c, q, r)) goto out;
+    if (!build_request(c, q, id, r)) goto out;
     /* from here the call and the scheduler share r (two references) */
     ts_rpc_call_set_user(c, r, fe_on_close, NULL);
     TS_LOG_INFO("request %s: tenant %s, %s, prompt %zu tokens, max_tokens %d, temperature %g, "
@@ -1098,6 +1180,398 @@ out:
     protobuf_c_message_free_unpacked(&q->base, NULL);
 }
 
+/* ------------------------------------------------------------ the safety gate */
+/* Every image of a Generate/GenerateStream chat is scored by ShieldGemma 2 before the
+ * request is admitted (docs/daemon.md "Safety gate"). The scoring runs on one gate thread
+ * (seconds per image on the CPU), never on a completion-queue thread; a request over a
+ * policy's threshold finishes with FINISH_REASON_SAFETY and its verdicts (status OK). */
+
+#define GATE_POLICIES 3
+#define GATE_QUEUE_MAX 64
+static const char *const g_gate_pol[GATE_POLICIES] = {"dangerous", "sexual", "violence"};
+static const ts_safety_policy g_gate_metric[GATE_POLICIES] = {
+    TS_SAFETY_POLICY_DANGEROUS, TS_SAFETY_POLICY_SEXUAL, TS_SAFETY_POLICY_VIOLENCE};
+static pthread_mutex_t g_thr_mu = PTHREAD_MUTEX_INITIALIZER;
+static float g_thr[GATE_POLICIES] = {0.5f, 0.5f, 0.5f}; /* safety-thresholds; SIGHUP reloads */
+static atomic_bool g_fail_open;                           /* safety-fail-open */
+
+/* "dangerous=0.4,violence=0.7" -> th (policies not named keep their value). -1 with a
+ * message in err. */
+static int parse_thresholds(const char *spec, float th[GATE_POLICIES], char *err, size_t errn) {
+    const char *p = spec;
+    for (;;) {
+        while (*p == ' ' || *p == ',') p++;
+        if (!*p) return 0;
+        const char *end = strchr(p, ',');
+        if (!end) end = p + strlen(p);
+        const char *eq = memchr(p, '=', (size_t)(end - p));
+        if (!eq) {
+            snprintf(err, errn, "'%.*s': expected POLICY=THRESHOLD", (int)(end - p), p);
+            return -1;
+        }
+        int k = -1;
+        for (int i = 0; i < GATE_POLICIES; i++)
+            if (strlen(g_gate_pol[i]) == (size_t)(eq - p) && !strncmp(g_gate_pol[i], p, (size_t)(eq - p)))
+                k = i;
+        if (k < 0) {
+            snprintf(err, errn, "unknown policy '%.*s' (dangerous, sexual, violence)",
+                     (int)(eq - p), p);
+            return -1;
+        }
+        char num[32];
+        size_t vl = (size_t)(end - eq - 1);
+        char *e = NULL;
+        float v = NAN;
+        if (vl > 0 && vl < sizeof num) {
+            memcpy(num, eq + 1, vl);
+            num[vl] = '\0';
+            v = strtof(num, &e);
+        }
+        if (!e || *e || !(v >= 0.0f && v <= 1.0f)) {
+            snprintf(err, errn, "%s: threshold '%.*s' is not a number in [0, 1]", g_gate_pol[k],
+                     (int)vl, eq + 1);
+            return -1;
+        }
+        th[k] = v;
+        p = end;
+    }
+}
+
+typedef struct {
+    ts_rpc_call *c;
+    Tessera__V1__GenerateRequest *q;
+    bool stream, annotate, unscreened; /* unscreened: fail open without a classifier */
+    float th[GATE_POLICIES];
+    char id[TS_REQ_ID_MAX + 1], tenant[TS_TENANT_MAX];
+} gate_job;
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    gate_job *jobs[GATE_QUEUE_MAX];
+    size_t head, n;
+    bool stop, started;
+    pthread_t th;
+} G = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static size_t chat_images(const Tessera__V1__GenerateRequest *q) {
+    if (q->input_case != TESSERA__V1__GENERATE_REQUEST__INPUT_CHAT || !q->chat) return 0;
+    size_t n = 0;
+    for (size_t m = 0; m < q->chat->n_messages; m++)
+        for (size_t k = 0; k < q->chat->messages[m]->n_parts; k++)
+            n += q->chat->messages[m]->parts[k]->part_case == TESSERA__V1__CONTENT_PART__PART_IMAGE;
+    return n;
+}
+
+static void gate_metrics(const bool *violated, ts_safety_outcome none, ts_safety_outcome hit) {
+    for (int p = 0; p < GATE_POLICIES; p++)
+        ts_metrics_safety(g_gate_metric[p], violated && violated[p] ? hit : none);
+}
+
+/* A blocked request: status OK, finish reason SAFETY, the verdicts, no tokens. */
+static void gate_send_blocked(gate_job *j, Tessera__V1__SafetyVerdict **vp, size_t nv) {
+    Tessera__V1__Usage u = TESSERA__V1__USAGE__INIT;
+    Tessera__V1__Timing tm = TESSERA__V1__TIMING__INIT;
+    if (j->stream) {
+        Tessera__V1__GenerateStreamResponse m = TESSERA__V1__GENERATE_STREAM_RESPONSE__INIT;
+        Tessera__V1__GenerateStreamResponse__Started st =
+            TESSERA__V1__GENERATE_STREAM_RESPONSE__STARTED__INIT;
+        st.request_id = j->id;
+        st.model = g_model_name;
+        m.event_case = TESSERA__V1__GENERATE_STREAM_RESPONSE__EVENT_STARTED;
+        m.started = &st;
+        ts_rpc_call_send(j->c, &m.base);
+        for (size_t i = 0; i < nv; i++) {
+            Tessera__V1__GenerateStreamResponse s = TESSERA__V1__GENERATE_STREAM_RESPONSE__INIT;
+            s.event_case = TESSERA__V1__GENERATE_STREAM_RESPONSE__EVENT_SAFETY;
+            s.safety = vp[i];
+            ts_rpc_call_send(j->c, &s.base);
+        }
+        Tessera__V1__GenerateStreamResponse f = TESSERA__V1__GENERATE_STREAM_RESPONSE__INIT;
+        Tessera__V1__GenerateStreamResponse__Finished fin =
+            TESSERA__V1__GENERATE_STREAM_RESPONSE__FINISHED__INIT;
+        fin.finish_reason = TESSERA__V1__FINISH_REASON__FINISH_REASON_SAFETY;
+        fin.usage = &u;
+        fin.timing = &tm;
+        f.event_case = TESSERA__V1__GENERATE_STREAM_RESPONSE__EVENT_FINISHED;
+        f.finished = &fin;
+        ts_rpc_call_send(j->c, &f.base);
+    } else {
+        Tessera__V1__GenerateResponse m = TESSERA__V1__GENERATE_RESPONSE__INIT;
+        m.request_id = j->id;
+        m.model = g_model_name;
+        m.text = "";
+        m.finish_reason = TESSERA__V1__FINISH_REASON__FINISH_REASON_SAFETY;
+        m.usage = &u;
+        m.timing = &tm;
+        m.n_safety = nv;
+        m.safety = vp;
+        ts_rpc_call_send(j->c, &m.base);
+    }
+    ts_rpc_call_finish(j->c, GRPC_STATUS_OK, NULL);
+}
+
+/* Scores every image of j's chat; blocks, refuses or admits the request. Frees j->q. */
+static void gate_run(gate_job *j) {
+    snprintf(t_tenant, sizeof t_tenant, "%s", j->tenant);
+    if (j->unscreened) { /* admitted here so that the images are encoded off the CQ threads */
+        generate_admit(j->c, j->q, j->stream, j->id);
+        ts_rpc_call_unref(j->c);
+        ts_free(j);
+        return;
+    }
+    const Tessera__V1__Chat *chat = j->q->chat;
+    const char *tenant = j->tenant[0] ? j->tenant : "-";
+    size_t n_img = chat_images(j->q);
+    Tessera__V1__SafetyVerdict *vs = ts_calloc(n_img, sizeof *vs);
+    Tessera__V1__SafetyVerdict **vp = ts_calloc(n_img, sizeof *vp);
+    Tessera__V1__PolicyScore *ps = ts_calloc(n_img * GATE_POLICIES, sizeof *ps);
+    Tessera__V1__PolicyScore **pp = ts_calloc(n_img * GATE_POLICIES, sizeof *pp);
+    char audit[1024];
+    size_t al = 0;
+    audit[0] = '\0';
+    bool admit = false, violated[GATE_POLICIES] = {false};
+    if (!vs || !vp || !ps || !pp) {
+        ts_rpc_call_finish(j->c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    size_t vi = 0, flat = 0;
+    bool blocked = false;
+    for (size_t m = 0; m < chat->n_messages; m++) {
+        for (size_t k = 0; k < chat->messages[m]->n_parts; k++, flat++) {
+            const Tessera__V1__ContentPart *part = chat->messages[m]->parts[k];
+            if (part->part_case != TESSERA__V1__CONTENT_PART__PART_IMAGE) continue;
+            float sc[GATE_POLICIES];
+            ts_status rc = part->image ? ts_safety_score(g_safety, part->image->data.data,
+                                                         part->image->data.len, g_gate_pol,
+                                                         GATE_POLICIES, sc)
+                                       : TS_FAIL(TS_INVAL, "no image data");
+            if (rc != TS_OK && grpc_code_of(rc) == GRPC_STATUS_INVALID_ARGUMENT) {
+                TS_LOG_INFO("safety audit: request %s tenant %s part %zu: invalid image -> "
+                            "refused", j->id, tenant, flat);
+                ts_rpc_call_finish_invalid(j->c, "chat.messages[%zu].parts[%zu]: %s", m, k,
+                                           ts_last_error());
+                goto out;
+            }
+            if (rc != TS_OK) {
+                gate_metrics(NULL, TS_SAFETY_ERROR, TS_SAFETY_ERROR);
+                bool open = atomic_load(&g_fail_open);
+                TS_LOG_WARN("safety audit: request %s tenant %s part %zu: classifier error (%s) "
+                            "-> %s", j->id, tenant, flat, ts_last_error(),
+                            open ? "allowed (safety-fail-open)" : "refused");
+                if (open)
+                    admit = true;
+                else
+                    ts_rpc_call_finish(j->c, GRPC_STATUS_UNAVAILABLE, "request %s: the safety "
+                                       "classifier failed: %s", j->id, ts_last_error());
+                goto out;
+            }
+            Tessera__V1__SafetyVerdict *v = &vs[vi];
+            tessera__v1__safety_verdict__init(v);
+            v->stage = TESSERA__V1__SAFETY_VERDICT__STAGE__STAGE_INPUT;
+            v->classifier = (char *)ts_safety_name(g_safety);
+            v->part_index = (uint32_t)flat;
+            v->n_scores = GATE_POLICIES;
+            v->scores = pp + vi * GATE_POLICIES;
+            if (al < sizeof audit)
+                al += (size_t)snprintf(audit + al, sizeof audit - al, " part %zu:", flat);
+            for (int p = 0; p < GATE_POLICIES; p++) {
+                Tessera__V1__PolicyScore *s = &ps[vi * GATE_POLICIES + (size_t)p];
+                tessera__v1__policy_score__init(s);
+                s->policy = (char *)g_gate_pol[p];
+                s->probability = sc[p];
+                s->violated = sc[p] >= j->th[p];
+                violated[p] |= s->violated;
+                v->blocked |= s->violated && !j->annotate;
+                pp[vi * GATE_POLICIES + (size_t)p] = s;
+                if (al < sizeof audit)
+                    al += (size_t)snprintf(audit + al, sizeof audit - al, " %s=%.4f",
+                                           g_gate_pol[p], (double)sc[p]);
+            }
+            blocked |= v->blocked;
+            vp[vi++] = v;
+        }
+    }
+    TS_LOG_INFO("safety audit: request %s tenant %s images %zu:%s -> %s", j->id, tenant, vi,
+                audit, blocked ? "blocked" : j->annotate ? "allowed (annotate)" : "allowed");
+    gate_metrics(violated, TS_SAFETY_ALLOWED, blocked ? TS_SAFETY_BLOCKED : TS_SAFETY_ALLOWED);
+    if (blocked)
+        gate_send_blocked(j, vp, vi);
+    else
+        admit = true;
+out:
+    ts_free(vs);
+    ts_free(vp);
+    ts_free(ps);
+    ts_free(pp);
+    if (admit)
+        generate_admit(j->c, j->q, j->stream, j->id);
+    else
+        protobuf_c_message_free_unpacked(&j->q->base, NULL);
+    ts_rpc_call_unref(j->c);
+    ts_free(j);
+}
+
+static void *gate_main(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&G.mu);
+    for (;;) {
+        while (!G.stop && G.n == 0) pthread_cond_wait(&G.cv, &G.mu);
+        if (G.n == 0) break;
+        gate_job *j = G.jobs[G.head];
+        G.head = (G.head + 1) % GATE_QUEUE_MAX;
+        G.n--;
+        bool stop = G.stop;
+        pthread_mutex_unlock(&G.mu);
+        if (stop) { /* shutting down: no more scoring */
+            ts_rpc_call_finish(j->c, GRPC_STATUS_UNAVAILABLE, "server is shutting down");
+            protobuf_c_message_free_unpacked(&j->q->base, NULL);
+            ts_rpc_call_unref(j->c);
+            ts_free(j);
+        } else {
+            gate_run(j);
+        }
+        pthread_mutex_lock(&G.mu);
+    }
+    pthread_mutex_unlock(&G.mu);
+    return NULL;
+}
+
+static void gate_stop(void) {
+    if (!G.started) return;
+    pthread_mutex_lock(&G.mu);
+    G.stop = true;
+    pthread_cond_broadcast(&G.cv);
+    pthread_mutex_unlock(&G.mu);
+    pthread_join(G.th, NULL);
+    G.started = false;
+}
+
+/* SIGHUP: safety-thresholds and safety-fail-open from the config file again (a setting
+ * missing there keeps its value; a bad one keeps all). */
+static void gate_reload(const char *path) {
+    if (!path) {
+        TS_LOG_INFO("SIGHUP: no --config file: safety thresholds unchanged");
+        return;
+    }
+    config_t c;
+    config_init(&c);
+    if (config_read_file(&c, path) != CONFIG_TRUE) {
+        TS_LOG_ERROR("SIGHUP: %s:%d: %s; keeping the safety thresholds in use", path,
+                     config_error_line(&c), config_error_text(&c));
+        config_destroy(&c);
+        return;
+    }
+    const char *spec = NULL;
+    int open = 0;
+    float th[GATE_POLICIES];
+    pthread_mutex_lock(&g_thr_mu);
+    memcpy(th, g_thr, sizeof th);
+    pthread_mutex_unlock(&g_thr_mu);
+    char err[256];
+    if (config_lookup_string(&c, "safety-thresholds", &spec) == CONFIG_TRUE &&
+        parse_thresholds(spec, th, err, sizeof err)) {
+        TS_LOG_ERROR("SIGHUP: %s: safety-thresholds: %s; keeping the thresholds in use", path, err);
+    } else {
+        pthread_mutex_lock(&g_thr_mu);
+        memcpy(g_thr, th, sizeof th);
+        pthread_mutex_unlock(&g_thr_mu);
+        if (config_lookup_int(&c, "safety-fail-open", &open) == CONFIG_TRUE)
+            atomic_store(&g_fail_open, open != 0);
+        TS_LOG_INFO("SIGHUP: safety thresholds dangerous=%.4f sexual=%.4f violence=%.4f, "
+                    "fail %s", (double)th[0], (double)th[1], (double)th[2],
+                    atomic_load(&g_fail_open) ? "open" : "closed");
+    }
+    config_destroy(&c);
+}
+
+static void handle_generate(ts_rpc_call *c, void *ctx) {
+    bool stream = ctx != NULL;
+    Tessera__V1__GenerateRequest *q = (Tessera__V1__GenerateRequest *)ts_rpc_call_unpack(
+        c, &tessera__v1__generate_request__descriptor);
+    if (!q) {
+        ts_rpc_call_finish_invalid(c, "malformed GenerateRequest");
+        return;
+    }
+    /* no image, or an error that generate_admit reports before anything is scored (a
+     * text-only model refuses image parts) */
+    if (chat_images(q) == 0 || !g_vision || ts_rpc_server_draining() ||
+        (q->model[0] && strcmp(q->model, g_model_name)) || strlen(q->request_id) > TS_REQ_ID_MAX) {
+        generate_admit(c, q, stream, NULL);
+        return;
+    }
+    gate_job *j = ts_calloc(1, sizeof *j);
+    if (!j) {
+        ts_rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        protobuf_c_message_free_unpacked(&q->base, NULL);
+        return;
+    }
+    j->c = c;
+    j->q = q;
+    j->stream = stream;
+    snprintf(j->tenant, sizeof j->tenant, "%s", t_tenant);
+    if (q->request_id[0])
+        snprintf(j->id, sizeof j->id, "%s", q->request_id);
+    else
+        snprintf(j->id, sizeof j->id, "req-%" PRIu64,
+                 (uint64_t)atomic_fetch_add(&g_req_counter, 1) + 1);
+    pthread_mutex_lock(&g_thr_mu);
+    memcpy(j->th, g_thr, sizeof j->th);
+    pthread_mutex_unlock(&g_thr_mu);
+    const Tessera__V1__SafetyOptions *so = q->safety;
+    if (so && so->mode == TESSERA__V1__SAFETY_OPTIONS__MODE__MODE_OFF) {
+        ts_rpc_call_finish(c, GRPC_STATUS_PERMISSION_DENIED,
+                           "safety.mode: OFF is not allowed for requests with images");
+        goto refuse;
+    }
+    j->annotate = so && so->mode == TESSERA__V1__SAFETY_OPTIONS__MODE__MODE_ANNOTATE;
+    for (size_t i = 0; so && i < so->n_thresholds; i++) {
+        const char *key = so->thresholds[i]->key;
+        float v = so->thresholds[i]->value;
+        int k = -1;
+        for (int p = 0; p < GATE_POLICIES; p++)
+            if (!strcmp(key, g_gate_pol[p])) k = p;
+        if (k < 0 || !(v >= 0.0f && v <= 1.0f)) {
+            ts_rpc_call_finish_invalid(c, k < 0 ? "safety.thresholds: unknown policy '%.64s' "
+                                                  "(dangerous, sexual, violence)"
+                                                : "safety.thresholds[%.64s]: must be in [0, 1]",
+                                       key);
+            goto refuse;
+        }
+        if (v < j->th[k]) j->th[k] = v; /* a request may only make a policy stricter */
+    }
+    if (!g_safety) {
+        gate_metrics(NULL, TS_SAFETY_ERROR, TS_SAFETY_ERROR);
+        bool open = atomic_load(&g_fail_open);
+        TS_LOG_WARN("safety audit: request %s tenant %s images %zu: no classifier -> %s", j->id,
+                    j->tenant[0] ? j->tenant : "-", chat_images(q),
+                    open ? "allowed (safety-fail-open)" : "refused");
+        if (!open) {
+            ts_rpc_call_finish(c, GRPC_STATUS_UNAVAILABLE, "request %s: images are refused: no "
+                               "safety classifier is configured (tesserad --safety-model, or "
+                               "safety-fail-open = 1)", j->id);
+            goto refuse;
+        }
+        j->unscreened = true;
+    }
+    ts_rpc_call_ref(c);
+    pthread_mutex_lock(&G.mu);
+    bool queued = G.started && !G.stop && G.n < GATE_QUEUE_MAX;
+    if (queued) {
+        G.jobs[(G.head + G.n) % GATE_QUEUE_MAX] = j;
+        G.n++;
+        pthread_cond_signal(&G.cv);
+    }
+    pthread_mutex_unlock(&G.mu);
+    if (queued) return;
+    ts_rpc_call_unref(c);
+    ts_rpc_call_finish_retry(c, 1000, "request %s: the safety filter queue is full (%d); retry in "
+                             "1000 ms", j->id, GATE_QUEUE_MAX);
+refuse:
+    ts_free(j);
+    protobuf_c_message_free_unpacked(&q->base, NULL);
+}
+
 /* --------------------------------------------------------------------- main */
 
 static void usage(FILE *f) {
@@ -1133,6 +1607,13 @@ static void usage(FILE *f) {
             "      --safety-model FILE   ShieldGemma 2 language model (GGUF) for CheckSafety\n"
             "      --safety-vision PATH  its vision tower: mmproj GGUF or HF checkpoint dir\n"
             "      --safety-ids B,E,I,Y,N  marker / answer token ids (test vocabularies)\n"
+            "      --safety-thresholds P=T,...  image gate thresholds on P(violation) for\n"
+            "                            dangerous, sexual, violence (default 0.5 each;\n"
+            "                            SIGHUP reloads them from the --config file)\n"
+            "      --safety-fail-open 0|1  admit images when no classifier works (default 0)\n"
+            "      --vision PATH         the model's vision tower (mmproj GGUF or HF checkpoint):\n"
+            "                            chat messages may then carry images\n"
+            "      --vision-ids B,E,I    image marker token ids (test vocabularies)\n"
 
             "      --metrics HOST:PORT   serve Prometheus metrics at http://HOST:PORT/metrics\n"
             "      --log-format F        text (default) or json (one object per line)\n");
@@ -1170,6 +1651,10 @@ static const struct optdef {
     {"safety-model", O_STR, 0, 0, offsetof(opts, safety_model)},
     {"safety-vision", O_STR, 0, 0, offsetof(opts, safety_vision)},
     {"safety-ids", O_STR, 0, 0, offsetof(opts, safety_ids)},
+    {"safety-thresholds", O_STR, 0, 0, offsetof(opts, safety_thresholds)},
+    {"vision", O_STR, 0, 0, offsetof(opts, vision)},
+    {"vision-ids", O_STR, 0, 0, offsetof(opts, vision_ids)},
+    {"safety-fail-open", O_INT, 0, 1, offsetof(opts, safety_fail_open)},
     {"metrics", O_STR, 0, 0, offsetof(opts, metrics)},
     {"log-format", O_LOGFORMAT, 0, 0, offsetof(opts, log_format)},
 };
@@ -1301,6 +1786,14 @@ static int parse_args(int argc, char **argv, opts *o, config_t *cfg, bool *have_
         fprintf(stderr, "tesserad: -m MODEL and --listen HOST:PORT are required\n");
         return -1;
     }
+    if (o->safety_thresholds) {
+        char err[256];
+        if (parse_thresholds(o->safety_thresholds, g_thr, err, sizeof err)) {
+            fprintf(stderr, "tesserad: safety-thresholds: %s\n", err);
+            return -1;
+        }
+    }
+    atomic_store(&g_fail_open, o->safety_fail_open != 0);
     if (!o->safety_model != !o->safety_vision) {
         fprintf(stderr, "tesserad: --safety-model and --safety-vision go together\n");
         return -1;
@@ -1567,6 +2060,43 @@ int main(int argc, char **argv) {
         TS_LOG_INFO("safety classifier %s loaded", ts_safety_name(g_safety));
     }
 
+    if (o.vision) {
+        ts_engine_info ei;
+        ts_engine_get_info(ts_sched_engine(g_sched), &ei);
+        ts_vision_params vp = {.n_threads = o.threads};
+        ts_status vrc = g_tr && g_tr->world > 1
+                            ? TS_FAIL(TS_UNSUPPORTED, "images need a single-rank engine for now")
+                            : ts_vision_load(o.vision, &vp, &g_vision);
+        if (vrc == TS_OK && o.vision_ids &&
+            sscanf(o.vision_ids, "%d,%d,%d", &g_mm_ids.boi, &g_mm_ids.eoi, &g_mm_ids.image) != 3)
+            vrc = TS_FAIL(TS_INVAL, "--vision-ids '%s': expected BOI,EOI,IMAGE", o.vision_ids);
+        if (vrc == TS_OK) vrc = ts_mm_ids_lookup(ts_sched_tokenizer(g_sched), &g_mm_ids);
+        const ts_vision_config *vc = vrc == TS_OK ? ts_vision_get_config(g_vision) : NULL;
+        if (vc && (uint32_t)vc->proj_dim != ts_sched_config(g_sched)->n_embd)
+            vrc = TS_FAIL(TS_FORMAT, "the vision projector outputs %d values per token, the model "
+                          "takes %u", vc->proj_dim, ts_sched_config(g_sched)->n_embd);
+        else if (vc && (vc->n_tokens > ei.n_chunk || vc->n_tokens + o.slots > ei.n_batch))
+            vrc = TS_FAIL(TS_INVAL, "an image's %d tokens must fit one step: --batch %d is below "
+                          "%d + --slots or the engine's chunk of %d", vc->n_tokens, ei.n_batch,
+                          vc->n_tokens, ei.n_chunk);
+        if (vrc != TS_OK) {
+            fprintf(stderr, "tesserad: --vision %s: %s\n", o.vision, ts_last_error());
+            gate_stop();
+            ts_sched_destroy(g_sched);
+            goto out;
+        }
+        TS_LOG_INFO("vision tower %s: %d tokens per image", o.vision, vc->n_tokens);
+    }
+    /* the gate thread scores and encodes images (only requests with images use it) */
+    if (g_safety || g_vision) {
+        if (pthread_create(&G.th, NULL, gate_main, NULL)) {
+            fprintf(stderr, "tesserad: cannot start the safety gate thread\n");
+            ts_sched_destroy(g_sched);
+            goto out;
+        }
+        G.started = true;
+    }
+
     static int stream_flag;
     /* tessera.v1.Inference: every method behind the API key check */
     static authed_method inf[] = {
@@ -1635,16 +2165,17 @@ int main(int argc, char **argv) {
         sigwait(&ss, &sig);
         if (sig != SIGHUP && sig != SIGUSR2) break;
         /* SIGHUP (SIGUSR2 through mpirun): reload what can change without dropping
-         * requests (the API keys; the
-         * safety thresholds belong here too when the safety filter lands) */
+         * requests (the API keys; the safety gate's thresholds) */
         if (g_auth_on)
             keys_reload();
         else
             TS_LOG_INFO("SIGHUP: no --api-keys file to reload");
+        gate_reload(o.config);
     }
     TS_LOG_INFO("signal %d: draining (grace %d s)", sig, o.grace_s);
     ts_rpc_health_shutdown();
     int left = ts_rpc_server_shutdown((int64_t)o.grace_s * 1000);
+    gate_stop(); /* images still waiting: UNAVAILABLE */
     ts_metrics_stop(); /* its gauges read the scheduler */
     ts_sched_stop(g_sched);
     ts_rpc_server_destroy();
@@ -1660,6 +2191,8 @@ out:
     free(tls_key);
     ts_safety_close(g_safety);
     g_safety = NULL;
+    ts_vision_destroy(g_vision);
+    g_vision = NULL;
     ts_apikeys_free(g_keys);
     g_keys = NULL;
     if (have_cfg) config_destroy(&conf);

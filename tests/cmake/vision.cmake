@@ -28,3 +28,9 @@ if(TESSERA_RPC AND TARGET tesserad)
            $<TARGET_FILE:tessera> $<TARGET_FILE:tesserad> ${CMAKE_SOURCE_DIR})
   set_tests_properties(daemon_safety PROPERTIES LABELS "daemon" TIMEOUT 600 SKIP_RETURN_CODE 77)
 endif()
+# tesserad's image safety gate on Generate / GenerateStream (python3-grpcio clients).
+if(TESSERA_RPC AND TARGET tesserad)
+  add_test(NAME daemon_safety_gate COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/daemon/test_safety_gate.sh
+           $<TARGET_FILE:tessera> $<TARGET_FILE:tesserad> ${CMAKE_SOURCE_DIR})
+  set_tests_properties(daemon_safety_gate PROPERTIES LABELS "daemon" TIMEOUT 600 SKIP_RETURN_CODE 77)
+endif()
