@@ -29,9 +29,11 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 # Open MPI's own allocations show up as leaks at exit: MPI tests run without LeakSanitizer.
 # mpi_multihost (network namespaces, a cut link) checks Open MPI's failure handling, not our
 # memory: it runs in the plain build only (under ASan, mpirun's own teardown after a lost
-# host crashed once in PMIx_Finalize).
+# host crashed once in PMIx_Finalize). daemon_e2e_mpi (the whole daemon suite again under
+# mpirun) also runs in the plain build only, to keep CI's time; the daemon suite itself and
+# the MPI engine tests run under the sanitizers.
 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest --test-dir "$here/build-asan" --output-on-failure -L mpi -E mpi_multihost
+  ctest --test-dir "$here/build-asan" --output-on-failure -L mpi -E "mpi_multihost|daemon_e2e_mpi"
 
 echo "== fuzzing"
 bash scripts/fuzz.sh "${TESSERA_FUZZ_SECONDS:-60}"
