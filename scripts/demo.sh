@@ -17,7 +17,8 @@ pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -f "$log"' EXIT
 addr=""
 for _ in $(seq 1 300); do
-  addr=$(sed -n 's/.* on \(127\.0\.0\.1:[0-9]*\) .*/\1/p' "$log")
+  # the first "serving ... on ADDR" line (stdout's; the log repeats it on stderr)
+  addr=$(sed -n 's/.* on \(127\.0\.0\.1:[0-9]*\) .*/\1/p' "$log" | head -n 1)
   [ -n "$addr" ] && break
   kill -0 $pid 2>/dev/null || { cat "$log"; echo "tesserad failed to start" >&2; exit 1; }
   sleep 0.2
