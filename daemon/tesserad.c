@@ -288,10 +288,22 @@ static bool render_chat(ts_rpc_call *c, const Tessera__V1__Chat *chat, const cha
         if (!synth) {
             cm->parts = parts + pi;
             cm->n_parts = m->n_parts;
-            for (size_t k = 0; k < m->n_parts; k++, pi++)
-                parts[pi] = (ts_chat_part){.kind = TS_CHAT_PART_TEXT, .text = m->parts[k]->text,
-                                           .len = strlen(m->parts[k]->text)};
+            for (size_t k = 0; k < m->n_parts; k++, pi++) {
+                const Tessera__V1__ContentPart *p = m->parts[k];
+                parts[pi] = p->part_case == TESSERA__V1__CONTENT_PART__PART_IMAGE
+                                ? (ts_chat_part){.kind = TS_CHAT_PART_IMAGE}
+                                : (ts_chat_part){.kind = TS_CHAT_PART_TEXT, .text = p->text,
+                                                 .len = strlen(p->text)};
+            }
         } else {
+            /* synthesized turns (tool declarations, tool results, tool calls) are text */
+            for (size_t k = 0; k < m->n_parts; k++)
+                if (m->parts[k]->part_case == TESSERA__V1__CONTENT_PART__PART_IMAGE) {
+                    ts_rpc_call_finish_invalid(c, "%s.messages[%zu].parts[%zu]: an image cannot "
+                                                  "go in a turn with tools, tool calls or a tool "
+                                                  "result", field, i, k);
+                    goto out;
+                }
             char *b = owned[nm];
             size_t bl = b ? strlen(b) : 0;
             bool mem = true;

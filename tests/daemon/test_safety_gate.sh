@@ -106,6 +106,7 @@ PY
 cat >"$tmp/d.cfg" <<'CFG'
 safety-thresholds = "dangerous=0.5,sexual=0.99,violence=0.99";
 CFG
+# shellcheck disable=SC2054 # --vision-ids takes one comma-separated value
 vis=(--vision "$fx/vision/tiny_mmproj.gguf" --vision-ids 500,501,502)
 start_daemon "${vis[@]}" --config "$tmp/d.cfg" --safety-model "$fx/vision/tiny_text.gguf" \
   --safety-vision "$fx/vision/tiny_sg" --safety-ids 500,501,502,20,30 || exit 1
