@@ -1866,6 +1866,18 @@ static bool is_loopback(const char *listen) {
     return false;
 }
 
+/* The signals main sigwait()s for on rank 0 (and the other ranks ignore): SIGINT, SIGTERM
+ * and SIGUSR1 (a graceful stop mpirun forwards; SIGTERM it does not) drain; SIGHUP and
+ * SIGUSR2 (a reload mpirun forwards; SIGHUP ends its job) reload. */
+static void daemon_sigset(sigset_t *ss) {
+    sigemptyset(ss);
+    sigaddset(ss, SIGINT);
+    sigaddset(ss, SIGTERM);
+    sigaddset(ss, SIGHUP);
+    sigaddset(ss, SIGUSR1);
+    sigaddset(ss, SIGUSR2);
+}
+
 /* ------------------------------------------------------------ several ranks */
 
 static ts_transport *g_tr; /* NULL: one rank */
@@ -1875,12 +1887,7 @@ static ts_transport *g_tr; /* NULL: one rank */
  * signals are rank 0's business: here they are ignored (mpirun ends a broken job). */
 static int serve_rank(const opts *o, ts_transport *tr) {
     sigset_t ss;
-    sigemptyset(&ss);
-    sigaddset(&ss, SIGINT);
-    sigaddset(&ss, SIGTERM);
-    sigaddset(&ss, SIGHUP);
-    sigaddset(&ss, SIGUSR1); /* a graceful stop that mpirun forwards (SIGTERM it does not) */
-    sigaddset(&ss, SIGUSR2); /* a reload that mpirun forwards (SIGHUP ends its job) */
+    daemon_sigset(&ss);
     pthread_sigmask(SIG_BLOCK, &ss, NULL);
     ts_engine_params ep = {.model_path = o->model, .n_threads = o->threads, .n_ctx = o->n_ctx,
                            .n_seq_max = o->slots, .n_batch = o->batch,
@@ -1966,12 +1973,7 @@ int main(int argc, char **argv) {
      * them with the default action and end the process mid-drain. */
     {
         sigset_t early;
-        sigemptyset(&early);
-        sigaddset(&early, SIGINT);
-        sigaddset(&early, SIGTERM);
-        sigaddset(&early, SIGHUP);
-        sigaddset(&early, SIGUSR1);
-        sigaddset(&early, SIGUSR2);
+        daemon_sigset(&early);
         pthread_sigmask(SIG_BLOCK, &early, NULL);
     }
     /* Under mpirun (or with --tp / --pp): one rank of a distributed engine (NCCL between
@@ -2015,12 +2017,7 @@ int main(int argc, char **argv) {
     /* Block the shutdown signals in every thread (engine, scheduler and gRPC threads
      * inherit the mask); main sigwait()s. */
     sigset_t ss;
-    sigemptyset(&ss);
-    sigaddset(&ss, SIGINT);
-    sigaddset(&ss, SIGTERM);
-    sigaddset(&ss, SIGHUP);
-    sigaddset(&ss, SIGUSR1); /* a graceful stop that mpirun forwards (SIGTERM it does not) */
-    sigaddset(&ss, SIGUSR2); /* a reload that mpirun forwards (SIGHUP ends its job) */
+    daemon_sigset(&ss);
     pthread_sigmask(SIG_BLOCK, &ss, NULL);
     signal(SIGPIPE, SIG_IGN);
 
