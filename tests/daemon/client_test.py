@@ -278,10 +278,13 @@ def t_cancel():
     check("client cancel -> CANCELLED", c == grpc.StatusCode.CANCELLED, str(c))
     ok, ci = kv_back()
     check("KV pages back after cancel", ok, str(ci))
-    # a short deadline (in the queue or while generating)
-    c, d = code_of(lambda: list(stub.GenerateStream(req, timeout=0.05)))
+    # a short deadline (in the queue or while generating): 400 tokens, which even the tiny
+    # model with a prefix-cache hit cannot produce within it
+    req = pb.GenerateRequest(prompt="Once upon a time", sampling=pb.SamplingParams(
+        temperature=0.0, ignore_eos=True, max_tokens=400))
+    c, d = code_of(lambda: list(stub.GenerateStream(req, timeout=0.02)))
     check("deadline -> DEADLINE_EXCEEDED", c == grpc.StatusCode.DEADLINE_EXCEEDED, f"{c} {d}")
-    c, d = code_of(lambda: stub.Generate(req, timeout=0.05))
+    c, d = code_of(lambda: stub.Generate(req, timeout=0.02))
     check("unary deadline -> DEADLINE_EXCEEDED", c == grpc.StatusCode.DEADLINE_EXCEEDED, f"{c} {d}")
     ok, ci = kv_back()
     check("KV pages back after deadline", ok, str(ci))
