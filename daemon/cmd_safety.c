@@ -1,16 +1,19 @@
 /* cmd_safety.c: `tessera safety`: ShieldGemma 2 image safety scores, offline (CPU engine).
  *
  *   tessera safety -m MODEL.gguf --vision VISION [options] IMAGE...
- *   tessera safety --server HOST:PORT [--api-key KEY] [--policy NAME]... IMAGE...
- *       (the second form asks a tesserad's CheckSafety RPC; same output)
+ *   tessera safety --server HOST:PORT [--api-key KEY] [--policy NAME]...
+ *                  [--policy-text TEXT]... [--custom-policy NAME=TEXT]... IMAGE...
+ *       (the second form asks a tesserad's CheckSafety RPC; same output; policy texts
+ *       travel in the request as ad-hoc policies)
  *       MODEL   the ShieldGemma 2 (Gemma 3 4B) language model as GGUF
  *       VISION  its vision tower + projector: an mmproj GGUF, or the Hugging Face checkpoint
  *               directory (ShieldGemma 2 ships as safetensors)
  *   Prints one JSON object per image and line: {"image": PATH, "scores": {policy: P(Yes)}}
  *   or {"image": PATH, "error": MESSAGE} for an image that cannot be read (the others are
  *   still scored; exit code 1 then).
- * Options: --policy NAME (repeatable; default: all three), --custom-policy NAME=TEXT
- * (repeatable; overrides a default of the same name), --threads N, --reference,
+ * Options: --policy NAME (repeatable; default: all three, or the server's policies),
+ * --custom-policy NAME=TEXT (repeatable; locally it overrides a default of the same name),
+ * --policy-text TEXT (the same named custom-1, custom-2, ...), --threads N, --reference,
  * --single-bos, --max-pixels N, and for test models without the marker / answer tokens in
  * their vocabulary --ids BOI,EOI,IMAGE,YES,NO.
  * Exit codes: 0 success, 1 failure, 2 usage error.
@@ -47,6 +50,7 @@ static void usage(FILE *f) {
             "  --policy NAME            dangerous, sexual, violence or a custom name (repeatable;\n"
             "                           default: the three built-in policies)\n"
             "  --custom-policy NAME=TEXT  a policy text (repeatable; overrides a built-in name)\n"
+            "  --policy-text TEXT       an ad-hoc policy named custom-1, custom-2, ... (repeatable)\n"
             "  --threads N              CPU threads (default: all)\n"
             "  --reference              scalar reference kernels\n"
             "  --single-bos             one <bos> (HF's processor produces two)\n"
@@ -104,7 +108,8 @@ static uint8_t *read_all(const char *path, size_t *len, char *err, size_t errn) 
 #ifdef TS_HAVE_RPC
 /* --server: one CheckSafety call per image, so that a bad image gets its own error line. */
 static int remote(const char *server, const char *api_key, const char *const *names, int n_pol,
-                  int first, int argc, char **argv) {
+                  const char *const *cname, const char *const *ctext, int n_custom, int first,
+                  int argc, char **argv) {
     ts_rpc_client *cl = ts_rpc_client_open_ex(server, NULL, api_key);
     if (!cl) {
         fprintf(stderr, "tessera safety: cannot connect to %s\n", server);
@@ -132,6 +137,15 @@ static int remote(const char *server, const char *api_key, const char *const *na
             req.parts = parts;
             req.n_policies = (size_t)n_pol;
             req.policies = (char **)(uintptr_t)names;
+            Tessera__V1__SafetyCheckRequest__PolicyTextsEntry pe[MAX_POLICIES], *pep[MAX_POLICIES];
+            for (int k = 0; k < n_custom; k++) {
+                tessera__v1__safety_check_request__policy_texts_entry__init(&pe[k]);
+                pe[k].key = (char *)(uintptr_t)cname[k];
+                pe[k].value = (char *)(uintptr_t)ctext[k];
+                pep[k] = &pe[k];
+            }
+            req.n_policy_texts = (size_t)n_custom;
+            req.policy_texts = pep;
             ProtobufCMessage *resp = NULL;
             ts_rpc_result res = {0};
             grpc_status_code code = ts_rpc_unary(cl, "/tessera.v1.Inference/CheckSafety", &req.base,
@@ -208,6 +222,21 @@ int ts_cmd_safety(int argc, char **argv) {
             cname[n_custom] = cbuf[n_custom];
             ctext[n_custom] = eq + 1;
             n_custom++;
+        } else if (!strcmp(a, "--policy-text")) {
+            if (!need(i, argc, a)) return 2;
+            if (!argv[i + 1][0] || n_custom == MAX_POLICIES) {
+                fprintf(stderr, "tessera safety: --policy-text expects a non-empty TEXT\n");
+                return 2;
+            }
+            char nm[32];
+            int k = 1;
+            for (int j = 0; j < n_custom; j++) k += !strncmp(cname[j], "custom-", 7);
+            snprintf(nm, sizeof nm, "custom-%d", k);
+            cbuf[n_custom] = ts_strdup(nm);
+            if (!cbuf[n_custom]) return fprintf(stderr, "tessera safety: out of memory\n"), 1;
+            cname[n_custom] = cbuf[n_custom];
+            ctext[n_custom] = argv[++i];
+            n_custom++;
         } else if (!strcmp(a, "--threads")) {
             if (!need(i, argc, a)) return 2;
             threads = atoi(argv[++i]);
@@ -234,19 +263,21 @@ int ts_cmd_safety(int argc, char **argv) {
         }
     }
     if (server) {
-        for (int k = 0; k < n_custom; k++) ts_free(cbuf[k]);
-        if (i >= argc || n_custom) {
-            fprintf(stderr, "tessera safety: --server needs IMAGE arguments (custom policies are "
-                            "configured on the server)\n");
-            return 2;
-        }
+        int rc_remote = 2;
+        if (i >= argc) {
+            fprintf(stderr, "tessera safety: --server needs IMAGE arguments\n");
+        } else {
 #ifdef TS_HAVE_RPC
-        return remote(server, api_key, names, n_pol, i, argc, argv);
+            rc_remote = remote(server, api_key, names, n_pol, cname, ctext, n_custom, i, argc,
+                               argv);
 #else
-        (void)api_key;
-        fprintf(stderr, "tessera safety: this build has no gRPC client (--server)\n");
-        return 1;
+            (void)api_key;
+            fprintf(stderr, "tessera safety: this build has no gRPC client (--server)\n");
+            rc_remote = 1;
 #endif
+        }
+        for (int k = 0; k < n_custom; k++) ts_free(cbuf[k]);
+        return rc_remote;
     }
     if (!model || !vpath || i >= argc) {
         for (int k = 0; k < n_custom; k++) ts_free(cbuf[k]);

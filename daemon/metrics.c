@@ -73,7 +73,9 @@ static struct {
     int n_methods;
     atomic_uint_fast64_t requests[TS_METRICS_MAX_METHODS + 1][N_CODES];
     atomic_uint_fast64_t prompt_tokens, generated_tokens, cached_tokens;
-    atomic_uint_fast64_t safety[TS_SAFETY_POLICY_COUNT][TS_SAFETY_OUTCOME_COUNT];
+    atomic_uint_fast64_t safety[TS_METRICS_MAX_POLICIES + 1][TS_SAFETY_OUTCOME_COUNT];
+    char policies[TS_METRICS_MAX_POLICIES][64]; /* labels (under mu); [0, 3): the built-ins */
+    int n_policies;
     atomic_uint_fast64_t reloads_ok, reloads_err;
     histo ttft, itl;
     histo step[TS_METRICS_MAX_RANKS];
@@ -106,6 +108,8 @@ static void init_once(void) {
     }
     R.start_sec = mono_sec();
     clock_gettime(CLOCK_REALTIME, &R.start_real);
+    for (int p = 0; p < TS_SAFETY_POLICY_COUNT; p++)
+        snprintf(R.policies[R.n_policies++], sizeof R.policies[0], "%s", k_policy_names[p]);
 }
 static void init(void) { pthread_once(&R.once, init_once); }
 
@@ -174,7 +178,32 @@ void ts_metrics_step_us(int32_t rank, int64_t us) {
 void ts_metrics_safety(ts_safety_policy policy, ts_safety_outcome outcome) {
     if ((unsigned)policy >= TS_SAFETY_POLICY_COUNT || (unsigned)outcome >= TS_SAFETY_OUTCOME_COUNT)
         return;
+    init();
     atomic_fetch_add_explicit(&R.safety[policy][outcome], 1, memory_order_relaxed);
+}
+
+/* The index of a policy label (registered if new and there is room; else "other"). */
+static int policy_index(const char *label) {
+    init();
+    if (!label || !*label || strlen(label) >= sizeof R.policies[0]) return TS_METRICS_MAX_POLICIES;
+    pthread_mutex_lock(&R.mu);
+    int i = 0;
+    while (i < R.n_policies && strcmp(R.policies[i], label)) i++;
+    if (i == R.n_policies) {
+        if (R.n_policies < TS_METRICS_MAX_POLICIES)
+            snprintf(R.policies[R.n_policies++], sizeof R.policies[0], "%s", label);
+        else
+            i = TS_METRICS_MAX_POLICIES;
+    }
+    pthread_mutex_unlock(&R.mu);
+    return i;
+}
+
+void ts_metrics_safety_register(const char *label) { (void)policy_index(label); }
+
+void ts_metrics_safety_label(const char *label, ts_safety_outcome outcome) {
+    if ((unsigned)outcome >= TS_SAFETY_OUTCOME_COUNT) return;
+    atomic_fetch_add_explicit(&R.safety[policy_index(label)][outcome], 1, memory_order_relaxed);
 }
 
 void ts_metrics_reload(bool ok) {
@@ -362,11 +391,21 @@ char *ts_metrics_render(size_t *len) {
 
     head(&b, "tessera_safety_decisions_total", "counter",
          "Safety classifier decisions by policy and outcome.");
-    for (int p = 0; p < TS_SAFETY_POLICY_COUNT; p++)
+    char labels[TS_METRICS_MAX_POLICIES][64];
+    pthread_mutex_lock(&R.mu);
+    const int np = R.n_policies;
+    memcpy(labels, R.policies, sizeof labels);
+    pthread_mutex_unlock(&R.mu);
+    uint64_t other = 0;
+    for (int o = 0; o < TS_SAFETY_OUTCOME_COUNT; o++)
+        other += ld(&R.safety[TS_METRICS_MAX_POLICIES][o]);
+    for (int p = 0; p <= np; p++) {
+        if (p == np && other == 0) break;
         for (int o = 0; o < TS_SAFETY_OUTCOME_COUNT; o++)
             sb_printf(&b, "tessera_safety_decisions_total{policy=\"%s\",outcome=\"%s\"} %llu\n",
-                      k_policy_names[p], k_outcome_names[o],
-                      (unsigned long long)ld(&R.safety[p][o]));
+                      p == np ? "other" : labels[p], k_outcome_names[o],
+                      (unsigned long long)ld(&R.safety[p == np ? TS_METRICS_MAX_POLICIES : p][o]));
+    }
     head(&b, "tessera_config_reloads_total", "counter", "SIGHUP reloads by result.");
     sb_printf(&b, "tessera_config_reloads_total{result=\"ok\"} %llu\n",
               (unsigned long long)ld(&R.reloads_ok));

@@ -29,6 +29,7 @@ extern "C" {
 
 #define TS_METRICS_MAX_METHODS 32
 #define TS_METRICS_MAX_RANKS 64
+#define TS_METRICS_MAX_POLICIES 32 /* safety policy labels (built-ins included); others: "other" */
 
 /* Safety decisions (ShieldGemma 2 policies and what became of the request). */
 typedef enum {
@@ -77,6 +78,11 @@ void ts_metrics_itl_us(int64_t us);
 void ts_metrics_step_us(int32_t rank, int64_t us);
 /* One safety decision (the hook for the ShieldGemma 2 filter). */
 void ts_metrics_safety(ts_safety_policy policy, ts_safety_outcome outcome);
+/* The same by label (a custom policy's name; a built-in's label counts as the built-in).
+ * ts_metrics_safety_register shows a label (at 0) before its first decision. Labels beyond
+ * TS_METRICS_MAX_POLICIES count as "other". */
+void ts_metrics_safety_label(const char *label, ts_safety_outcome outcome);
+void ts_metrics_safety_register(const char *label);
 /* SIGHUP reloads (ok: the new file was taken; else the old settings were kept). */
 void ts_metrics_reload(bool ok);
 

@@ -15,6 +15,7 @@
 
 struct ts_safety {
     pthread_mutex_t mu;
+    ts_safety_remote *remote; /* the classifier runs on another rank (safety_mpi.c) */
     ts_vision *v;
     ts_engine *e;
     ts_gguf *g;
@@ -22,7 +23,33 @@ struct ts_safety {
     ts_sg_params prm;
     float *embd; /* (n_tokens, n_embd) */
     char name[128];
+    const char *name_remote;
 };
+
+const char *ts_safety_where(const ts_safety *s) {
+#ifdef TS_HAVE_MPI
+    if (s->remote) return ts_safety_remote_where(s->remote);
+#endif
+    return "rank 0";
+}
+
+#ifdef TS_HAVE_MPI
+ts_status ts_safety_open_remote(int32_t rank, double timeout_s, ts_safety **out) {
+    *out = NULL;
+    ts_safety *s = ts_calloc(1, sizeof *s);
+    if (!s) return TS_FAIL(TS_NOMEM, "safety classifier");
+    pthread_mutex_init(&s->mu, NULL);
+    ts_status rc = ts_safety_remote_open(rank, timeout_s, &s->remote);
+    if (rc != TS_OK) {
+        pthread_mutex_destroy(&s->mu);
+        ts_free(s);
+        return rc;
+    }
+    s->name_remote = ts_safety_remote_name(s->remote);
+    *out = s;
+    return TS_OK;
+}
+#endif
 
 ts_status ts_safety_open(const char *model, const char *vision, const char *ids, int threads,
                          ts_safety **out) {
@@ -66,6 +93,9 @@ fail:
 
 void ts_safety_close(ts_safety *s) {
     if (!s) return;
+#ifdef TS_HAVE_MPI
+    ts_safety_remote_close(s->remote);
+#endif
     ts_free(s->embd);
     ts_tokenizer_free(s->tok);
     ts_gguf_close(s->g);
@@ -75,22 +105,33 @@ void ts_safety_close(ts_safety *s) {
     ts_free(s);
 }
 
-const char *ts_safety_name(const ts_safety *s) { return s->name; }
+const char *ts_safety_name(const ts_safety *s) { return s->remote ? s->name_remote : s->name; }
 
 ts_status ts_safety_score(ts_safety *s, const uint8_t *img, size_t len,
-                          const char *const *policies, size_t n_policies, float *scores) {
-    for (size_t p = 0; p < n_policies; p++)
-        if (!ts_sg_policy_text(policies[p]))
-            return TS_FAIL(TS_NOT_FOUND, "unknown safety policy '%s' (dangerous, sexual, "
-                           "violence)", policies[p]);
+                          const char *const *texts, size_t n_texts, float *scores) {
+    if (n_texts > TS_SAFETY_MAX_TEXTS)
+        return TS_FAIL(TS_INVAL, "%zu policies in one call (at most %d)", n_texts,
+                       TS_SAFETY_MAX_TEXTS);
+    if (len > TS_SAFETY_MAX_IMAGE)
+        return TS_FAIL(TS_INVAL, "an image of %zu bytes (at most %d MiB)", len,
+                       TS_SAFETY_MAX_IMAGE >> 20);
+    for (size_t p = 0; p < n_texts; p++)
+        if (!texts[p] || !*texts[p]) return TS_FAIL(TS_INVAL, "policy %zu: empty text", p);
+#ifdef TS_HAVE_MPI
+    if (s->remote) {
+        pthread_mutex_lock(&s->mu);
+        ts_status rc = ts_safety_remote_score(s->remote, img, len, texts, n_texts, scores);
+        pthread_mutex_unlock(&s->mu);
+        return rc;
+    }
+#endif
     ts_image im;
     TS_TRY(ts_image_decode(img, len, 0, &im));
     pthread_mutex_lock(&s->mu);
     const ts_vision_config *vc = ts_vision_get_config(s->v);
     ts_status rc = ts_vision_encode_image(s->v, &im, s->embd);
-    for (size_t p = 0; rc == TS_OK && p < n_policies; p++)
-        rc = ts_sg_score(s->e, s->tok, s->embd, vc->n_tokens, ts_sg_policy_text(policies[p]),
-                         &s->prm, &scores[p]);
+    for (size_t p = 0; rc == TS_OK && p < n_texts; p++)
+        rc = ts_sg_score(s->e, s->tok, s->embd, vc->n_tokens, texts[p], &s->prm, &scores[p]);
     pthread_mutex_unlock(&s->mu);
     ts_image_free(&im);
     return rc;

@@ -12,6 +12,10 @@
 
 typedef struct ts_safety ts_safety;
 
+/* Bounds of one scoring call (also what crosses to a safety rank). */
+#define TS_SAFETY_MAX_TEXTS 32
+#define TS_SAFETY_MAX_IMAGE (256 << 20)
+
 /* model: the ShieldGemma 2 language model (GGUF); vision: mmproj GGUF or HF checkpoint;
  * ids: NULL, or "BOI,EOI,IMAGE,YES,NO" token ids for test vocabularies. */
 ts_status ts_safety_open(const char *model, const char *vision, const char *ids, int threads,
@@ -20,10 +24,38 @@ void ts_safety_close(ts_safety *s);
 /* The classifier's name for verdicts (the model file's base name). */
 const char *ts_safety_name(const ts_safety *s);
 
-/* P(violation) of one encoded image (PNG/JPEG/WebP bytes) for each named policy (built-in
- * names: dangerous, sexual, violence). TS_FORMAT / TS_RANGE: a bad image; TS_NOT_FOUND: an
- * unknown policy name (message names it). Thread-safe. */
+/* Where it runs, for the plan printed at start: "rank 0" (in rank 0's process) or "rank N". */
+const char *ts_safety_where(const ts_safety *s);
+
+/* P(violation) of one encoded image (PNG/JPEG/WebP bytes) for each policy text (rendered
+ * into ShieldGemma 2's prompt; safety_policy.h). TS_FORMAT / TS_RANGE: a bad image;
+ * TS_INVAL: more than TS_SAFETY_MAX_TEXTS texts, an empty one, an image over
+ * TS_SAFETY_MAX_IMAGE; TS_TIMEOUT / TS_UNAVAILABLE: a safety rank that does not answer.
+ * Thread-safe (one image at a time). */
 ts_status ts_safety_score(ts_safety *s, const uint8_t *img, size_t len,
-                          const char *const *policies, size_t n_policies, float *scores);
+                          const char *const *texts, size_t n_texts, float *scores);
+
+#ifdef TS_HAVE_MPI
+/* The classifier on its own rank (docs/vision.md "Where the classifier runs"), over the
+ * side communicator of ts_transport_mpi_set_aside (safety_mpi.c).
+ * Rank 0: a classifier whose calls go to world rank `rank`; waits (bounded) for that rank
+ * to load the model and report; a call that gets no answer within timeout_s fails with
+ * TS_TIMEOUT naming the rank, and later calls fail at once (TS_UNAVAILABLE) until the rank
+ * answers again. */
+ts_status ts_safety_open_remote(int32_t rank, double timeout_s, ts_safety **out);
+/* The safety rank: loads the classifier (ts_safety_open's arguments), reports to rank 0 and
+ * scores rank 0's requests until rank 0 closes its handle. 0 on a clean end. */
+int ts_safety_serve_rank(const char *model, const char *vision, const char *ids, int threads);
+
+typedef struct ts_safety_remote ts_safety_remote;
+ts_status ts_safety_remote_open(int32_t rank, double timeout_s, ts_safety_remote **out);
+const char *ts_safety_remote_name(const ts_safety_remote *r);
+const char *ts_safety_remote_where(const ts_safety_remote *r);
+ts_status ts_safety_remote_score(ts_safety_remote *r, const uint8_t *img, size_t len,
+                                 const char *const *texts, size_t n_texts, float *scores);
+void ts_safety_remote_close(ts_safety_remote *r);
+#else
+typedef struct ts_safety_remote ts_safety_remote;
+#endif
 
 #endif

@@ -38,6 +38,7 @@
 #include "vision.h"
 #include "log.h"
 #include "safety.h"
+#include "safety_policy.h"
 #include "shieldgemma.h"
 #include "metrics.h"
 #include "sched.h"
@@ -73,6 +74,8 @@ typedef struct {
     const char *model, *listen, *api_keys, *tls_cert, *tls_key, *log_level, *config;
     const char *safety_model, *safety_vision, *safety_ids; /* ShieldGemma 2 (docs/vision.md) */
     const char *safety_thresholds;                         /* the gate (docs/daemon.md) */
+    const char *safety_rank;                               /* auto, N or none */
+    int32_t safety_timeout;                                /* seconds (a safety rank) */
     const char *vision, *vision_ids; /* the main model's vision tower (docs/vision.md) */
     const char *metrics, *log_format;
 } opts;
@@ -1095,10 +1098,12 @@ static void handle_cancel(ts_rpc_call *c, void *ctx) {
 /* ------------------------------------------------------------ CheckSafety */
 
 static ts_safety *g_safety; /* NULL: no classifier configured */
+static ts_sp_set *policies_get(void);
 
-/* Scores every image part for the requested policies (all built-in ones by default) with
- * ShieldGemma 2; threshold per policy from options.thresholds (default 0.5). One audit log
- * line per part (tenant, scores, decision; never the image). */
+/* Scores every image part for the requested policies (all configured ones by default, then
+ * the request's ad-hoc policy texts) with ShieldGemma 2; threshold per policy from
+ * options.thresholds, else the configured one (0.5 for ad-hoc ones). One audit log line per
+ * part (tenant, scores, decision; never the image or a policy text). */
 static void handle_check_safety(ts_rpc_call *c, void *ctx) {
     (void)ctx;
     Tessera__V1__SafetyCheckRequest *q = (Tessera__V1__SafetyCheckRequest *)ts_rpc_call_unpack(
@@ -1107,15 +1112,81 @@ static void handle_check_safety(ts_rpc_call *c, void *ctx) {
         ts_rpc_call_finish_invalid(c, "malformed SafetyCheckRequest");
         return;
     }
-    enum { MAXP = 16 };
-    const char *names[MAXP];
+    enum { MAXP = TS_SAFETY_MAX_TEXTS };
+    const char *names[MAXP], *texts[MAXP];
+    float dth[MAXP];
     size_t np = 0;
-    for (size_t i = 0; i < q->n_policies && np < MAXP; i++)
-        if (q->policies[i][0]) names[np++] = q->policies[i];
-    if (np == 0) {
-        size_t nd;
-        const ts_sg_policy *d = ts_sg_default_policies(&nd);
-        for (size_t i = 0; i < nd && np < MAXP; i++) names[np++] = d[i].name;
+    ts_sp_set *set = policies_get();
+    char err[256], known[TS_SP_MAX * (TS_SP_NAME_MAX + 2) + 1];
+    bool bad = false;
+    for (size_t i = 0; i < q->n_policies && !bad; i++) {
+        if (!q->policies[i][0]) continue;
+        int k = ts_sp_find(set, q->policies[i]);
+        if (k < 0) {
+            ts_sp_names(set, known, sizeof known);
+            ts_rpc_call_finish_invalid(c, "policies[%zu]: unknown policy '%.64s' (%s; or give "
+                                       "its text in policy_texts)", i, q->policies[i], known);
+            bad = true;
+        } else if (np == TS_SP_MAX) {
+            ts_rpc_call_finish_invalid(c, "policies: more than %d names", TS_SP_MAX);
+            bad = true;
+        } else {
+            for (size_t j = 0; j < np; j++) bad |= !strcmp(names[j], q->policies[i]);
+            if (bad) {
+                ts_rpc_call_finish_invalid(c, "policies[%zu]: '%.64s' appears twice", i,
+                                           q->policies[i]);
+            } else {
+                names[np] = set->p[k].name;
+                texts[np] = set->p[k].text;
+                dth[np++] = set->p[k].threshold;
+            }
+        }
+    }
+    if (!bad && np == 0 && q->n_policy_texts == 0)
+        for (size_t k = 0; k < set->n; k++) {
+            names[np] = set->p[k].name;
+            texts[np] = set->p[k].text;
+            dth[np++] = set->p[k].threshold;
+        }
+    if (!bad && q->n_policy_texts > (size_t)(MAXP - (int)np)) {
+        ts_rpc_call_finish_invalid(c, "policy_texts: %zu ad-hoc policies (at most %zu here)",
+                                   q->n_policy_texts, (size_t)MAXP - np);
+        bad = true;
+    }
+    for (size_t i = 0; i < q->n_policy_texts && !bad; i++) {
+        const char *nm = q->policy_texts[i]->key, *tx = q->policy_texts[i]->value;
+        if (ts_sp_check_name(nm, err, sizeof err) || ts_sp_check_text(tx, strlen(tx), err, sizeof err)) {
+            ts_rpc_call_finish_invalid(c, "policy_texts[%.64s]: %s", nm, err);
+            bad = true;
+        } else if (ts_sp_find(set, nm) >= 0 || ts_sg_policy_text(nm)) {
+            ts_rpc_call_finish_invalid(c, "policy_texts[%.64s]: a server policy has this name "
+                                       "(name ad-hoc policies differently)", nm);
+            bad = true;
+        } else {
+            names[np] = nm;
+            texts[np] = tx;
+            dth[np++] = 0.5f;
+        }
+    }
+    for (size_t t = 0; !bad && q->options && t < q->options->n_thresholds; t++) {
+        const char *key = q->options->thresholds[t]->key;
+        const float v = q->options->thresholds[t]->value;
+        size_t k = 0;
+        while (k < np && strcmp(names[k], key)) k++;
+        if (k == np || !(v >= 0.0f && v <= 1.0f)) {
+            ts_rpc_call_finish_invalid(c, k == np ? "options.thresholds: '%.64s' is not among "
+                                                    "the policies checked"
+                                                  : "options.thresholds[%.64s]: must be in [0, 1]",
+                                       key);
+            bad = true;
+        } else {
+            dth[k] = v;
+        }
+    }
+    if (bad) {
+        ts_sp_unref(set);
+        protobuf_c_message_free_unpacked(&q->base, NULL);
+        return;
     }
     Tessera__V1__SafetyVerdict *vs = ts_calloc(q->n_parts ? q->n_parts : 1, sizeof *vs);
     Tessera__V1__SafetyVerdict **vp = ts_calloc(q->n_parts ? q->n_parts : 1, sizeof *vp);
@@ -1143,7 +1214,7 @@ static void handle_check_safety(ts_rpc_call *c, void *ctx) {
             goto out;
         }
         ts_status rc = ts_safety_score(g_safety, part->image->data.data, part->image->data.len,
-                                       names, np, sc);
+                                       texts, np, sc);
         if (rc != TS_OK) {
             if (grpc_code_of(rc) == GRPC_STATUS_INVALID_ARGUMENT || rc == TS_NOT_FOUND)
                 ts_rpc_call_finish_invalid(c, "parts[%zu]: %s", i, ts_last_error());
@@ -1158,18 +1229,15 @@ static void handle_check_safety(ts_rpc_call *c, void *ctx) {
         v->part_index = (uint32_t)i;
         v->n_scores = np;
         v->scores = pp + i * np;
-        char audit[512];
+        char audit[2048];
         size_t al = 0;
+        audit[0] = '\0';
         for (size_t k = 0; k < np; k++) {
             Tessera__V1__PolicyScore *s = &ps[i * np + k];
             tessera__v1__policy_score__init(s);
-            float th = 0.5f;
-            for (size_t t = 0; q->options && t < q->options->n_thresholds; t++)
-                if (!strcmp(q->options->thresholds[t]->key, names[k]))
-                    th = q->options->thresholds[t]->value;
             s->policy = (char *)names[k];
             s->probability = sc[k];
-            s->violated = sc[k] >= th;
+            s->violated = sc[k] >= dth[k];
             v->blocked |= s->violated;
             pp[i * np + k] = s;
             if (al < sizeof audit)
@@ -1189,6 +1257,7 @@ out:
     ts_free(vp);
     ts_free(ps);
     ts_free(pp);
+    ts_sp_unref(set);
     protobuf_c_message_free_unpacked(&q->base, NULL);
 }
 
@@ -1198,62 +1267,35 @@ out:
  * (seconds per image on the CPU), never on a completion-queue thread; a request over a
  * policy's threshold finishes with FINISH_REASON_SAFETY and its verdicts (status OK). */
 
-#define GATE_POLICIES 3
 #define GATE_QUEUE_MAX 64
-static const char *const g_gate_pol[GATE_POLICIES] = {"dangerous", "sexual", "violence"};
-static const ts_safety_policy g_gate_metric[GATE_POLICIES] = {
-    TS_SAFETY_POLICY_DANGEROUS, TS_SAFETY_POLICY_SEXUAL, TS_SAFETY_POLICY_VIOLENCE};
 static pthread_mutex_t g_thr_mu = PTHREAD_MUTEX_INITIALIZER;
-static float g_thr[GATE_POLICIES] = {0.5f, 0.5f, 0.5f}; /* safety-thresholds; SIGHUP reloads */
-static atomic_bool g_fail_open;                           /* safety-fail-open */
+static ts_sp_set *g_policies; /* safety-policies + safety-thresholds; SIGHUP swaps (g_thr_mu) */
+static atomic_bool g_fail_open; /* safety-fail-open */
 
-/* "dangerous=0.4,violence=0.7" -> th (policies not named keep their value). -1 with a
- * message in err. */
-static int parse_thresholds(const char *spec, float th[GATE_POLICIES], char *err, size_t errn) {
-    const char *p = spec;
-    for (;;) {
-        while (*p == ' ' || *p == ',') p++;
-        if (!*p) return 0;
-        const char *end = strchr(p, ',');
-        if (!end) end = p + strlen(p);
-        const char *eq = memchr(p, '=', (size_t)(end - p));
-        if (!eq) {
-            snprintf(err, errn, "'%.*s': expected POLICY=THRESHOLD", (int)(end - p), p);
-            return -1;
-        }
-        int k = -1;
-        for (int i = 0; i < GATE_POLICIES; i++)
-            if (strlen(g_gate_pol[i]) == (size_t)(eq - p) && !strncmp(g_gate_pol[i], p, (size_t)(eq - p)))
-                k = i;
-        if (k < 0) {
-            snprintf(err, errn, "unknown policy '%.*s' (dangerous, sexual, violence)",
-                     (int)(eq - p), p);
-            return -1;
-        }
-        char num[32];
-        size_t vl = (size_t)(end - eq - 1);
-        char *e = NULL;
-        float v = NAN;
-        if (vl > 0 && vl < sizeof num) {
-            memcpy(num, eq + 1, vl);
-            num[vl] = '\0';
-            v = strtof(num, &e);
-        }
-        if (!e || *e || !(v >= 0.0f && v <= 1.0f)) {
-            snprintf(err, errn, "%s: threshold '%.*s' is not a number in [0, 1]", g_gate_pol[k],
-                     (int)vl, eq + 1);
-            return -1;
-        }
-        th[k] = v;
-        p = end;
-    }
+/* The policy set in use (a reference: ts_sp_unref). */
+static ts_sp_set *policies_get(void) {
+    pthread_mutex_lock(&g_thr_mu);
+    ts_sp_set *s = ts_sp_ref(g_policies);
+    pthread_mutex_unlock(&g_thr_mu);
+    return s;
+}
+
+/* Installs a new set (takes the reference); its custom labels show in the metrics. */
+static void policies_set(ts_sp_set *s) {
+    for (size_t i = 0; i < s->n; i++) ts_metrics_safety_register(s->p[i].label);
+    pthread_mutex_lock(&g_thr_mu);
+    ts_sp_set *old = g_policies;
+    g_policies = s;
+    pthread_mutex_unlock(&g_thr_mu);
+    ts_sp_unref(old);
 }
 
 typedef struct {
     ts_rpc_call *c;
     Tessera__V1__GenerateRequest *q;
     bool stream, annotate, unscreened; /* unscreened: fail open without a classifier */
-    float th[GATE_POLICIES];
+    ts_sp_set *set;                    /* the policies at admission (a reference) */
+    float th[TS_SP_MAX];
     char id[TS_REQ_ID_MAX + 1], tenant[TS_TENANT_MAX];
 } gate_job;
 
@@ -1275,9 +1317,10 @@ static size_t chat_images(const Tessera__V1__GenerateRequest *q) {
     return n;
 }
 
-static void gate_metrics(const bool *violated, ts_safety_outcome none, ts_safety_outcome hit) {
-    for (int p = 0; p < GATE_POLICIES; p++)
-        ts_metrics_safety(g_gate_metric[p], violated && violated[p] ? hit : none);
+static void gate_metrics(const ts_sp_set *set, const bool *violated, ts_safety_outcome none,
+                         ts_safety_outcome hit) {
+    for (size_t p = 0; set && p < set->n; p++)
+        ts_metrics_safety_label(set->p[p].label, violated && violated[p] ? hit : none);
 }
 
 /* A blocked request: status OK, finish reason SAFETY, the verdicts, no tokens. */
@@ -1329,20 +1372,25 @@ static void gate_run(gate_job *j) {
     if (j->unscreened) { /* admitted here so that the images are encoded off the CQ threads */
         generate_admit(j->c, j->q, j->stream, j->id);
         ts_rpc_call_unref(j->c);
+        ts_sp_unref(j->set);
         ts_free(j);
         return;
     }
+    const ts_sp_set *set = j->set;
+    const size_t np = set->n;
+    const char *texts[TS_SP_MAX];
+    for (size_t p = 0; p < np; p++) texts[p] = set->p[p].text;
     const Tessera__V1__Chat *chat = j->q->chat;
     const char *tenant = j->tenant[0] ? j->tenant : "-";
     size_t n_img = chat_images(j->q);
     Tessera__V1__SafetyVerdict *vs = ts_calloc(n_img, sizeof *vs);
     Tessera__V1__SafetyVerdict **vp = ts_calloc(n_img, sizeof *vp);
-    Tessera__V1__PolicyScore *ps = ts_calloc(n_img * GATE_POLICIES, sizeof *ps);
-    Tessera__V1__PolicyScore **pp = ts_calloc(n_img * GATE_POLICIES, sizeof *pp);
-    char audit[1024];
+    Tessera__V1__PolicyScore *ps = ts_calloc(n_img * np, sizeof *ps);
+    Tessera__V1__PolicyScore **pp = ts_calloc(n_img * np, sizeof *pp);
+    char audit[2048];
     size_t al = 0;
     audit[0] = '\0';
-    bool admit = false, violated[GATE_POLICIES] = {false};
+    bool admit = false, violated[TS_SP_MAX] = {false};
     if (!vs || !vp || !ps || !pp) {
         ts_rpc_call_finish(j->c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
@@ -1353,10 +1401,9 @@ static void gate_run(gate_job *j) {
         for (size_t k = 0; k < chat->messages[m]->n_parts; k++, flat++) {
             const Tessera__V1__ContentPart *part = chat->messages[m]->parts[k];
             if (part->part_case != TESSERA__V1__CONTENT_PART__PART_IMAGE) continue;
-            float sc[GATE_POLICIES];
+            float sc[TS_SP_MAX];
             ts_status rc = part->image ? ts_safety_score(g_safety, part->image->data.data,
-                                                         part->image->data.len, g_gate_pol,
-                                                         GATE_POLICIES, sc)
+                                                         part->image->data.len, texts, np, sc)
                                        : TS_FAIL(TS_INVAL, "no image data");
             if (rc != TS_OK && grpc_code_of(rc) == GRPC_STATUS_INVALID_ARGUMENT) {
                 TS_LOG_INFO("safety audit: request %s tenant %s part %zu: invalid image -> "
@@ -1366,7 +1413,7 @@ static void gate_run(gate_job *j) {
                 goto out;
             }
             if (rc != TS_OK) {
-                gate_metrics(NULL, TS_SAFETY_ERROR, TS_SAFETY_ERROR);
+                gate_metrics(set, NULL, TS_SAFETY_ERROR, TS_SAFETY_ERROR);
                 bool open = atomic_load(&g_fail_open);
                 TS_LOG_WARN("safety audit: request %s tenant %s part %zu: classifier error (%s) "
                             "-> %s", j->id, tenant, flat, ts_last_error(),
@@ -1383,22 +1430,22 @@ static void gate_run(gate_job *j) {
             v->stage = TESSERA__V1__SAFETY_VERDICT__STAGE__STAGE_INPUT;
             v->classifier = (char *)ts_safety_name(g_safety);
             v->part_index = (uint32_t)flat;
-            v->n_scores = GATE_POLICIES;
-            v->scores = pp + vi * GATE_POLICIES;
+            v->n_scores = np;
+            v->scores = pp + vi * np;
             if (al < sizeof audit)
                 al += (size_t)snprintf(audit + al, sizeof audit - al, " part %zu:", flat);
-            for (int p = 0; p < GATE_POLICIES; p++) {
-                Tessera__V1__PolicyScore *s = &ps[vi * GATE_POLICIES + (size_t)p];
+            for (size_t p = 0; p < np; p++) {
+                Tessera__V1__PolicyScore *s = &ps[vi * np + p];
                 tessera__v1__policy_score__init(s);
-                s->policy = (char *)g_gate_pol[p];
+                s->policy = (char *)set->p[p].name;
                 s->probability = sc[p];
                 s->violated = sc[p] >= j->th[p];
                 violated[p] |= s->violated;
                 v->blocked |= s->violated && !j->annotate;
-                pp[vi * GATE_POLICIES + (size_t)p] = s;
+                pp[vi * np + p] = s;
                 if (al < sizeof audit)
                     al += (size_t)snprintf(audit + al, sizeof audit - al, " %s=%.4f",
-                                           g_gate_pol[p], (double)sc[p]);
+                                           set->p[p].name, (double)sc[p]);
             }
             blocked |= v->blocked;
             vp[vi++] = v;
@@ -1406,7 +1453,7 @@ static void gate_run(gate_job *j) {
     }
     TS_LOG_INFO("safety audit: request %s tenant %s images %zu:%s -> %s", j->id, tenant, vi,
                 audit, blocked ? "blocked" : j->annotate ? "allowed (annotate)" : "allowed");
-    gate_metrics(violated, TS_SAFETY_ALLOWED, blocked ? TS_SAFETY_BLOCKED : TS_SAFETY_ALLOWED);
+    gate_metrics(set, violated, TS_SAFETY_ALLOWED, blocked ? TS_SAFETY_BLOCKED : TS_SAFETY_ALLOWED);
     if (blocked)
         gate_send_blocked(j, vp, vi);
     else
@@ -1421,6 +1468,7 @@ out:
     else
         protobuf_c_message_free_unpacked(&j->q->base, NULL);
     ts_rpc_call_unref(j->c);
+    ts_sp_unref(j->set);
     ts_free(j);
 }
 
@@ -1439,6 +1487,7 @@ static void *gate_main(void *arg) {
             ts_rpc_call_finish(j->c, GRPC_STATUS_UNAVAILABLE, "server is shutting down");
             protobuf_c_message_free_unpacked(&j->q->base, NULL);
             ts_rpc_call_unref(j->c);
+            ts_sp_unref(j->set);
             ts_free(j);
         } else {
             gate_run(j);
@@ -1459,8 +1508,27 @@ static void gate_stop(void) {
     G.started = false;
 }
 
-/* SIGHUP: safety-thresholds and safety-fail-open from the config file again (a setting
- * missing there keeps its value; a bad one keeps all). */
+static void policies_free(void) {
+    pthread_mutex_lock(&g_thr_mu);
+    ts_sp_set *s = g_policies;
+    g_policies = NULL;
+    pthread_mutex_unlock(&g_thr_mu);
+    ts_sp_unref(s);
+}
+
+/* "dangerous=0.5000 sexual=0.9900 ..." for logs. */
+static void policies_desc(const ts_sp_set *set, char *buf, size_t n) {
+    size_t at = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < set->n && at < n; i++)
+        at += (size_t)snprintf(buf + at, n - at, "%s%s=%.4f", i ? " " : "", set->p[i].name,
+                               (double)set->p[i].threshold);
+}
+
+/* SIGHUP: the policy set (safety-policies, safety-thresholds) and safety-fail-open from the
+ * config file again. The set is rebuilt from the file alone (built-ins at 0.5, then the
+ * file's settings); a file with neither setting keeps the set in use; any error keeps
+ * everything. */
 static void gate_reload(const char *path) {
     if (!path) {
         TS_LOG_INFO("SIGHUP: no --config file: safety thresholds unchanged");
@@ -1476,22 +1544,20 @@ static void gate_reload(const char *path) {
     }
     const char *spec = NULL;
     int open = 0;
-    float th[GATE_POLICIES];
-    pthread_mutex_lock(&g_thr_mu);
-    memcpy(th, g_thr, sizeof th);
-    pthread_mutex_unlock(&g_thr_mu);
-    char err[256];
-    if (config_lookup_string(&c, "safety-thresholds", &spec) == CONFIG_TRUE &&
-        parse_thresholds(spec, th, err, sizeof err)) {
-        TS_LOG_ERROR("SIGHUP: %s: safety-thresholds: %s; keeping the thresholds in use", path, err);
+    const config_setting_t *list = config_lookup(&c, "safety-policies");
+    if (config_lookup_string(&c, "safety-thresholds", &spec) != CONFIG_TRUE) spec = NULL;
+    char err[512];
+    ts_sp_set *set = list || spec ? ts_sp_build(list, spec, path, err, sizeof err)
+                                  : policies_get();
+    if (!set) {
+        TS_LOG_ERROR("SIGHUP: %s; keeping the safety policies and thresholds in use", err);
     } else {
-        pthread_mutex_lock(&g_thr_mu);
-        memcpy(g_thr, th, sizeof th);
-        pthread_mutex_unlock(&g_thr_mu);
+        policies_set(set);
         if (config_lookup_int(&c, "safety-fail-open", &open) == CONFIG_TRUE)
             atomic_store(&g_fail_open, open != 0);
-        TS_LOG_INFO("SIGHUP: safety thresholds dangerous=%.4f sexual=%.4f violence=%.4f, "
-                    "fail %s", (double)th[0], (double)th[1], (double)th[2],
+        char d[TS_SP_MAX * (TS_SP_NAME_MAX + 16)];
+        policies_desc(set, d, sizeof d);
+        TS_LOG_INFO("SIGHUP: safety thresholds %s, fail %s", d,
                     atomic_load(&g_fail_open) ? "open" : "closed");
     }
     config_destroy(&c);
@@ -1527,9 +1593,8 @@ static void handle_generate(ts_rpc_call *c, void *ctx) {
     else
         snprintf(j->id, sizeof j->id, "req-%" PRIu64,
                  (uint64_t)atomic_fetch_add(&g_req_counter, 1) + 1);
-    pthread_mutex_lock(&g_thr_mu);
-    memcpy(j->th, g_thr, sizeof j->th);
-    pthread_mutex_unlock(&g_thr_mu);
+    j->set = policies_get();
+    for (size_t p = 0; p < j->set->n; p++) j->th[p] = j->set->p[p].threshold;
     const Tessera__V1__SafetyOptions *so = q->safety;
     if (so && so->mode == TESSERA__V1__SAFETY_OPTIONS__MODE__MODE_OFF) {
         ts_rpc_call_finish(c, GRPC_STATUS_PERMISSION_DENIED,
@@ -1540,20 +1605,22 @@ static void handle_generate(ts_rpc_call *c, void *ctx) {
     for (size_t i = 0; so && i < so->n_thresholds; i++) {
         const char *key = so->thresholds[i]->key;
         float v = so->thresholds[i]->value;
-        int k = -1;
-        for (int p = 0; p < GATE_POLICIES; p++)
-            if (!strcmp(key, g_gate_pol[p])) k = p;
-        if (k < 0 || !(v >= 0.0f && v <= 1.0f)) {
-            ts_rpc_call_finish_invalid(c, k < 0 ? "safety.thresholds: unknown policy '%.64s' "
-                                                  "(dangerous, sexual, violence)"
-                                                : "safety.thresholds[%.64s]: must be in [0, 1]",
-                                       key);
+        int k = ts_sp_find(j->set, key);
+        if (k < 0) {
+            char names[TS_SP_MAX * (TS_SP_NAME_MAX + 2) + 1];
+            ts_sp_names(j->set, names, sizeof names);
+            ts_rpc_call_finish_invalid(c, "safety.thresholds: unknown policy '%.64s' (%s)", key,
+                                       names);
+            goto refuse;
+        }
+        if (!(v >= 0.0f && v <= 1.0f)) {
+            ts_rpc_call_finish_invalid(c, "safety.thresholds[%.64s]: must be in [0, 1]", key);
             goto refuse;
         }
         if (v < j->th[k]) j->th[k] = v; /* a request may only make a policy stricter */
     }
     if (!g_safety) {
-        gate_metrics(NULL, TS_SAFETY_ERROR, TS_SAFETY_ERROR);
+        gate_metrics(j->set, NULL, TS_SAFETY_ERROR, TS_SAFETY_ERROR);
         bool open = atomic_load(&g_fail_open);
         TS_LOG_WARN("safety audit: request %s tenant %s images %zu: no classifier -> %s", j->id,
                     j->tenant[0] ? j->tenant : "-", chat_images(q),
@@ -1580,6 +1647,7 @@ static void handle_generate(ts_rpc_call *c, void *ctx) {
     ts_rpc_call_finish_retry(c, 1000, "request %s: the safety filter queue is full (%d); retry in "
                              "1000 ms", j->id, GATE_QUEUE_MAX);
 refuse:
+    ts_sp_unref(j->set);
     ts_free(j);
     protobuf_c_message_free_unpacked(&q->base, NULL);
 }
@@ -1620,9 +1688,14 @@ static void usage(FILE *f) {
             "      --safety-vision PATH  its vision tower: mmproj GGUF or HF checkpoint dir\n"
             "      --safety-ids B,E,I,Y,N  marker / answer token ids (test vocabularies)\n"
             "      --safety-thresholds P=T,...  image gate thresholds on P(violation) for\n"
-            "                            dangerous, sexual, violence (default 0.5 each;\n"
-            "                            SIGHUP reloads them from the --config file)\n"
+            "                            dangerous, sexual, violence and custom policies\n"
+            "                            (default 0.5 each; SIGHUP reloads them from the\n"
+            "                            --config file, as its safety-policies list)\n"
             "      --safety-fail-open 0|1  admit images when no classifier works (default 0)\n"
+            "      --safety-rank auto|N|none  under mpirun: the rank that runs ShieldGemma 2\n"
+            "                            (auto: the last one when the job has tp x pp + 1\n"
+            "                            ranks; none: in rank 0's process)\n"
+            "      --safety-timeout S    seconds to wait for the safety rank (default 120)\n"
             "      --vision PATH         the model's vision tower (mmproj GGUF or HF checkpoint):\n"
             "                            chat messages may then carry images\n"
             "      --vision-ids B,E,I    image marker token ids (test vocabularies)\n"
@@ -1632,7 +1705,7 @@ static void usage(FILE *f) {
 }
 
 /* The options, for the command line (--name) and the config file (name = value;). */
-typedef enum { O_INT, O_STR, O_LOGLEVEL, O_LOGFORMAT } opt_kind;
+typedef enum { O_INT, O_STR, O_LOGLEVEL, O_LOGFORMAT, O_CONFIG_ONLY } opt_kind;
 static const struct optdef {
     const char *name;
     opt_kind kind;
@@ -1667,6 +1740,9 @@ static const struct optdef {
     {"vision", O_STR, 0, 0, offsetof(opts, vision)},
     {"vision-ids", O_STR, 0, 0, offsetof(opts, vision_ids)},
     {"safety-fail-open", O_INT, 0, 1, offsetof(opts, safety_fail_open)},
+    {"safety-policies", O_CONFIG_ONLY, 0, 0, 0},
+    {"safety-rank", O_STR, 0, 0, offsetof(opts, safety_rank)},
+    {"safety-timeout", O_INT, 1, 86400, offsetof(opts, safety_timeout)},
     {"metrics", O_STR, 0, 0, offsetof(opts, metrics)},
     {"log-format", O_LOGFORMAT, 0, 0, offsetof(opts, log_format)},
 };
@@ -1695,6 +1771,10 @@ static int opt_set_str(opts *o, const struct optdef *d, const char *where, const
     }
     if (d->kind == O_LOGLEVEL && ts_log_parse_level(v) < 0) {
         fprintf(stderr, "tesserad: %s: unknown log level '%s'\n", where, v);
+        return -1;
+    }
+    if (d->kind == O_CONFIG_ONLY) {
+        fprintf(stderr, "tesserad: %s: this setting is only read from the --config file\n", where);
         return -1;
     }
     if (d->kind == O_LOGFORMAT && ts_log_parse_format(v) < 0) {
@@ -1732,7 +1812,9 @@ static int load_config(opts *o, const char *path, config_t *cfg) {
         int type = config_setting_type(st);
         char where[512];
         snprintf(where, sizeof where, "%s:%d: %s", path, line, name);
-        if (d->kind == O_INT) {
+        if (d->kind == O_CONFIG_ONLY) {
+            continue; /* read on its own (safety-policies: parse_args, gate_reload) */
+        } else if (d->kind == O_INT) {
             if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64) {
                 fprintf(stderr, "tesserad: %s must be an integer (e.g. %s = 8;)\n", where, name);
                 return -1;
@@ -1798,13 +1880,6 @@ static int parse_args(int argc, char **argv, opts *o, config_t *cfg, bool *have_
         fprintf(stderr, "tesserad: -m MODEL and --listen HOST:PORT are required\n");
         return -1;
     }
-    if (o->safety_thresholds) {
-        char err[256];
-        if (parse_thresholds(o->safety_thresholds, g_thr, err, sizeof err)) {
-            fprintf(stderr, "tesserad: safety-thresholds: %s\n", err);
-            return -1;
-        }
-    }
     atomic_store(&g_fail_open, o->safety_fail_open != 0);
     if (!o->safety_model != !o->safety_vision) {
         fprintf(stderr, "tesserad: --safety-model and --safety-vision go together\n");
@@ -1821,6 +1896,20 @@ static int parse_args(int argc, char **argv, opts *o, config_t *cfg, bool *have_
     if (o->gpu_mem_limit &&
         ts_cmd_parse_bytes("tesserad", "--gpu-mem-limit", o->gpu_mem_limit, &o->mem_limit))
         return -1;
+    {
+        /* the policy set: built-ins, the file's safety-policies, then safety-thresholds (the
+         * flag's, else the file's) */
+        char err[512];
+        const config_setting_t *list = *have_cfg ? config_lookup(cfg, "safety-policies") : NULL;
+        ts_sp_set *set = ts_sp_build(list, o->safety_thresholds, o->config ? o->config : "tesserad",
+                                     err, sizeof err);
+        if (!set) {
+            fprintf(stderr, "tesserad: %s\n", err);
+            return -1;
+        }
+        policies_set(set);
+        atexit(policies_free);
+    }
     return 0;
 }
 
@@ -1959,6 +2048,85 @@ static void metrics_gauges(ts_metrics_gauges *g, void *ctx) {
     }
 }
 
+/* ShieldGemma 2 on a rank of its own (docs/vision.md "Where the classifier runs"): every
+ * rank decides alike from the options and the job's size. *srank: the world rank set aside
+ * for it, or -1 (it runs in rank 0's process); *me: this process's world rank. -1 with a
+ * message on bad options. */
+static int safety_rank_plan(const opts *o, int32_t *srank, int32_t *me) {
+    *srank = -1;
+    *me = 0;
+    const char *sr = o->safety_rank ? o->safety_rank : "auto";
+    long n = -1;
+    if (strcmp(sr, "auto") && strcmp(sr, "none")) {
+        char *end;
+        errno = 0;
+        n = strtol(sr, &end, 10);
+        if (errno || *end || end == sr || n < 0 || n > 4096) {
+            fprintf(stderr, "tesserad: --safety-rank expects auto, none or a rank number, got "
+                    "'%s'\n", sr);
+            return -1;
+        }
+    }
+    if (n > 0 && !o->safety_model) {
+        fprintf(stderr, "tesserad: --safety-rank %ld: there is no --safety-model\n", n);
+        return -1;
+    }
+    if (!strcmp(sr, "none") || n == 0 || !o->safety_model) return 0;
+    if (!ts_transport_mpi_launched()) {
+        if (n > 0) {
+            fprintf(stderr, "tesserad: --safety-rank %ld: the daemon was not started by "
+                    "mpirun\n", n);
+            return -1;
+        }
+        return 0;
+    }
+#ifdef TS_HAVE_MPI
+    int32_t world = 1;
+    bool multiple = false;
+    if (ts_transport_mpi_init(me, &world, &multiple) != TS_OK) {
+        fprintf(stderr, "tesserad: %s\n", ts_last_error());
+        return -1;
+    }
+    const int32_t tp = o->tp > 0 ? o->tp : 1;
+    if (n > 0) {
+        if (n >= world) {
+            if (*me == 0)
+                fprintf(stderr, "tesserad: --safety-rank %ld: the job has %d ranks\n", n, world);
+            return -1;
+        }
+        *srank = (int32_t)n;
+    } else if (o->pp > 0 && world == tp * o->pp + 1) {
+        *srank = world - 1;
+    }
+    if (*srank < 0) return 0;
+    if (!multiple) {
+        if (*me == 0)
+            fprintf(stderr, "tesserad: a safety rank needs MPI_THREAD_MULTIPLE, which this MPI "
+                    "library does not give (--safety-rank none runs the classifier in rank 0's "
+                    "process)\n");
+        return -1;
+    }
+    if (ts_transport_mpi_set_aside(*srank) != TS_OK) {
+        fprintf(stderr, "tesserad: rank %d: %s\n", *me, ts_last_error());
+        return -1;
+    }
+    return 0;
+#else
+    if (n > 0) {
+        fprintf(stderr, "tesserad: --safety-rank %ld needs a build with MPI\n", n);
+        return -1;
+    }
+    return 0;
+#endif
+}
+
+/* Ends MPI where safety_rank_plan started it (else the transport's close did). */
+static void mpi_done(void) {
+#ifdef TS_HAVE_MPI
+    if (ts_transport_mpi_launched()) ts_transport_mpi_finalize();
+#endif
+}
+
 int main(int argc, char **argv) {
     opts o;
     config_t conf;
@@ -1976,6 +2144,24 @@ int main(int argc, char **argv) {
         daemon_sigset(&early);
         pthread_sigmask(SIG_BLOCK, &early, NULL);
     }
+    /* ShieldGemma 2 on its own rank, when the job has one for it */
+    int32_t srank = -1;
+    {
+        int32_t me = 0;
+        if (safety_rank_plan(&o, &srank, &me)) {
+            if (have_cfg) config_destroy(&conf);
+            return 2;
+        }
+#ifdef TS_HAVE_MPI
+        if (srank > 0 && me == srank) {
+            int rc = ts_safety_serve_rank(o.safety_model, o.safety_vision, o.safety_ids,
+                                          o.threads);
+            if (have_cfg) config_destroy(&conf);
+            mpi_done();
+            return rc;
+        }
+#endif
+    }
     /* Under mpirun (or with --tp / --pp): one rank of a distributed engine (NCCL between
      * GPU ranks in a build with NCCL, else MPI). */
     {
@@ -1987,6 +2173,7 @@ int main(int argc, char **argv) {
         if (g_tr && g_tr->rank != 0) {
             int rc = serve_rank(&o, g_tr);
             if (have_cfg) config_destroy(&conf);
+            mpi_done();
             return rc;
         }
     }
@@ -2059,14 +2246,27 @@ int main(int argc, char **argv) {
     }
 
     if (o.safety_model) {
+#ifdef TS_HAVE_MPI
+        ts_status src = srank > 0 ? ts_safety_open_remote(srank, o.safety_timeout > 0
+                                                                     ? o.safety_timeout : 120,
+                                                          &g_safety)
+                                  : ts_safety_open(o.safety_model, o.safety_vision,
+                                                   o.safety_ids, o.threads, &g_safety);
+#else
         ts_status src = ts_safety_open(o.safety_model, o.safety_vision, o.safety_ids, o.threads,
                                        &g_safety);
+#endif
         if (src != TS_OK) {
             fprintf(stderr, "tesserad: safety classifier: %s\n", ts_last_error());
             ts_sched_destroy(g_sched);
             goto out;
         }
-        TS_LOG_INFO("safety classifier %s loaded", ts_safety_name(g_safety));
+        /* part of the plan: where the classifier runs */
+        fprintf(stderr, "safety classifier %s on %s (%s)\n", ts_safety_name(g_safety),
+                ts_safety_where(g_safety),
+                srank > 0 ? "a rank of its own" : "sharing rank 0's device with the engine");
+        TS_LOG_INFO("safety classifier %s loaded on %s", ts_safety_name(g_safety),
+                    ts_safety_where(g_safety));
     }
 
     if (o.vision) {
@@ -2207,5 +2407,6 @@ out:
     if (have_cfg) config_destroy(&conf);
     ts_transport_close(g_tr); /* after the engine: its destroy released the other ranks */
     g_tr = NULL;
+    mpi_done();
     return exit_code;
 }

@@ -101,6 +101,18 @@ ts_status ts_transport_mpi_open(int32_t tp, ts_transport **out);
  * checks each with a small warm-up operation. Errors name the rank, device and step. */
 ts_status ts_transport_nccl_open(int32_t tp, int device, ts_transport **out);
 
+/* A rank set aside (tesserad's safety classifier rank; only in ts_transport_mpi):
+ * ts_transport_mpi_init initializes MPI unless already initialized, asking for
+ * MPI_THREAD_MULTIPLE (*multiple: whether given), and returns this process's rank and the
+ * size of MPI_COMM_WORLD. ts_transport_mpi_set_aside (collective over MPI_COMM_WORLD)
+ * splits world rank `aside` (> 0) off: transports opened afterwards span the other ranks
+ * only (ranks renumbered in world order; world rank 0 stays rank 0), and world rank 0 and
+ * `aside` share a communicator of their own (transport_mpi.h). ts_transport_mpi_finalize
+ * frees those and finalizes MPI if ts_transport_mpi_init initialized it. */
+ts_status ts_transport_mpi_init(int32_t *rank, int32_t *world, bool *multiple);
+ts_status ts_transport_mpi_set_aside(int32_t aside);
+void ts_transport_mpi_finalize(void);
+
 /* True when this process was started by mpirun (Open MPI / PMIx environment). */
 int ts_transport_mpi_launched(void);
 

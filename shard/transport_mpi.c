@@ -23,6 +23,19 @@
 #include "alloc.h"
 #include "log.h"
 #include "transport.h"
+#include "transport_mpi.h"
+
+/* ts_transport_mpi_set_aside: the engine ranks' communicator (MPI_COMM_NULL: the world)
+ * and the side channel {world rank 0, the rank set aside}; whether ts_transport_mpi_init
+ * initialized MPI (then ts_transport_mpi_finalize finalizes it). */
+static MPI_Comm g_engine = MPI_COMM_NULL, g_side = MPI_COMM_NULL;
+static bool g_own_init;
+
+MPI_Comm ts_transport_mpi_engine_world(void) {
+    return g_engine != MPI_COMM_NULL ? g_engine : MPI_COMM_WORLD;
+}
+
+MPI_Comm ts_transport_mpi_side_comm(void) { return g_side; }
 
 typedef struct {
     MPI_Comm world, tp, pipe;
@@ -205,9 +218,10 @@ ts_status ts_transport_mpi_open(int32_t tp, ts_transport **out) {
                         "a daemon's distributed engine may misbehave", provided);
     }
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    const MPI_Comm w = ts_transport_mpi_engine_world(); /* the world, or the engine ranks */
     int rank = 0, world = 1;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    MPI_Comm_rank(w, &rank);
+    MPI_Comm_size(w, &world);
     if (tp <= 0) tp = 1;
     if (world % tp != 0) {
         if (own) MPI_Finalize();
@@ -233,9 +247,9 @@ ts_status ts_transport_mpi_open(int32_t tp, ts_transport **out) {
     t->timeout_s = ts_transport_default_timeout();
     t->device = -1;
     ts_status st = TS_OK;
-    if ((rc = MPI_Comm_dup(MPI_COMM_WORLD, &m->world)) != MPI_SUCCESS ||
-        (rc = MPI_Comm_split(MPI_COMM_WORLD, t->stage, t->tp_rank, &m->tp)) != MPI_SUCCESS ||
-        (rc = MPI_Comm_split(MPI_COMM_WORLD, t->tp_rank, t->stage, &m->pipe)) != MPI_SUCCESS)
+    if ((rc = MPI_Comm_dup(w, &m->world)) != MPI_SUCCESS ||
+        (rc = MPI_Comm_split(w, t->stage, t->tp_rank, &m->tp)) != MPI_SUCCESS ||
+        (rc = MPI_Comm_split(w, t->tp_rank, t->stage, &m->pipe)) != MPI_SUCCESS)
         st = mpi_fail(rc, "communicator setup", rank);
     const char *emu = getenv("TESSERA_MPI_AS_DEVICE");
     if (emu && !strcmp(emu, "1")) {
@@ -251,4 +265,56 @@ ts_status ts_transport_mpi_open(int32_t tp, ts_transport **out) {
     }
     m_close(t);
     return st;
+}
+
+ts_status ts_transport_mpi_init(int32_t *rank, int32_t *world, bool *multiple) {
+    int inited = 0, provided = 0;
+    MPI_Initialized(&inited);
+    if (!inited) {
+        /* multiple: a daemon's safety gate thread talks to the safety rank while the
+         * scheduler thread steps a distributed engine */
+        int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
+        if (rc != MPI_SUCCESS) return TS_FAIL(TS_MPI, "MPI_Init_thread failed (%d)", rc);
+        g_own_init = true;
+    } else {
+        MPI_Query_thread(&provided);
+    }
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    int r = 0, n = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    MPI_Comm_size(MPI_COMM_WORLD, &n);
+    *rank = r;
+    *world = n;
+    *multiple = provided >= MPI_THREAD_MULTIPLE;
+    return TS_OK;
+}
+
+ts_status ts_transport_mpi_set_aside(int32_t aside) {
+    int r = 0, n = 1, rc;
+    MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    MPI_Comm_size(MPI_COMM_WORLD, &n);
+    if (aside <= 0 || aside >= n || g_engine != MPI_COMM_NULL)
+        return TS_FAIL(TS_INVAL, "rank %d cannot be set aside in a job of %d ranks", aside, n);
+    /* engine ranks keep their order; the side channel has world rank 0 first */
+    if ((rc = MPI_Comm_split(MPI_COMM_WORLD, r == aside, r, &g_engine)) != MPI_SUCCESS ||
+        (rc = MPI_Comm_split(MPI_COMM_WORLD, r == 0 || r == aside ? 0 : MPI_UNDEFINED, r,
+                             &g_side)) != MPI_SUCCESS)
+        return mpi_fail(rc, "splitting the safety rank off the world", r);
+    MPI_Comm_set_errhandler(g_engine, MPI_ERRORS_RETURN);
+    if (g_side != MPI_COMM_NULL) MPI_Comm_set_errhandler(g_side, MPI_ERRORS_RETURN);
+    if (r == aside) { /* the rank aside has no engine */
+        MPI_Comm_free(&g_engine);
+        g_engine = MPI_COMM_NULL;
+    }
+    return TS_OK;
+}
+
+void ts_transport_mpi_finalize(void) {
+    int fin = 0;
+    MPI_Finalized(&fin);
+    if (fin) return;
+    if (g_engine != MPI_COMM_NULL) MPI_Comm_free(&g_engine);
+    if (g_side != MPI_COMM_NULL) MPI_Comm_free(&g_side);
+    if (g_own_init) MPI_Finalize();
+    g_own_init = false;
 }

@@ -38,6 +38,7 @@
 
 #include "alloc.h"
 #include "transport.h"
+#include "transport_mpi.h"
 
 #define TS_NCCL_RING 1024
 
@@ -333,7 +334,7 @@ static const struct ts_transport_i nccl_ops = {
 
 /* ---- open ---- */
 
-/* An MPI operation on MPI_COMM_WORLD polled against the deadline. */
+/* An MPI operation on the engine ranks' world polled against the deadline. */
 static ts_status mpi_wait(ts_transport *t, MPI_Request *req, const char *op) {
     const double t0 = now_s();
     for (unsigned spins = 0;; spins++) {
@@ -353,7 +354,7 @@ static ts_status mpi_wait(ts_transport *t, MPI_Request *req, const char *op) {
 static ts_status agree(ts_transport *t, bool ok, const char *step) {
     int mine = ok ? 1 : 0, all = 0;
     MPI_Request req;
-    if (MPI_Iallreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD, &req) != MPI_SUCCESS)
+    if (MPI_Iallreduce(&mine, &all, 1, MPI_INT, MPI_MIN, ts_transport_mpi_engine_world(), &req) != MPI_SUCCESS)
         return TS_FAIL(TS_MPI, "rank %d: NCCL setup: agreement after %s failed", t->rank, step);
     TS_TRY(mpi_wait(t, &req, step));
     if (!all && ok)
@@ -371,7 +372,7 @@ static int local_rank(void) {
     }
     MPI_Comm shm;
     int r = 0;
-    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &shm) ==
+    if (MPI_Comm_split_type(ts_transport_mpi_engine_world(), MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &shm) ==
         MPI_SUCCESS) {
         MPI_Comm_rank(shm, &r);
         MPI_Comm_free(&shm);
@@ -441,7 +442,7 @@ static ts_status share_ids(ts_transport *t, ncclUniqueId *ids, int n_ids) {
     }
     MPI_Request req;
     ts_status st = TS_OK;
-    if (MPI_Ibcast(buf, (int)bytes, MPI_BYTE, 0, MPI_COMM_WORLD, &req) != MPI_SUCCESS)
+    if (MPI_Ibcast(buf, (int)bytes, MPI_BYTE, 0, ts_transport_mpi_engine_world(), &req) != MPI_SUCCESS)
         st = TS_FAIL(TS_MPI, "rank %d: NCCL setup: broadcast of the unique ids failed", t->rank);
     else
         st = mpi_wait(t, &req, "broadcast of the NCCL unique ids from rank 0");

@@ -34,3 +34,10 @@ if(TESSERA_RPC AND TARGET tesserad)
            $<TARGET_FILE:tessera> $<TARGET_FILE:tesserad> ${CMAKE_SOURCE_DIR})
   set_tests_properties(daemon_safety_gate PROPERTIES LABELS "daemon" TIMEOUT 600 SKIP_RETURN_CODE 77)
 endif()
+# Custom ShieldGemma 2 policies from tesserad's config (safety-policies), CheckSafety's ad-hoc
+# policy texts, SIGHUP swaps of the set (python3-grpcio clients).
+if(TESSERA_RPC AND TARGET tesserad)
+  add_test(NAME daemon_safety_policies COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/daemon/test_safety_policies.sh
+           $<TARGET_FILE:tessera> $<TARGET_FILE:tesserad> ${CMAKE_SOURCE_DIR})
+  set_tests_properties(daemon_safety_policies PROPERTIES LABELS "daemon" TIMEOUT 300 SKIP_RETURN_CODE 77)
+endif()

@@ -181,7 +181,7 @@ PY
 client "$tmp/allowed.py" "$tmp/common.py" && ok || bad "allowed after SIGHUP"
 echo 'safety-thresholds = "dangerous=2";' >"$tmp/d.cfg"
 kill -HUP "$dpid"
-for _ in $(seq 1 50); do grep -q "keeping the thresholds in use" "$tmp/d.err" && break; sleep 0.1; done
+for _ in $(seq 1 50); do grep -q "keeping the safety policies" "$tmp/d.err" && break; sleep 0.1; done
 grep -q "safety-thresholds: dangerous: threshold '2' is not a number in \[0, 1\]; keeping" "$tmp/d.err" &&
   ok || bad "bad reload: $(grep SIGHUP "$tmp/d.err")"
 client "$tmp/allowed.py" "$tmp/common.py" && ok || bad "thresholds kept after a bad reload"
