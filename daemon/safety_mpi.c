@@ -9,7 +9,8 @@
  * texts, each ending in NUL) and waits for the reply (status, message, one score per text),
  * polling nonblocking requests against the deadline. A call that times out leaves its
  * requests (and their buffers) in flight: later calls fail at once until that reply has
- * arrived, after which the rank is in service again. The safety rank loads the classifier,
+ * arrived (each waits up to a second for it: MPI progresses only inside MPI calls), after
+ * which the rank is in service again. The safety rank loads the classifier,
  * reports (name or error) and serves until rank 0 sends STOP.
  */
 #include <mpi.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "log.h"
@@ -145,7 +147,9 @@ const char *ts_safety_remote_where(const ts_safety_remote *r) { return r->where;
 static ts_status settle(ts_safety_remote *r) {
     if (!r->pending) return TS_OK;
     bool done = false;
-    TS_TRY(poll_all(r->rq, 3, 0, "the safety rank's late reply", &done));
+    /* a short wait: MPI moves the late messages only while this rank calls into it */
+    TS_TRY(poll_all(r->rq, 3, r->timeout_s < 1.0 ? r->timeout_s : 1.0,
+                    "the safety rank's late reply", &done));
     if (!done)
         return TS_FAIL(TS_UNAVAILABLE, "the safety classifier on rank %d has not answered "
                        "request %llu for %.0f s", r->rank, (unsigned long long)r->hdr.seq,
@@ -311,8 +315,8 @@ int ts_safety_serve_rank(const char *model, const char *vision, const char *ids,
     rm.code = st;
     if (st == TS_OK) {
         snprintf(rm.name, sizeof rm.name, "%s", ts_safety_name(s));
-        TS_LOG_INFO("rank %d: safety classifier %s loaded: scoring rank 0's images", me,
-                    rm.name);
+        TS_LOG_INFO("rank %d (pid %d): safety classifier %s loaded: scoring rank 0's images",
+                    me, (int)getpid(), rm.name);
     } else {
         snprintf(rm.msg, sizeof rm.msg, "safety classifier: %s", ts_last_error());
         fprintf(stderr, "tesserad: rank %d: %s\n", me, rm.msg);

@@ -2357,7 +2357,7 @@ int main(int argc, char **argv) {
     if (colon) *colon = '\0';
     printf("tesserad: serving %s on %s:%d (slots %d, batch %d, queue %d%s%s, ranks %d, pid %d)\n",
            g_model_name, host, port, o.slots, o.batch, o.queue, tls_cert ? ", tls" : "",
-           g_auth_on ? ", api keys" : "", g_tr ? g_tr->world : 1, (int)getpid());
+           g_auth_on ? ", api keys" : "", (g_tr ? g_tr->world : 1) + (srank > 0), (int)getpid());
     if (o.metrics) {
         char mh[256];
         snprintf(mh, sizeof mh, "%s", o.metrics);

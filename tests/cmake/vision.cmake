@@ -41,3 +41,12 @@ if(TESSERA_RPC AND TARGET tesserad)
            $<TARGET_FILE:tessera> $<TARGET_FILE:tesserad> ${CMAKE_SOURCE_DIR})
   set_tests_properties(daemon_safety_policies PROPERTIES LABELS "daemon" TIMEOUT 300 SKIP_RETURN_CODE 77)
 endif()
+# ShieldGemma 2 on a rank of its own under mpirun (-np 2 --safety-rank 1; -np 3 --pp 2):
+# both gate outcomes, scores equal to the in-process classifier's, a stopped safety rank.
+if(TESSERA_RPC AND TARGET tesserad AND MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
+  add_test(NAME daemon_safety_rank COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/daemon/test_safety_rank.sh
+           $<TARGET_FILE:tessera> $<TARGET_FILE:tesserad> ${CMAKE_SOURCE_DIR})
+  set_tests_properties(daemon_safety_rank PROPERTIES LABELS "daemon;mpi" TIMEOUT 300
+                       SKIP_RETURN_CODE 77 RUN_SERIAL TRUE
+                       ENVIRONMENT "TESSERA_MPIRUN=${MPIEXEC_EXECUTABLE}")
+endif()
