@@ -50,3 +50,12 @@ if(TESSERA_RPC AND TARGET tesserad AND MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
                        SKIP_RETURN_CODE 77 RUN_SERIAL TRUE
                        ENVIRONMENT "TESSERA_MPIRUN=${MPIEXEC_EXECUTABLE}")
 endif()
+# The safety gate's policy set (daemon/safety_policy.c) from libconfig text: custom policies,
+# built-ins off / thresholds, every refusal naming its entry, the bounds.
+if(TESSERA_RPC AND TARGET tesserad)
+  pkg_check_modules(LIBCONFIG REQUIRED IMPORTED_TARGET libconfig)
+  ts_add_unit_test(NAME test_safety_policy
+                   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_safety_policy.c
+                           ${PROJECT_SOURCE_DIR}/daemon/safety_policy.c
+                   LIBS ts_vision ts_text PkgConfig::LIBCONFIG)
+endif()

@@ -3,7 +3,8 @@
  *   - counters and histograms are exact under concurrent updates from 4 threads;
  *   - histogram observations land in the right bucket, buckets are cumulative, +Inf ==
  *     count, and the sum is in seconds;
- *   - method labels are bounded (the 33rd path on is counted as "other");
+ *   - method labels are bounded (the 33rd path on is counted as "other"), and so are safety
+ *     policy labels (32, built-ins included);
  *   - the endpoint answers GET /metrics over a real socket (200, text format), 404 and
  *     405 elsewhere; malformed addresses are refused;
  *   - JSON log lines parse (jansson), carry request_id only for "request ID: " messages and
@@ -109,6 +110,26 @@ static void test_bounded_labels_and_safety(void **st) {
     assert_true(metric(t, "tessera_requests_total{service=\"\",method=\"other\",code=\"UNKNOWN\"}") == 1);
     assert_true(metric(t, "tessera_safety_decisions_total{policy=\"violence\",outcome=\"blocked\"}") == 1);
     assert_true(metric(t, "tessera_safety_decisions_total{policy=\"violence\",outcome=\"allowed\"}") == 0);
+    ts_free(t);
+    /* custom policy labels: a built-in's label is the built-in; 29 more fit (32 in all),
+     * the rest count as "other" */
+    ts_metrics_safety_label("violence", TS_SAFETY_BLOCKED);
+    ts_metrics_safety_register("hate");
+    for (int i = 0; i < 40; i++) {
+        snprintf(path, sizeof path, "custom%d", i);
+        ts_metrics_safety_label(path, TS_SAFETY_ALLOWED);
+    }
+    ts_metrics_safety_label("", TS_SAFETY_ERROR); /* no label: "other" */
+    t = render();
+    assert_true(metric(t, "tessera_safety_decisions_total{policy=\"violence\",outcome=\"blocked\"}") == 2);
+    assert_true(metric(t, "tessera_safety_decisions_total{policy=\"hate\",outcome=\"allowed\"}") == 0);
+    assert_true(metric(t, "tessera_safety_decisions_total{policy=\"custom27\",outcome=\"allowed\"}") == 1);
+    assert_true(metric(t, "tessera_safety_decisions_total{policy=\"custom28\",outcome=\"allowed\"}") == -1);
+    assert_true(metric(t, "tessera_safety_decisions_total{policy=\"other\",outcome=\"allowed\"}") == 12);
+    assert_true(metric(t, "tessera_safety_decisions_total{policy=\"other\",outcome=\"error\"}") == 1);
+    series = 0;
+    for (const char *p = t; (p = strstr(p, "\ntessera_safety_decisions_total{")); p++) series++;
+    assert_int_equal(series, (32 + 1) * 3);
     ts_free(t);
 }
 
