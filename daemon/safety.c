@@ -26,6 +26,15 @@ struct ts_safety {
     const char *name_remote;
 };
 
+void ts_safety_set_timeout(ts_safety *s, int timeout_s) {
+#ifdef TS_HAVE_MPI
+    if (s && s->remote) ts_safety_remote_set_timeout(s->remote, timeout_s);
+#else
+    (void)s;
+    (void)timeout_s;
+#endif
+}
+
 const char *ts_safety_where(const ts_safety *s) {
 #ifdef TS_HAVE_MPI
     if (s->remote) return ts_safety_remote_where(s->remote);
@@ -34,7 +43,7 @@ const char *ts_safety_where(const ts_safety *s) {
 }
 
 #ifdef TS_HAVE_MPI
-ts_status ts_safety_open_remote(int32_t rank, double timeout_s, ts_safety **out) {
+ts_status ts_safety_open_remote(int32_t rank, int timeout_s, ts_safety **out) {
     *out = NULL;
     ts_safety *s = ts_calloc(1, sizeof *s);
     if (!s) return TS_FAIL(TS_NOMEM, "safety classifier");

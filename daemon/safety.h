@@ -24,6 +24,8 @@ void ts_safety_close(ts_safety *s);
 /* The classifier's name for verdicts (the model file's base name). */
 const char *ts_safety_name(const ts_safety *s);
 
+/* A safety rank's timeout (seconds; safety-timeout, SIGHUP); no effect in process. */
+void ts_safety_set_timeout(ts_safety *s, int timeout_s);
 /* Where it runs, for the plan printed at start: "rank 0" (in rank 0's process) or "rank N". */
 const char *ts_safety_where(const ts_safety *s);
 
@@ -42,13 +44,14 @@ ts_status ts_safety_score(ts_safety *s, const uint8_t *img, size_t len,
  * to load the model and report; a call that gets no answer within timeout_s fails with
  * TS_TIMEOUT naming the rank, and later calls fail at once (TS_UNAVAILABLE) until the rank
  * answers again. */
-ts_status ts_safety_open_remote(int32_t rank, double timeout_s, ts_safety **out);
+ts_status ts_safety_open_remote(int32_t rank, int timeout_s, ts_safety **out);
 /* The safety rank: loads the classifier (ts_safety_open's arguments), reports to rank 0 and
  * scores rank 0's requests until rank 0 closes its handle. 0 on a clean end. */
 int ts_safety_serve_rank(const char *model, const char *vision, const char *ids, int threads);
 
 typedef struct ts_safety_remote ts_safety_remote;
-ts_status ts_safety_remote_open(int32_t rank, double timeout_s, ts_safety_remote **out);
+ts_status ts_safety_remote_open(int32_t rank, int timeout_s, ts_safety_remote **out);
+void ts_safety_remote_set_timeout(ts_safety_remote *r, int timeout_s);
 const char *ts_safety_remote_name(const ts_safety_remote *r);
 const char *ts_safety_remote_where(const ts_safety_remote *r);
 ts_status ts_safety_remote_score(ts_safety_remote *r, const uint8_t *img, size_t len,

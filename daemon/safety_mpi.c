@@ -15,6 +15,7 @@
  */
 #include <mpi.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +56,7 @@ typedef struct {
 struct ts_safety_remote {
     MPI_Comm comm;
     int32_t rank; /* world rank of the classifier */
-    double timeout_s;
+    atomic_int timeout_s; /* safety-timeout (SIGHUP may change it) */
     char name[128], where[32];
     uint64_t next_seq;
     /* the call in flight after a timeout */
@@ -104,7 +105,7 @@ static ts_status poll_all(MPI_Request *rq, int n, double timeout_s, const char *
 
 /* ---------------------------------------------------------------- rank 0 */
 
-ts_status ts_safety_remote_open(int32_t rank, double timeout_s, ts_safety_remote **out) {
+ts_status ts_safety_remote_open(int32_t rank, int timeout_s, ts_safety_remote **out) {
     *out = NULL;
     MPI_Comm comm = ts_transport_mpi_side_comm();
     if (comm == MPI_COMM_NULL)
@@ -113,7 +114,7 @@ ts_status ts_safety_remote_open(int32_t rank, double timeout_s, ts_safety_remote
     if (!r) return TS_FAIL(TS_NOMEM, "safety rank handle");
     r->comm = comm;
     r->rank = rank;
-    r->timeout_s = timeout_s;
+    atomic_init(&r->timeout_s, timeout_s);
     snprintf(r->where, sizeof r->where, "rank %d", rank);
     ready_msg m;
     MPI_Request rq;
@@ -143,13 +144,16 @@ ts_status ts_safety_remote_open(int32_t rank, double timeout_s, ts_safety_remote
 const char *ts_safety_remote_name(const ts_safety_remote *r) { return r->name; }
 const char *ts_safety_remote_where(const ts_safety_remote *r) { return r->where; }
 
+void ts_safety_remote_set_timeout(ts_safety_remote *r, int timeout_s) {
+    atomic_store(&r->timeout_s, timeout_s);
+}
+
 /* A call that timed out: has its reply come? */
 static ts_status settle(ts_safety_remote *r) {
     if (!r->pending) return TS_OK;
     bool done = false;
     /* a short wait: MPI moves the late messages only while this rank calls into it */
-    TS_TRY(poll_all(r->rq, 3, r->timeout_s < 1.0 ? r->timeout_s : 1.0,
-                    "the safety rank's late reply", &done));
+    TS_TRY(poll_all(r->rq, 3, 1.0, "the safety rank's late reply", &done));
     if (!done)
         return TS_FAIL(TS_UNAVAILABLE, "the safety classifier on rank %d has not answered "
                        "request %llu for %.0f s", r->rank, (unsigned long long)r->hdr.seq,
@@ -194,11 +198,12 @@ ts_status ts_safety_remote_score(ts_safety_remote *r, const uint8_t *img, size_t
         return TS_FAIL(TS_MPI, "sending a request to the safety rank %d failed", r->rank);
     }
     bool done = false;
-    ts_status st = poll_all(r->rq, 3, r->timeout_s, "a request to the safety rank", &done);
+    const int timeout_s = atomic_load(&r->timeout_s);
+    ts_status st = poll_all(r->rq, 3, timeout_s, "a request to the safety rank", &done);
     if (st == TS_OK && !done) {
         r->pending = true; /* buf stays with the requests in flight */
         return TS_FAIL(TS_TIMEOUT, "the safety classifier on rank %d did not answer within "
-                       "%.0f s (safety-timeout)", r->rank, r->timeout_s);
+                       "%d s (safety-timeout)", r->rank, timeout_s);
     }
     if (st != TS_OK) {
         r->pending = true;
@@ -223,7 +228,8 @@ void ts_safety_remote_close(ts_safety_remote *r) {
     if (!r) return;
     bool done = true;
     if (r->pending &&
-        (poll_all(r->rq, 3, r->timeout_s, "the safety rank's last reply", &done) != TS_OK ||
+        (poll_all(r->rq, 3, atomic_load(&r->timeout_s), "the safety rank's last reply", &done) !=
+             TS_OK ||
          !done)) {
         TS_LOG_ERROR("the safety classifier on rank %d is not answering: ending the job",
                      r->rank);
@@ -233,7 +239,8 @@ void ts_safety_remote_close(ts_safety_remote *r) {
     req_hdr h = {.magic = SG_MAGIC, .op = OP_STOP, .seq = ++r->next_seq};
     MPI_Request rq;
     if (MPI_Isend(&h, (int)sizeof h, MPI_BYTE, 1, TAG_REQ, r->comm, &rq) != MPI_SUCCESS ||
-        poll_all(&rq, 1, r->timeout_s, "stopping the safety rank", &done) != TS_OK || !done)
+        poll_all(&rq, 1, atomic_load(&r->timeout_s), "stopping the safety rank", &done) != TS_OK ||
+        !done)
         TS_LOG_WARN("could not stop the safety classifier on rank %d", r->rank);
     ts_free(r);
 }
@@ -265,12 +272,9 @@ static int serve_one(MPI_Comm comm, ts_safety *s, int32_t me, const req_hdr *h) 
     uint8_t *buf = ts_malloc(total ? total + 1 : 1);
     MPI_Request rq;
     bool done = false;
-    if (!buf) { /* still receive (into nothing) so that the channel stays in step */
-        MPI_Status stt;
-        if (MPI_Recv(NULL, 0, MPI_BYTE, 0, TAG_DATA, comm, &stt) != MPI_SUCCESS) return -1;
-        m.code = TS_NOMEM;
-        snprintf(m.msg, sizeof m.msg, "rank %d: out of memory for a %zu-byte request", me, total);
-        return reply(comm, &m);
+    if (!buf) {
+        TS_LOG_ERROR("rank %d: out of memory for a %zu-byte safety request", me, total);
+        return -1;
     }
     if (MPI_Irecv(buf, (int)total, MPI_BYTE, 0, TAG_DATA, comm, &rq) != MPI_SUCCESS ||
         poll_all(&rq, 1, ts_transport_default_timeout(), "a request's data", &done) != TS_OK ||
@@ -329,7 +333,8 @@ int ts_safety_serve_rank(const char *model, const char *vision, const char *ids,
         ts_safety_close(s);
         return 1;
     }
-    int rc = st == TS_OK ? 0 : 1;
+    if (st != TS_OK) return 1; /* rank 0 reports it and ends the job */
+    int rc = 0;
     for (;;) {
         req_hdr h;
         if (MPI_Irecv(&h, (int)sizeof h, MPI_BYTE, 0, TAG_REQ, comm, &rq) != MPI_SUCCESS ||
@@ -339,7 +344,7 @@ int ts_safety_serve_rank(const char *model, const char *vision, const char *ids,
             break;
         }
         if (h.magic != SG_MAGIC || h.op == OP_STOP) break;
-        if (!s || serve_one(comm, s, me, &h)) {
+        if (serve_one(comm, s, me, &h)) {
             fprintf(stderr, "tesserad: rank %d: the channel to rank 0 broke\n", me);
             rc = 1;
             break;

@@ -1163,6 +1163,10 @@ static void handle_check_safety(ts_rpc_call *c, void *ctx) {
                                        "(name ad-hoc policies differently)", nm);
             bad = true;
         } else {
+            for (size_t j = 0; j < np && !bad; j++) bad = !strcmp(names[j], nm);
+            if (bad) ts_rpc_call_finish_invalid(c, "policy_texts[%.64s]: appears twice", nm);
+        }
+        if (!bad) {
             names[np] = nm;
             texts[np] = tx;
             dth[np++] = 0.5f;
@@ -1525,7 +1529,8 @@ static void policies_desc(const ts_sp_set *set, char *buf, size_t n) {
                                (double)set->p[i].threshold);
 }
 
-/* SIGHUP: the policy set (safety-policies, safety-thresholds) and safety-fail-open from the
+/* SIGHUP: the policy set (safety-policies, safety-thresholds), safety-fail-open and
+ * safety-timeout (a safety rank's) from the
  * config file again. The set is rebuilt from the file alone (built-ins at 0.5, then the
  * file's settings); a file with neither setting keeps the set in use; any error keeps
  * everything. */
@@ -1555,6 +1560,16 @@ static void gate_reload(const char *path) {
         policies_set(set);
         if (config_lookup_int(&c, "safety-fail-open", &open) == CONFIG_TRUE)
             atomic_store(&g_fail_open, open != 0);
+        int to = 0;
+        if (config_lookup_int(&c, "safety-timeout", &to) == CONFIG_TRUE) {
+            if (to < 1 || to > 86400) {
+                TS_LOG_ERROR("SIGHUP: %s: safety-timeout %d is not in [1, 86400]; keeping the "
+                             "timeout in use", path, to);
+            } else {
+                ts_safety_set_timeout(g_safety, to);
+                TS_LOG_INFO("SIGHUP: safety-timeout %d s", to);
+            }
+        }
         char d[TS_SP_MAX * (TS_SP_NAME_MAX + 16)];
         policies_desc(set, d, sizeof d);
         TS_LOG_INFO("SIGHUP: safety thresholds %s, fail %s", d,

@@ -6,12 +6,14 @@
 #    reason SAFETY) and, after a reload (SIGUSR2 to mpirun), admits and generates; the scores
 #    (gate verdicts, CheckSafety, `tessera safety --server`) equal the in-process
 #    classifier's (`tessera safety`, same threads); a stopped safety rank (SIGSTOP) fails the
-#    request closed (UNAVAILABLE naming rank 1) within --safety-timeout, later requests fail
+#    request closed (UNAVAILABLE naming rank 1) within safety-timeout (60 s while the rest
+#    runs, 3 s after a reload, so that a loaded machine does not time out), later requests fail
 #    at once, and after SIGCONT the rank serves again; with safety-fail-open = 1 a stopped
 #    rank's requests are admitted; SIGUSR1 to mpirun drains and ends the job with status 0.
 #  - `mpirun -np 3 tesserad --pp 2` (auto): a two-stage engine on ranks 0-1, the classifier
 #    on rank 2: CheckSafety scores equal, text generation works.
-#  - bad --safety-rank values: exit 2 with a message.
+#  - bad --safety-rank values: exit 2 with a message; a classifier that cannot load on its
+#    rank ends the job with a message from rank 0 naming the rank.
 # Exits 77 without mpirun or python3-grpcio.
 set -u
 bin=$1
@@ -120,8 +122,9 @@ PY
 # ---- -np 2: text model on rank 0, ShieldGemma 2 on rank 1
 cat >"$tmp/d.cfg" <<'CFG'
 safety-thresholds = "dangerous=0.5,sexual=0.99,violence=0.99";
+safety-timeout = 60;
 CFG
-start_job 2 --safety-rank 1 --safety-timeout 3 --config "$tmp/d.cfg" "${vis[@]}" "${sg[@]}" || exit 1
+start_job 2 --safety-rank 1 --config "$tmp/d.cfg" "${vis[@]}" "${sg[@]}" || exit 1
 grep -q "safety classifier tiny_text.gguf on rank 1 (a rank of its own)" "$tmp/d.err" && ok ||
   bad "plan: $(grep 'safety classifier' "$tmp/d.err")"
 grep -q ", ranks 2, pid" "$tmp/d.out" && ok || bad "serving line: $(cat "$tmp/d.out")"
@@ -156,6 +159,11 @@ PY
 client "$tmp/allowed.py" "$tmp/common.py" && ok || bad "np 2: allowed after the reload"
 # a stopped safety rank: fail closed within the timeout, naming rank 1; then at once
 if [ -n "$srpid" ]; then
+  # a short timeout from here on (SIGHUP reloads it)
+  printf 'safety-thresholds = "dangerous=0.99,sexual=0.99,violence=0.99";\nsafety-timeout = 3;\n' >"$tmp/d.cfg"
+  kill -USR2 "$jpid"
+  for _ in $(seq 1 50); do grep -q "SIGHUP: safety-timeout 3 s" "$tmp/d.err" && break; sleep 0.1; done
+  grep -q "SIGHUP: safety-timeout 3 s" "$tmp/d.err" && ok || bad "safety-timeout reload: $(grep SIGHUP "$tmp/d.err")"
   kill -STOP "$srpid"
   cat >"$tmp/dead.py" <<'PY'
 import sys, time; exec(open(sys.argv[4]).read())
@@ -169,12 +177,24 @@ stub.Generate(pb.GenerateRequest(prompt="hello", sampling=pb.SamplingParams(max_
 PY
   client "$tmp/dead.py" "$tmp/common.py" && ok || bad "stopped safety rank: fail closed"
   kill -CONT "$srpid"
-  sleep 0.5
-  client "$tmp/allowed.py" "$tmp/common.py" && ok || bad "safety rank back in service"
+  cat >"$tmp/back.py" <<'PY'
+import sys, time; exec(open(sys.argv[4]).read())
+for _ in range(40):  # the resumed rank answers the stale request first
+    try:
+        check_safety()
+        break
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.UNAVAILABLE and "has not answered" in e.details(), e
+        time.sleep(0.5)
+else:
+    raise SystemExit("the safety rank did not come back")
+PY
+  client "$tmp/back.py" "$tmp/common.py" && client "$tmp/allowed.py" "$tmp/common.py" && ok ||
+    bad "safety rank back in service"
   grep -q "the safety classifier on rank 1 answered request [0-9]* after .* in service again" "$tmp/d.err" &&
     ok || bad "no back-in-service log"
   # fail open: a stopped rank's requests are admitted (after the timeout)
-  printf 'safety-thresholds = "dangerous=0.99,sexual=0.99,violence=0.99";\nsafety-fail-open = 1;\n' >"$tmp/d.cfg"
+  printf 'safety-thresholds = "dangerous=0.99,sexual=0.99,violence=0.99";\nsafety-fail-open = 1;\nsafety-timeout = 3;\n' >"$tmp/d.cfg"
   kill -USR2 "$jpid"
   for _ in $(seq 1 50); do grep -q "fail open" "$tmp/d.err" && break; sleep 0.1; done
   kill -STOP "$srpid"
@@ -207,6 +227,12 @@ stop_job
 "$mpirun" --oversubscribe --allow-run-as-root --bind-to none -np 2 "$daemon" -m "$fx/vision/tiny_text.gguf" \
   --listen 127.0.0.1:0 --safety-rank 5 "${sg[@]}" >/dev/null 2>"$tmp/err"
 [ $? -ne 0 ] && grep -q "safety-rank 5: the job has 2 ranks" "$tmp/err" && ok || bad "--safety-rank 5: $(cat "$tmp/err")"
+# the classifier cannot load on its rank: rank 0 says so and the job ends with a failure
+"$mpirun" --oversubscribe --allow-run-as-root --bind-to none -np 2 "$daemon" -m "$fx/vision/tiny_text.gguf" \
+  --listen 127.0.0.1:0 --safety-rank 1 --safety-model "$fx/vision/tiny_text.gguf" --safety-vision /nonexistent \
+  >/dev/null 2>"$tmp/err"
+[ $? -ne 0 ] && grep -q "tesserad: safety classifier: rank 1: safety classifier: /nonexistent" "$tmp/err" && ok ||
+  bad "classifier load failure on its rank: $(cat "$tmp/err")"
 "$daemon" -m "$fx/vision/tiny_text.gguf" --listen 127.0.0.1:0 --safety-rank 1 "${sg[@]}" >/dev/null 2>"$tmp/err"
 [ $? -eq 2 ] && grep -q "safety-rank 1: the daemon was not started by mpirun" "$tmp/err" && ok || bad "--safety-rank 1 alone: $(cat "$tmp/err")"
 "$daemon" -m "$fx/vision/tiny_text.gguf" --listen 127.0.0.1:0 --safety-rank one "${sg[@]}" >/dev/null 2>"$tmp/err"
