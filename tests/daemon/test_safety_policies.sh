@@ -34,6 +34,7 @@ mkdir -p "$tmp/stubs"
 protoc -I "$repo/proto" --python_out="$tmp/stubs" --grpc_python_out="$tmp/stubs" \
   --plugin=protoc-gen-grpc_python="$(command -v grpc_python_plugin)" tessera/v1/inference.proto ||
   { bad "protoc stubs"; exit 1; }
+# shellcheck disable=SC2054 # --safety-ids takes one comma-separated value
 sg=(--safety-model "$fx/vision/tiny_text.gguf" --safety-vision "$fx/vision/tiny_sg"
   --safety-ids 500,501,502,20,30)
 # shellcheck disable=SC2054 # --vision-ids takes one comma-separated value
