@@ -998,6 +998,20 @@ out:
     protobuf_c_message_free_unpacked(&q->base, NULL);
 }
 
+static ts_safety *g_safety; /* NULL: no classifier configured (CheckSafety below) */
+static ts_sp_set *policies_get(void);
+
+/* ModelInfo.safety_policies: the names of the gate's policies when a classifier is
+ * configured; returns the set to release after the reply is sent (or NULL). */
+static ts_sp_set *model_info_policies(Tessera__V1__ModelInfo *m, char **names) {
+    if (!g_safety) return NULL;
+    ts_sp_set *set = policies_get();
+    for (size_t i = 0; i < set->n; i++) names[i] = set->p[i].name;
+    m->n_safety_policies = set->n;
+    m->safety_policies = names;
+    return set;
+}
+
 static void fill_model_info(Tessera__V1__ModelInfo *m) {
     const ts_config *cfg = ts_sched_config(g_sched);
     m->name = g_model_name;
@@ -1020,7 +1034,10 @@ static void handle_model_info(ts_rpc_call *c, void *ctx) {
     if (model_ok(c, q->model)) {
         Tessera__V1__ModelInfo m = TESSERA__V1__MODEL_INFO__INIT;
         fill_model_info(&m);
+        char *pn[TS_SP_MAX];
+        ts_sp_set *ps = model_info_policies(&m, pn);
         ts_rpc_call_send(c, &m.base);
+        ts_sp_unref(ps);
         ts_rpc_call_finish(c, GRPC_STATUS_OK, NULL);
     }
     protobuf_c_message_free_unpacked(&q->base, NULL);
@@ -1035,10 +1052,13 @@ static void handle_list_models(ts_rpc_call *c, void *ctx) {
     }
     Tessera__V1__ModelInfo m = TESSERA__V1__MODEL_INFO__INIT, *mp = &m;
     fill_model_info(&m);
+    char *pn[TS_SP_MAX];
+    ts_sp_set *ps = model_info_policies(&m, pn);
     Tessera__V1__ListModelsResponse r = TESSERA__V1__LIST_MODELS_RESPONSE__INIT;
     r.n_models = 1;
     r.models = &mp;
     ts_rpc_call_send(c, &r.base);
+    ts_sp_unref(ps);
     ts_rpc_call_finish(c, GRPC_STATUS_OK, NULL);
     protobuf_c_message_free_unpacked(q, NULL);
 }
@@ -1097,8 +1117,6 @@ static void handle_cancel(ts_rpc_call *c, void *ctx) {
 
 /* ------------------------------------------------------------ CheckSafety */
 
-static ts_safety *g_safety; /* NULL: no classifier configured */
-static ts_sp_set *policies_get(void);
 
 /* Scores every image part for the requested policies (all configured ones by default, then
  * the request's ad-hoc policy texts) with ShieldGemma 2; threshold per policy from

@@ -5,7 +5,7 @@
 # config file adds a policy (its text rendered into the classifier's prompt as the built-ins'
 # are: its score equals `tessera safety --custom-policy`'s), turns a built-in off and sets
 # thresholds; the gate blocks on the custom policy (finish reason SAFETY, the custom name in
-# the verdict, the audit line and the metrics); CheckSafety takes custom names and ad-hoc
+# the verdict, the audit line, the metrics and ModelInfo); CheckSafety takes custom names and ad-hoc
 # policy texts (`tessera safety --server --policy-text`); SIGHUP swaps the set, a bad file
 # keeps the old one with an error log; bad entries stop the daemon at start with a message
 # naming the entry. Exits 77 without python3-grpcio.
@@ -154,6 +154,9 @@ weap = sys.argv[5]
 r = stub.Generate(chat(), timeout=120)
 assert r.finish_reason == pb.FINISH_REASON_SAFETY and r.text == "" and len(r.safety) == 1, r
 scores(r.safety[0], ["dangerous", "violence", "hate"], {"hate"})
+# ModelInfo lists the policies in use
+assert list(stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=30).safety_policies) == ["dangerous", "violence", "hate"]
+assert list(stub.ListModels(pb.ListModelsRequest(), timeout=30).models[0].safety_policies) == ["dangerous", "violence", "hate"]
 ev = list(stub.GenerateStream(chat(), timeout=120))
 assert [e.WhichOneof("event") for e in ev] == ["started", "safety", "finished"], ev
 assert ev[2].finished.finish_reason == pb.FINISH_REASON_SAFETY
@@ -229,6 +232,7 @@ cat >"$tmp/allowed.py" <<'PY'
 import sys; exec(open(sys.argv[4]).read())
 r = stub.Generate(chat(), timeout=120)
 assert r.finish_reason == pb.FINISH_REASON_LENGTH and r.usage.completion_tokens == 4 and not r.safety, r
+assert list(stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=30).safety_policies) == ["dangerous", "violence", "hate", "weapons"]
 r = stub.Generate(chat(pb.SafetyOptions(mode=pb.SafetyOptions.MODE_ANNOTATE)), timeout=120)
 assert r.finish_reason == pb.FINISH_REASON_LENGTH, r
 r = stub.CheckSafety(pb.SafetyCheckRequest(parts=[pb.ContentPart(image=pb.Image(data=img))]), timeout=120)
