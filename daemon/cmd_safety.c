@@ -50,7 +50,8 @@ static void usage(FILE *f) {
             "  --policy NAME            dangerous, sexual, violence or a custom name (repeatable;\n"
             "                           default: the three built-in policies)\n"
             "  --custom-policy NAME=TEXT  a policy text (repeatable; overrides a built-in name)\n"
-            "  --policy-text TEXT       an ad-hoc policy named custom-1, custom-2, ... (repeatable)\n"
+            "  --policy-text TEXT       an ad-hoc policy named custom-1, custom-2, ... (repeatable;\n"
+            "                           scored with or without --policy)\n"
             "  --threads N              CPU threads (default: all)\n"
             "  --reference              scalar reference kernels\n"
             "  --single-bos             one <bos> (HF's processor produces two)\n"
@@ -184,6 +185,7 @@ int ts_cmd_safety(int argc, char **argv) {
     int n_pol = 0, n_custom = 0;
     const char *cname[MAX_POLICIES], *ctext[MAX_POLICIES];
     char *cbuf[MAX_POLICIES];
+    bool adhoc[MAX_POLICIES]; /* from --policy-text: always scored */
     int threads = 0;
     bool reference = false;
     unsigned long long max_pixels = 0;
@@ -221,7 +223,7 @@ int ts_cmd_safety(int argc, char **argv) {
             if (!cbuf[n_custom]) return fprintf(stderr, "tessera safety: out of memory\n"), 1;
             cname[n_custom] = cbuf[n_custom];
             ctext[n_custom] = eq + 1;
-            n_custom++;
+            adhoc[n_custom++] = false;
         } else if (!strcmp(a, "--policy-text")) {
             if (!need(i, argc, a)) return 2;
             if (!argv[i + 1][0] || n_custom == MAX_POLICIES) {
@@ -236,7 +238,7 @@ int ts_cmd_safety(int argc, char **argv) {
             if (!cbuf[n_custom]) return fprintf(stderr, "tessera safety: out of memory\n"), 1;
             cname[n_custom] = cbuf[n_custom];
             ctext[n_custom] = argv[++i];
-            n_custom++;
+            adhoc[n_custom++] = true;
         } else if (!strcmp(a, "--threads")) {
             if (!need(i, argc, a)) return 2;
             threads = atoi(argv[++i]);
@@ -296,13 +298,13 @@ int ts_cmd_safety(int argc, char **argv) {
     /* the policy list: named ones (custom text wins over a built-in of the same name) */
     size_t n_def;
     const ts_sg_policy *def = ts_sg_default_policies(&n_def);
-    if (n_pol == 0) {
+    const bool all = n_pol == 0;
+    if (all)
         for (size_t k = 0; k < n_def; k++) names[n_pol++] = def[k].name;
-        for (int k = 0; k < n_custom && n_pol < MAX_POLICIES; k++) {
-            bool dup = false;
-            for (int j = 0; j < n_pol; j++) dup |= !strcmp(names[j], cname[k]);
-            if (!dup) names[n_pol++] = cname[k];
-        }
+    for (int k = 0; k < n_custom && n_pol < MAX_POLICIES; k++) {
+        bool dup = false;
+        for (int j = 0; j < n_pol; j++) dup |= !strcmp(names[j], cname[k]);
+        if (!dup && (all || adhoc[k])) names[n_pol++] = cname[k];
     }
     for (int p = 0; p < n_pol; p++) {
         texts[p] = NULL;

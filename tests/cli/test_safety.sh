@@ -43,5 +43,16 @@ a = json.loads(open(sys.argv[1]).readline())["scores"]["violence"]
 b = json.loads(open(sys.argv[2]).readline())["scores"]["violence"]
 assert abs(a - b) <= 1e-3, (a, b)
 PY
+# --policy-text: an ad-hoc policy named custom-1 (the same score as --custom-policy's)
+"$bin" safety "${m[@]}" --policy violence --policy-text "No mine: nothing here." \
+  "$fx/image/rgb_37x23.png" >"$tmp/pt" 2>"$tmp/err" || bad "--policy-text: $(cat "$tmp/err")"
+python3 - "$tmp/out" "$tmp/pt" <<'PY' && ok || bad "--policy-text output: $(cat "$tmp/pt")"
+import json, sys
+a = json.loads(open(sys.argv[1]).readline())["scores"]
+b = json.loads(open(sys.argv[2]).readline())["scores"]
+assert set(b) == {"violence", "custom-1"}, b
+assert b["custom-1"] == a["mine"] and b["violence"] == a["violence"], (a, b)
+PY
+"$bin" safety "${m[@]}" --policy-text "" x.png >/dev/null 2>"$tmp/err"; [ $? -eq 2 ] && grep -q "policy-text expects" "$tmp/err" && ok || bad "empty --policy-text"
 echo "test_safety: $pass passed, $failn failed"
 [ $failn -eq 0 ]
