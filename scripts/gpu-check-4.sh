@@ -7,13 +7,16 @@
 #   2. logits: mpirun -np 4 test_parallel --backend cuda for tp 4, pp 4 and tp 2 x pp 2:
 #      rank 0's single-GPU engine against the 4-GPU engine on the HF fixtures (tp4like is
 #      the one tp 4 can split) and on the 27B (--models): logits within 1e-4 relative,
-#      greedy tokens identical (exact fp32 decode matmul, TESSERA_CUDA_MMV=fp32);
+#      greedy tokens identical (exact fp32 matmuls: TESSERA_CUDA_MMV=fp32 and
+#      TESSERA_CUDA_GEMM=fp32; with the default int8 kernels the activations are quantized
+#      per 32-block, and the all-reduce's different summation order moves a few values
+#      across a rounding boundary: 1.5e-2 relative after the 27B's 62 random layers on
+#      4x H100, greedy tokens still identical);
 #   3. `tessera run --temp 0 --json -n 32` on the 27B: 1 GPU vs each plan, same ids (default
 #      kernels);
 #   4. the modest-GPU case: four ranks each capped at --gpu-mem-limit 8GiB serving the 27B
-#      (a) with a 32,768-token KV cache (one sequence; pp 4 and tp 2 x pp 2) and (b) with 64
-#      sequences of 512-token prompts decoding together (34,816 positions resident in the
-#      KV cache at once, pp 4), nvidia-smi's memory use sampled during each;
+#      with a 32,768-token KV cache (one sequence; pp 4 and tp 2 x pp 2), nvidia-smi's
+#      memory use sampled during each;
 #   5. single-GPU and per-plan 27B bench (pp512, tg32, 64 streams) when time is left
 #      (GPU_CHECK_NO_BENCH=1 skips).
 # NCCL_NVLS_ENABLE=0 throughout. Budget GPU_CHECK_BUDGET seconds (default 470): later steps
@@ -44,17 +47,17 @@ wait "$mk27" || bad "mkmodel 27b"
 cat "$LOG/mkmodel-27b.txt"
 [ -f "$M27" ] || { echo "total: $(el) s; FAILED (no 27B file)"; exit 1; }
 
-export TESSERA_CUDA_MMV=fp32
+export TESSERA_CUDA_MMV=fp32 TESSERA_CUDA_GEMM=fp32
 for par in "${PLANS[@]}"; do
     tag=$(echo "$par" | tr -d ' -')
     step "test_parallel --backend cuda $par: fixtures + 27B, 1 GPU vs 4 GPUs over NCCL"
-    timeout "$(tmo 200)" "${MPI[@]}" -x TESSERA_CUDA_MMV "$TP" $par --backend cuda --models "$M27" \
+    timeout "$(tmo 200)" "${MPI[@]}" -x TESSERA_CUDA_MMV -x TESSERA_CUDA_GEMM "$TP" $par --backend cuda --models "$M27" \
         > "$LOG/test-parallel-$tag.log" 2>&1
     rc=$?
     grep -E "^(ok|FAIL)|passed, |error" "$LOG/test-parallel-$tag.log" | grep -v "^ok: .*refus" | head -40
     [ $rc = 0 ] || bad "test_parallel $par (exit $rc; log $LOG/test-parallel-$tag.log)"
 done
-unset TESSERA_CUDA_MMV
+unset TESSERA_CUDA_MMV TESSERA_CUDA_GEMM
 
 step "tessera run --temp 0 -n 32 on the 27B: 1 GPU vs the three plans"
 P="The capital of France is"
@@ -89,7 +92,6 @@ capped() { # capped TAG PAR BENCH-ARGS...: one 4-rank bench at --gpu-mem-limit 8
 }
 capped pp4-32k "--pp 4" --ctx 32768 -p 512 -n 32
 capped tp2pp2-32k "--tp 2 --pp 2" --ctx 32768 -p 512 -n 32
-capped pp4-64x512 "--pp 4" -p 512 -n 32 --streams 64 --stream-prompt 512
 
 if [ "${GPU_CHECK_NO_BENCH:-0}" != 1 ]; then
     BENCH=(bench -m "$M27" --backend cuda -p 512 -n 32 --streams 64 --stream-prompt 16 --reps 1 --greedy)
