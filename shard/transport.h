@@ -57,6 +57,15 @@ struct ts_transport_i {
      * TS_TIMEOUT naming this rank and the last operation enqueued. */
     ts_status (*bind_stream)(ts_transport *t, void *stream);
     ts_status (*fence)(ts_transport *t);
+    /* Recorded steps (CUDA graphs), device transports that allow them (NULL otherwise).
+     * graph_ok: 1 if this rank's operations may be recorded into a graph of the bound
+     * compute stream now (NCCL: not while profiling or after an abort). graph_replayed: a
+     * recorded step holding n_ops operations (n_allreduce all-reduces, `bytes` payload) was
+     * launched again: counts them and makes the next fence wait for them with the deadline
+     * and the asynchronous-error polling. */
+    int (*graph_ok)(ts_transport *t);
+    void (*graph_replayed)(ts_transport *t, uint64_t n_ops, uint64_t n_allreduce,
+                           uint64_t bytes);
 };
 
 /* Communication counters (every transport keeps them; for benchmarks). */
