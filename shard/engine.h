@@ -63,7 +63,7 @@ typedef struct ts_engine_params {
     /* Bytes this rank's engine may allocate on its device (weights, KV, step buffers;
      * host memory of the CPU backend); 0 = unlimited. Creation fails with TS_NOMEM and a
      * message naming what did not fit; distributed, the plan gets it as every rank's
-     * budget (tessera --gpu-mem-limit). */
+     * budget unless rank_mem gives each its own (tessera --gpu-mem-limit). */
     uint64_t mem_limit;
     /* Distributed: (world) per-rank budgets for the plan (`--tp auto`, or --gpu-mem-limit
      * differing between ranks: dist.c gathers them), each less the step buffers as
