@@ -1601,7 +1601,7 @@ static void usage(FILE *f) {
             "      --backend cpu|cuda    compute backend (default cpu)\n"
             "      --device N            CUDA device of --backend cuda (default 0)\n"
             "      --gpu-mem-limit BYTES cap on what this rank's engine allocates (e.g. 12GiB;\n"
-            "                            CPU ranks: host memory); the plan fits each rank's\n"
+            "                            CPU ranks: host memory); each rank may give its own\n"
             "      --queue N             waiting requests at most (default 64)\n"
             "      --max-tokens-default N  for requests with max_tokens 0 (default 256)\n"
             "      --grace-seconds N     on SIGTERM/SIGINT/SIGUSR1, time for running requests (default 30)\n"

@@ -454,6 +454,12 @@ ts_status ts_plan_auto(const ts_config *c, const ts_plan_auto_params *ap,
         return TS_OK;
     }
 
+    if (out->n_layout == 0) {
+        snprintf(out->desc, sizeof out->desc, "auto: no layout of %d rank%s has %s %d (tp x pp "
+                 "must be %d: tp and pp dividing it)", world, world == 1 ? "" : "s",
+                 bp->tp > 0 ? "tp" : "pp", bp->tp > 0 ? bp->tp : bp->pp, world);
+        return TS_FAIL(TS_INVAL, "%s", out->desc);
+    }
     /* refused: why, and what would fit */
     uint64_t total_have = 0, sorted[TS_PLAN_MAX_RANKS];
     for (int32_t r = 0; r < world; r++) {
@@ -563,8 +569,6 @@ ts_status ts_plan_auto(const ts_config *c, const ts_plan_auto_params *ap,
         else
             sappend(d, cap, " tp %d x pp %d: %s;", L->tp, L->pp, L->why);
     }
-    if (out->n_layout == 0)
-        sappend(d, cap, " none matches tp %d / pp %d for %d ranks", bp->tp, bp->pp, world);
     size_t n = strlen(d);
     if (n && d[n - 1] == ';') d[n - 1] = '\0';
     return TS_FAIL(TS_INVAL, "%s", d);

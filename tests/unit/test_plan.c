@@ -390,6 +390,11 @@ static void test_auto_hosts(void **st) {
     ap.host = four;
     assert_int_equal(ts_plan_auto(&c, &ap, &g_auto), TS_INVAL);
     assert_non_null(strstr(ts_last_error(), "would span hosts"));
+    /* a fixed tp that does not divide the ranks */
+    ap.host = NULL;
+    ap.plan.world = 3;
+    assert_int_equal(ts_plan_auto(&c, &ap, &g_auto), TS_INVAL);
+    assert_non_null(strstr(ts_last_error(), "no layout of 3 ranks has tp 2"));
 }
 
 /* "K ranks of X would (tp T x pp P)": K ranks of X hold it and K - 1 do not. */
