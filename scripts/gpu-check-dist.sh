@@ -13,7 +13,10 @@
 #      streams (16-token prompts, 32 steps);
 #   4. the 27B on 2 ranks each capped at --gpu-mem-limit 12GiB with a 32768-token KV cache
 #      (pp 2), with nvidia-smi's memory use sampled during the run;
-#   5. communication per token (TESSERA_COMM_PROFILE=1 runs for tp 2 / pp 2).
+#   5. communication per token (TESSERA_COMM_PROFILE=1 runs for tp 2 / pp 2);
+#   6. the automatic plan on the 27B: --tp auto with per-rank limits 16GiB : 9GiB (MPMD:
+#      uneven stages in the printed plan) and a refusal at 6GiB each.
+# (--tp auto on the tiny model is part of step 2's run comparison.)
 # NCCL_NVLS_ENABLE=0 throughout (NVLink multicast must stay off on these machines).
 # Budget: about 8 minutes; later steps are skipped (and say so) when time runs short
 # (GPU_CHECK_BUDGET seconds, default 470). GPU_CHECK_NO_27B=1 skips 3-4.
@@ -71,7 +74,7 @@ for mdl in "$M/tiny-q8_0.gguf" ${m270:+"$m270"}; do
         --backend cuda > "$LOG/run-$name-1gpu.json" 2> "$LOG/run-$name-1gpu.err" || bad "run 1 GPU $name"
     ref=$(run_ids "$LOG/run-$name-1gpu.json")
     echo "$name 1 GPU: $ref"
-    for par in "--tp 2" "--pp 2" "--pp 2 --tp 1"; do
+    for par in "--tp 2" "--pp 2" "--pp 2 --tp 1" "--tp auto"; do
         tag=$(echo "$par" | tr -d ' -')
         # the last one: GPU ranks over MPI with host staging (TESSERA_TRANSPORT=mpi)
         [ "$par" = "--pp 2 --tp 1" ] && export TESSERA_TRANSPORT=mpi || export TESSERA_TRANSPORT=nccl
@@ -122,6 +125,23 @@ if [ -n "$mk27" ]; then
         grep -v "^$" "$LOG/bench-27b-12g.txt" | head -30
         [ $rc = 0 ] || bad "12 GiB run (exit $rc)"
         gpu_mem_peak "$LOG/mem-12g-samples.txt"
+    fi
+    if [ "$(left)" -lt 90 ]; then
+        echo "SKIPPED the --tp auto runs (only $(left) s left)"
+    else
+        step "27B --tp auto: MPMD --gpu-mem-limit 16GiB : 9GiB (uneven stages), 16 tokens"
+        RUN27=(run -m "$M27" --backend cuda -p "The capital of France is" -n 16 --temp 0 --json --tp auto)
+        timeout "$(tmo 150)" "${MPIX[@]}" -np 1 "$TS" "${RUN27[@]}" --gpu-mem-limit 16GiB : \
+            -np 1 "$TS" "${RUN27[@]}" --gpu-mem-limit 9GiB > "$LOG/auto-27b.json" 2> "$LOG/auto-27b.err"
+        rc=$?
+        grep -E "^memory|^  rank|^auto|^plan" "$LOG/auto-27b.err" | cut -c1-220
+        [ $rc = 0 ] && run_ids "$LOG/auto-27b.json" || bad "27B --tp auto 16GiB : 9GiB (exit $rc)"
+        step "27B --tp auto at 6GiB per rank: refused on both ranks"
+        timeout 60 "${MPI[@]}" "$TS" "${RUN27[@]}" --gpu-mem-limit 6GiB > /dev/null 2> "$LOG/auto-27b-refused.err"
+        rc=$?
+        grep "auto: no layout" "$LOG/auto-27b-refused.err" | cut -c1-400
+        [ $rc != 0 ] && [ $rc != 124 ] && grep -q "auto: no layout of 2 ranks holds the weights" \
+            "$LOG/auto-27b-refused.err" || bad "27B --tp auto at 6GiB: exit $rc, no refusal"
     fi
     for cfg in tp2 pp2; do
         if [ "$(left)" -lt 50 ]; then echo "SKIPPED comm profile $cfg (only $(left) s left)"; continue; fi

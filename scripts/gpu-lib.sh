@@ -23,10 +23,12 @@ export TESSERA_COMM_TIMEOUT=${TESSERA_COMM_TIMEOUT:-60}
 export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
 
-# gpu_mpi NP: the mpirun command line (array MPI) for NP ranks on this host
+# gpu_mpi NP: the mpirun command line for NP ranks on this host (array MPI), and without
+# -np (array MPIX, for MPMD lines: "${MPIX[@]}" -np 1 A : -np 1 B)
 gpu_mpi() {
-    MPI=(mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$1"
-         -x NCCL_NVLS_ENABLE -x TESSERA_COMM_TIMEOUT -x NCCL_DEBUG -x LD_LIBRARY_PATH)
+    MPIX=(mpirun --allow-run-as-root --oversubscribe --bind-to none
+          -x NCCL_NVLS_ENABLE -x TESSERA_COMM_TIMEOUT -x NCCL_DEBUG -x LD_LIBRARY_PATH)
+    MPI=("${MPIX[@]}" -np "$1")
 }
 
 # gpu_require NP: prints the GPUs; a failure when fewer than NP or no mpirun

@@ -283,41 +283,60 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
                                  .n_chunk = p->n_chunk, .weight_type = td ? td->type : 0,
                                  .embd_type = te ? te->type : 0, .row_align = align};
             uint64_t *budget = NULL;
-            if (p->mem_limit) {
-                /* the same limit on every rank (the flag is per job), less an upper bound of
-                 * the step buffers (the plan counts weights and KV) */
-                const uint64_t tpn = (uint64_t)(pl.tp > 0 ? pl.tp : 1), B = (uint64_t)p->n_batch,
-                               qd = (uint64_t)c->n_head * c->head_dim / tpn,
-                               kd = (uint64_t)c->n_head_kv * c->head_dim / tpn,
-                               ffr = (uint64_t)c->n_ff / tpn + align,
-                               rows = (uint64_t)(p->n_seq_max > 8 ? p->n_seq_max : 8);
-                const uint64_t work = sizeof(float) * (B * (3ull * c->n_embd + 2 * qd + 2 * kd +
-                                                            2 * ffr) +
-                                                       rows * (c->n_embd + (uint64_t)c->n_vocab));
-                if (work >= p->mem_limit) {
-                    char b0[32], b1[32];
-                    rc = TS_FAIL(TS_INVAL, "the step buffers for a batch of %d tokens alone need "
-                                 "about %s, more than the memory limit of %s (--gpu-mem-limit); "
-                                 "use a smaller --batch or a higher limit", p->n_batch,
-                                 human(work, b0, sizeof b0), human(p->mem_limit, b1, sizeof b1));
-                    goto fail;
-                }
+            if (p->mem_limit || p->rank_mem) {
+                /* every rank's budget (rank_mem, or the limit on every rank), less an upper
+                 * bound of the step buffers (the plan counts weights and KV) */
+                const uint64_t work = ts_plan_step_bytes(c, pl.tp, p->n_batch, p->n_seq_max,
+                                                         align);
                 budget = ts_malloc(sizeof(uint64_t) * (size_t)e->tr->world);
                 if (!budget) {
                     rc = TS_FAIL(TS_NOMEM, "plan budgets");
                     goto fail;
                 }
-                for (int32_t r = 0; r < e->tr->world; r++) budget[r] = p->mem_limit - work;
+                for (int32_t r = 0; r < e->tr->world; r++) {
+                    const uint64_t b = p->rank_mem ? p->rank_mem[r] : p->mem_limit;
+                    if (work >= b) {
+                        char b0[32], b1[32];
+                        rc = TS_FAIL(TS_INVAL, "the step buffers for a batch of %d tokens alone "
+                                     "need about %s, more than the memory limit of %s%s; use a "
+                                     "smaller --batch or a higher limit", p->n_batch,
+                                     human(work, b0, sizeof b0), human(b, b1, sizeof b1),
+                                     p->rank_mem ? " of a rank (its budget)" : " (--gpu-mem-limit)");
+                        if (p->rank_mem) {
+                            char msg[1024];
+                            snprintf(msg, sizeof msg, "%s", ts_last_error());
+                            rc = TS_FAIL(TS_INVAL, "rank %d: %s", r, msg);
+                        }
+                        ts_free(budget);
+                        goto fail;
+                    }
+                    budget[r] = b - work;
+                }
                 pl.mem_bytes = budget;
             }
             rc = ts_plan_make(c, &pl, e->plan);
-            ts_free(budget);
-            if (rc != TS_OK && p->mem_limit) {
+            if (rc != TS_OK && (p->mem_limit || p->rank_mem)) {
                 char msg[1024], b0[32];
                 snprintf(msg, sizeof msg, "%s", ts_last_error());
-                rc = TS_FAIL(rc, "%s (each rank's budget: --gpu-mem-limit %s less the step "
-                             "buffers)", msg, human(p->mem_limit, b0, sizeof b0));
+                bool same = true;
+                for (int32_t r = 1; p->rank_mem && r < e->tr->world; r++)
+                    same = same && p->rank_mem[r] == p->rank_mem[0];
+                if (!p->rank_mem || same) {
+                    rc = TS_FAIL(rc, "%s (each rank's budget: %s%s less the step buffers)", msg,
+                                 p->rank_mem ? "" : "--gpu-mem-limit ",
+                                 human(p->rank_mem ? p->rank_mem[0] : p->mem_limit, b0,
+                                       sizeof b0));
+                } else {
+                    char list[256] = "";
+                    size_t n = 0;
+                    for (int32_t r = 0; r < e->tr->world && n + 40 < sizeof list; r++)
+                        n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", r ? ", " : "",
+                                              human(p->rank_mem[r], b0, sizeof b0));
+                    rc = TS_FAIL(rc, "%s (the ranks' budgets: %s%s, each less the step "
+                                 "buffers)", msg, list, n + 40 >= sizeof list ? ", ..." : "");
+                }
             }
+            ts_free(budget);
             if (rc != TS_OK) goto fail;
         }
         if (e->plan->world != e->tr->world || e->plan->tp != e->tr->tp ||

@@ -110,6 +110,18 @@ ts_status ts_transport_mpi_open(int32_t tp, ts_transport **out);
  * checks each with a small warm-up operation. Errors name the rank, device and step. */
 ts_status ts_transport_nccl_open(int32_t tp, int device, ts_transport **out);
 
+/* Before any transport exists (daemon/dist.c: every rank's memory budget and host for
+ * `--tp auto`): these initialize MPI as ts_transport_mpi_open does unless it is already,
+ * and poll against the default deadline (TS_TIMEOUT naming the operation). allgather:
+ * `bytes` from every rank into all (world * bytes, by rank; TS_INVAL when world > cap)
+ * over MPI_COMM_WORLD, with this rank and the world size; bcast0: world rank 0's buf to every rank. finalize: ends
+ * MPI if this library started it and it is not finalized yet (a job ending before or
+ * without a transport; closing an MPI transport finalizes too). Only in ts_transport_mpi. */
+ts_status ts_transport_mpi_allgather(const void *mine, size_t bytes, void *all, int32_t cap,
+                                     int32_t *rank, int32_t *world);
+ts_status ts_transport_mpi_bcast0(void *buf, size_t bytes, const char *what);
+void ts_transport_mpi_finalize(void);
+
 /* True when this process was started by mpirun (Open MPI / PMIx environment). */
 int ts_transport_mpi_launched(void);
 

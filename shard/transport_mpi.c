@@ -189,22 +189,74 @@ static const struct ts_transport_i mpi_dev_ops = {
     .bind_stream = m_bind, .fence = m_fence,
 };
 
-ts_status ts_transport_mpi_open(int32_t tp, ts_transport **out) {
-    *out = NULL;
-    int inited = 0, provided = 0, rc;
+/* True once this library initialized MPI (then it also finalizes it: the transport's close
+ * or ts_transport_mpi_finalize). */
+static bool g_own_init;
+
+/* MPI_Init_thread unless MPI is initialized already (by this library or the program). */
+static ts_status mpi_init(void) {
+    int inited = 0, provided = 0, fin = 0;
+    MPI_Finalized(&fin);
+    if (fin) return TS_FAIL(TS_MPI, "MPI was already finalized");
     MPI_Initialized(&inited);
-    bool own = false;
     if (!inited) {
         /* serialized: tesserad's rank 0 loads the engine on its main thread and steps it
          * on the scheduler thread (never two at once) */
-        rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
+        int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
         if (rc != MPI_SUCCESS) return TS_FAIL(TS_MPI, "MPI_Init_thread failed (%d)", rc);
-        own = true;
+        g_own_init = true;
         if (provided < MPI_THREAD_SERIALIZED)
             TS_LOG_WARN("this MPI library gives thread level %d only (serialized wanted): "
                         "a daemon's distributed engine may misbehave", provided);
     }
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    return TS_OK;
+}
+
+void ts_transport_mpi_finalize(void) {
+    int inited = 0, fin = 0;
+    MPI_Initialized(&inited);
+    MPI_Finalized(&fin);
+    if (g_own_init && inited && !fin) MPI_Finalize();
+}
+
+ts_status ts_transport_mpi_allgather(const void *mine, size_t bytes, void *all, int32_t cap,
+                                     int32_t *rank, int32_t *world) {
+    TS_TRY(mpi_init());
+    int r = 0, w = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    MPI_Comm_size(MPI_COMM_WORLD, &w);
+    *rank = r;
+    *world = w;
+    if (w > cap) return TS_FAIL(TS_INVAL, "%d ranks: at most %d are supported", w, cap);
+    if (bytes > (size_t)INT_MAX) return TS_FAIL(TS_INVAL, "all-gather of %zu bytes", bytes);
+    ts_transport t = {.rank = r, .world = w, .timeout_s = ts_transport_default_timeout()};
+    MPI_Request req;
+    int rc = MPI_Iallgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE,
+                            MPI_COMM_WORLD, &req);
+    if (rc != MPI_SUCCESS) return mpi_fail(rc, "all-gather of the ranks' memory", r);
+    return wait_req(&t, &req, "all-gather of the ranks' memory budgets (startup)");
+}
+
+ts_status ts_transport_mpi_bcast0(void *buf, size_t bytes, const char *what) {
+    TS_TRY(mpi_init());
+    int r = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    if (bytes > (size_t)INT_MAX) return TS_FAIL(TS_INVAL, "broadcast of %zu bytes", bytes);
+    ts_transport t = {.rank = r, .timeout_s = ts_transport_default_timeout()};
+    char op[160];
+    snprintf(op, sizeof op, "broadcast of %s from rank 0", what);
+    MPI_Request req;
+    int rc = MPI_Ibcast(buf, (int)bytes, MPI_BYTE, 0, MPI_COMM_WORLD, &req);
+    if (rc != MPI_SUCCESS) return mpi_fail(rc, op, r);
+    return wait_req(&t, &req, op);
+}
+
+ts_status ts_transport_mpi_open(int32_t tp, ts_transport **out) {
+    *out = NULL;
+    int rc;
+    TS_TRY(mpi_init());
+    const bool own = g_own_init;
     int rank = 0, world = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
