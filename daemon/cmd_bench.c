@@ -44,7 +44,9 @@ static void usage(FILE *f) {
                "                     [--reps R] [--backend cpu|cuda] [--json]\n"
                "                     [--stream-prompt P2] [--ctx C] [--greedy]\n"
                "                     [--micro-batches M]\n"
-               "                     [--tp T] [--pp P] [--gpu-mem-limit BYTES] (under mpirun)\n\n"
+               "                     [--tp T|auto] [--pp P|auto] [--gpu-mem-limit BYTES]\n"
+               "                     (--tp / --pp under mpirun; auto: chosen from every\n"
+               "                     rank's free memory, --gpu-mem-limit capping each rank's)\n\n"
                "Prefill (ppP) and decode (tgN) tokens/s with llama-bench's definitions; with\n"
                "--streams S also aggregate decode of S sequences with P-token prompts.\n");
 }
@@ -97,8 +99,8 @@ static uint32_t rnd(void) {
 
 int ts_cmd_bench(int argc, char **argv) {
     const char *model = NULL;
-    long p = 512, n = 128, streams = 1, threads = 0, reps = 3, tp = 1, ppar = 0, sp = -1,
-         ctx = 0;
+    long p = 512, n = 128, streams = 1, threads = 0, reps = 3, sp = -1, ctx = 0;
+    int32_t tp = 0, ppar = 0;
     uint64_t mem_limit = 0;
     long micro = 0;
     bool greedy = false;
@@ -131,11 +133,11 @@ int ts_cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--streams")) bad = parse_int(a, v, 1, 4096, &streams);
         else if (!strcmp(a, "--threads")) bad = parse_int(a, v, 1, 1024, &threads);
         else if (!strcmp(a, "--reps")) bad = parse_int(a, v, 1, 1000, &reps);
-        else if (!strcmp(a, "--tp")) bad = parse_int(a, v, 1, 256, &tp);
+        else if (!strcmp(a, "--tp")) bad = ts_cmd_parse_par("tessera bench", a, v, 1, &tp);
         else if (!strcmp(a, "--stream-prompt")) bad = parse_int(a, v, 0, 65536, &sp);
         else if (!strcmp(a, "--ctx")) bad = parse_int(a, v, 1, 1 << 24, &ctx);
         else if (!strcmp(a, "--micro-batches")) bad = parse_int(a, v, 0, 4096, &micro);
-        else if (!strcmp(a, "--pp")) bad = parse_int(a, v, 0, 256, &ppar);
+        else if (!strcmp(a, "--pp")) bad = ts_cmd_parse_par("tessera bench", a, v, 0, &ppar);
         else if (!strcmp(a, "--gpu-mem-limit"))
             bad = ts_cmd_parse_bytes("tessera bench", a, v, &mem_limit);
         else if (!strcmp(a, "--backend")) {
@@ -170,16 +172,23 @@ int ts_cmd_bench(int argc, char **argv) {
     }
     if (batch < 1) batch = 1;
     ts_transport *tr = NULL;
+    static ts_cmd_dist dd; /* budgets and report: large */
     {
-        int dr = ts_cmd_dist_open("tessera bench", (int32_t)tp, (int32_t)ppar, backend, &tr);
+        ts_cmd_dist_params dp = {.tp = tp, .pp = ppar, .backend = backend, .model = model,
+                                 .mem_limit = mem_limit,
+                                 .n_ctx = (int32_t)(ctx ? ctx : need_ctx),
+                                 .n_seq = (int32_t)streams, .n_batch = (int32_t)batch,
+                                 .n_chunk = (int32_t)batch};
+        int dr = ts_cmd_dist_open("tessera bench", &dp, &dd);
         if (dr) return dr;
+        tr = dd.tr;
     }
     ts_engine_params ep = {
         .model_path = model, .n_threads = (int)threads, .backend = backend,
         .n_ctx = (int32_t)(ctx ? ctx : need_ctx),
         .n_seq_max = (int32_t)streams, .n_batch = (int32_t)batch,
         .n_chunk = (int32_t)(batch > 0 ? batch : 1),
-        .transport = tr, .tp = (int32_t)tp, .pp = (int32_t)ppar,
+        .transport = tr, .tp = dd.tp, .pp = dd.pp, .rank_mem = dd.rank_mem,
         .device = tr && tr->device >= 0 ? tr->device : 0, .mem_limit = mem_limit,
         .micro_batches = (int32_t)micro,
     };
@@ -205,7 +214,7 @@ int ts_cmd_bench(int argc, char **argv) {
         ts_transport_close(tr);
         return sr;
     }
-    if (tr) fprintf(stderr, "%s", ts_engine_plan(e)->desc);
+    if (tr) fprintf(stderr, "%s%s", dd.report, ts_engine_plan(e)->desc);
     {
         ts_engine_info in;
         ts_engine_get_info(e, &in);

@@ -141,64 +141,42 @@ static ts_plan_params plan_params(const model_shape *m, int32_t world, int32_t t
                             .embd_type = m->etype};
 }
 
-/* The largest context (positions per sequence, <= n_ctx_train) for which the planner
- * accepts (tp, pp) on these budgets; 0 if none (err: the planner's reason at 1 position). */
-static int32_t max_context(const model_shape *m, int32_t world, int32_t tp, int32_t pp,
-                           const uint64_t *budget, int32_t n_seq, ts_plan *pl, char *err,
-                           size_t errsz) {
-    ts_plan_params p = plan_params(m, world, tp, pp, budget, 1, n_seq);
-    if (ts_plan_make(&m->cfg, &p, pl) != TS_OK) {
-        snprintf(err, errsz, "%s", ts_last_error());
-        return 0;
-    }
-    int32_t lo = 1, hi = (int32_t)m->cfg.n_ctx_train; /* lo fits */
-    p.n_ctx = hi;
-    if (ts_plan_make(&m->cfg, &p, pl) == TS_OK) return hi;
-    while (hi - lo > 1) {
-        int32_t mid = lo + (hi - lo) / 2;
-        p.n_ctx = mid;
-        if (ts_plan_make(&m->cfg, &p, pl) == TS_OK)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    p.n_ctx = lo;
-    (void)ts_plan_make(&m->cfg, &p, pl);
-    return lo;
-}
-
 typedef struct {
     int32_t tp, pp, ctx;
     char why[512];
 } layout;
 
-/* Every (tp, pp) with tp * pp = world (or the one asked for), with its largest context.
- * same_host[r]: rank r is on the same host as rank r - 1 (TP groups must not span hosts);
- * NULL = one host. Returns the number of layouts; *best: the index of the one leaving the
- * most context (ties: fewer TP ranks, less traffic per layer), -1 if none fits. */
+/* Every (tp, pp) with tp * pp = world (or the one asked for), with its largest context:
+ * ts_plan_auto (shard/plan.c, the chooser of `--tp auto`). host[r]: rank r's host id (TP
+ * groups must not span hosts); NULL = one host. n_ctx > 0: only layouts holding that
+ * context count. Returns the number of layouts; *best: the index of the one leaving the
+ * most context (ties: fewer TP ranks, less traffic per layer), -1 if none fits (then
+ * `refusal` says why and what would fit). */
 static int all_layouts(const model_shape *m, int32_t world, int32_t want_tp, int32_t want_pp,
-                       const uint64_t *budget, int32_t n_seq, const bool *same_host,
-                       layout *out, int *best) {
-    int n = 0;
+                       const uint64_t *budget, int32_t n_ctx, int32_t n_seq, const int32_t *host,
+                       layout *out, int *best, char *refusal, size_t rcap) {
+    static ts_plan_auto_result res; /* large */
+    ts_plan_auto_params ap = {
+        .plan = plan_params(m, world, want_tp, want_pp, budget, n_ctx > 0 ? n_ctx : 1, n_seq),
+        .host = host};
+    ts_status st = ts_plan_auto(&m->cfg, &ap, &res);
     *best = -1;
-    for (int32_t tp = 1; tp <= world && n < 64; tp++) {
-        if (world % tp) continue;
-        int32_t pp = world / tp;
-        if ((want_tp && tp != want_tp) || (want_pp && pp != want_pp)) continue;
-        layout *L = &out[n++];
-        *L = (layout){.tp = tp, .pp = pp};
-        bool spans = false;
-        for (int32_t r = 0; same_host && r < world; r++)
-            if (r % tp && !same_host[r]) spans = true;
-        if (spans) {
-            snprintf(L->why, sizeof L->why, "a tensor-parallel group of %d would span hosts", tp);
-            continue;
+    if (refusal && rcap) refusal[0] = '\0';
+    if (st != TS_OK && refusal) snprintf(refusal, rcap, "%s", res.desc[0] ? res.desc : ts_last_error());
+    for (int i = 0; i < res.n_layout; i++) {
+        const ts_plan_layout *l = &res.layout[i];
+        layout *L = &out[i];
+        *L = (layout){.tp = l->tp, .pp = l->pp, .ctx = l->max_ctx};
+        if (n_ctx > 0 && l->max_ctx > 0 && l->max_ctx < n_ctx) {
+            snprintf(L->why, sizeof L->why, "context %d needs more memory (at most %d)", n_ctx,
+                     l->max_ctx);
+            L->ctx = 0;
+        } else if (!l->max_ctx) {
+            snprintf(L->why, sizeof L->why, "%s", l->why);
         }
-        ts_plan pl;
-        L->ctx = max_context(m, world, tp, pp, budget, n_seq, &pl, L->why, sizeof L->why);
-        if (L->ctx > 0 && (*best < 0 || L->ctx > out[*best].ctx)) *best = n - 1;
+        if (st == TS_OK && l->tp == res.tp && l->pp == res.pp) *best = i;
     }
-    return n;
+    return res.n_layout;
 }
 
 /* Prints the layouts (text) or adds them to obj (JSON). */
@@ -362,21 +340,12 @@ int ts_cmd_plan(int argc, char **argv) {
         fprintf(stderr, "tessera plan: --tp %d x --pp %d is not the %d devices given\n", tp, pp, world);
         return 2;
     }
-    layout ls[64];
+    static layout ls[TS_PLAN_AUTO_MAX];
+    static char refusal[4096];
     int best;
-    int n = all_layouts(&m, world, tp, pp, budget, n_seq, NULL, ls, &best);
     /* --ctx: only layouts that hold that context count */
-    if (n_ctx > 0) {
-        best = -1;
-        for (int i = 0; i < n; i++) {
-            if (ls[i].ctx && ls[i].ctx < n_ctx) {
-                snprintf(ls[i].why, sizeof ls[i].why, "context %d needs more memory (at most %d)",
-                         n_ctx, ls[i].ctx);
-                ls[i].ctx = 0;
-            }
-            if (ls[i].ctx && best < 0) best = i;
-        }
-    }
+    int n = all_layouts(&m, world, tp, pp, budget, n_ctx, n_seq, NULL, ls, &best, refusal,
+                        sizeof refusal);
     json_t *obj = json ? json_object() : NULL;
     if (obj) {
         json_object_set_new(obj, "model", json_string(m.desc));
@@ -399,7 +368,7 @@ int ts_cmd_plan(int argc, char **argv) {
         free(s);
         json_decref(obj);
     } else if (best < 0) {
-        printf("no plan fits\n");
+        printf("no plan fits: %s\n", refusal);
     }
     return best >= 0 ? 0 : 1;
 }
@@ -776,12 +745,12 @@ int ts_cmd_cluster_check(int argc, char **argv) {
     } else if (rank == 0) {
         /* budgets: a GPU's free memory; CPU ranks share their host's available memory */
         uint64_t budget[MAX_DEV];
-        bool same_host[MAX_DEV];
+        int32_t host[MAX_DEV];
         for (int r = 0; r < world; r++) {
             uint64_t f = all[r].gpu ? all[r].mem_free
                                     : all[r].mem_free / (uint64_t)all[r].ranks_on_host;
             budget[r] = f > reserve ? f - reserve : 0;
-            same_host[r] = r > 0 && !strcmp(all[r].host, all[r - 1].host);
+            host[r] = r > 0 && !strcmp(all[r].host, all[r - 1].host) ? host[r - 1] : r;
         }
         json_t *obj = json ? json_object() : NULL;
         if (obj) {
@@ -837,9 +806,11 @@ int ts_cmd_cluster_check(int argc, char **argv) {
             }
         }
         if (have_model) {
-            layout lys[64];
+            static layout lys[TS_PLAN_AUTO_MAX];
+            static char refusal[4096];
             int best;
-            int n = all_layouts(&m, world, 0, 0, budget, n_seq, same_host, lys, &best);
+            int n = all_layouts(&m, world, 0, 0, budget, 0, n_seq, host, lys, &best, refusal,
+                                sizeof refusal);
             if (obj) {
                 json_object_set_new(obj, "model", json_string(m.desc));
             } else {
@@ -849,7 +820,7 @@ int ts_cmd_cluster_check(int argc, char **argv) {
             }
             report_layouts(lys, n, best, obj);
             if (best >= 0) report_plan(&m, world, &lys[best], budget, n_ctx, n_seq, obj);
-            else if (!obj) printf("no plan fits these ranks\n");
+            else if (!obj) printf("no plan fits these ranks: %s\n", refusal);
             if (best < 0) rc = 1;
         }
         if (obj) {

@@ -5,10 +5,11 @@
  *               [--top-p P] [--min-p P] [--repeat-penalty R] [--presence-penalty X]
  *               [--frequency-penalty X] [--seed S] [--stop STR]... [--ctx N]
  *               [--threads N] [--batch N] [--json] [--reference] [--no-bos]
- *               [--tp T] [--pp P] [--verbose]
+ *               [--tp T|auto] [--pp P|auto] [--gpu-mem-limit B] [--verbose]
  *
  * Distributed (docs/distributed.md): `mpirun -np N tessera run --tp T --pp P ...` splits
- * the model over the N = T * P ranks (--pp 0 or absent: N / T). Rank 0 tokenizes, samples
+ * the model over the N = T * P ranks (--pp 0 or absent: N / T; auto: dist.h chooses from
+ * every rank's memory). Rank 0 prints the plan on stderr, tokenizes, samples
  * and prints exactly what one rank would; the other ranks print nothing but errors. A
  * transport failure (a peer that stops answering within TESSERA_COMM_TIMEOUT seconds)
  * prints the rank and the operation and aborts the whole job.
@@ -84,12 +85,16 @@ static void usage(FILE *f) {
             "      --backend cpu|cuda   compute backend (default cpu; cuda: GPU 0, under\n"
             "                           mpirun GPU local-rank %% device count, NCCL)\n"
             "      --tp T, --pp P       tensor / pipeline parallel ranks (under mpirun;\n"
-            "                           default tp 1, pp = ranks / tp)\n"
-            "      --gpu-mem-limit B    bytes each rank may allocate on its device (weights,\n"
-            "                           KV, buffers), e.g. 12GiB; the plan fits it\n"
+            "                           default tp 1, pp = ranks / tp); auto: chosen from\n"
+            "                           every rank's free memory (--tp auto alone: both)\n"
+            "      --gpu-mem-limit B    bytes this rank may allocate on its device (weights,\n"
+            "                           KV, buffers; CPU ranks: host memory), e.g. 12GiB;\n"
+            "                           each rank its own (mpirun MPMD); the plan fits\n"
+            "                           every rank's budget\n"
             "      --micro-batches N    pipeline micro-batches per step (greedy runs; 0 =\n"
             "                           auto: one per stage)\n"
-            "      --verbose            print the parallel plan (stderr)\n"
+            "      --verbose            engine and memory figures (stderr; distributed,\n"
+            "                           rank 0 always prints the plan)\n"
             "      --json               print one JSON object at the end instead of streaming\n",
             MAX_STOPS);
 }
@@ -185,9 +190,9 @@ static int parse_args(int argc, char **argv, run_opts *o) {
         } else if (!strcmp(a, "--ctx")) {
             if (parse_i32(a, v, 1, 1 << 24, &o->n_ctx)) return -1;
         } else if (!strcmp(a, "--tp")) {
-            if (parse_i32(a, v, 1, 256, &o->tp)) return -1;
+            if (ts_cmd_parse_par("tessera run", a, v, 1, &o->tp)) return -1;
         } else if (!strcmp(a, "--pp")) {
-            if (parse_i32(a, v, 0, 256, &o->pp)) return -1;
+            if (ts_cmd_parse_par("tessera run", a, v, 0, &o->pp)) return -1;
         } else if (!strcmp(a, "--micro-batches")) {
             if (parse_i32(a, v, 0, 4096, &o->micro_batches)) return -1;
         } else if (!strcmp(a, "--gpu-mem-limit")) {
@@ -339,9 +344,14 @@ int ts_cmd_run(int argc, char **argv) {
     bool dist = false;
 
     /* Under mpirun (or with --tp / --pp): one rank of a distributed engine. */
+    static ts_cmd_dist dd; /* budgets and report: large */
     {
-        int dr = ts_cmd_dist_open("tessera run", o.tp, o.pp, o.backend, &tr);
+        ts_cmd_dist_params dp = {.tp = o.tp, .pp = o.pp, .backend = o.backend,
+                                 .model = o.model, .mem_limit = o.mem_limit, .n_ctx = o.n_ctx,
+                                 .n_seq = 1, .n_batch = o.n_batch};
+        int dr = ts_cmd_dist_open("tessera run", &dp, &dd);
         if (dr) return dr;
+        tr = dd.tr;
         dist = tr != NULL;
     }
     if (dist && tr->rank != 0) o.json = true; /* never stream on other ranks */
@@ -352,7 +362,7 @@ int ts_cmd_run(int argc, char **argv) {
         .backend = o.backend,
         .n_ctx = o.n_ctx, .n_seq_max = 1, .n_batch = o.n_batch,
         .progress = isatty(STDERR_FILENO) && !dist ? progress : NULL,
-        .transport = tr, .tp = o.tp, .pp = o.pp,
+        .transport = tr, .tp = dd.tp, .pp = dd.pp, .rank_mem = dd.rank_mem,
         .device = tr && tr->device >= 0 ? tr->device : 0,
         .mem_limit = o.mem_limit, .micro_batches = o.micro_batches,
     };
@@ -367,7 +377,10 @@ int ts_cmd_run(int argc, char **argv) {
         if (dist && cst != TS_INVAL) tr->ops->abort(tr, 1);
         goto out;
     }
-    if (dist && o.verbose && tr->rank == 0) fputs(ts_engine_plan(e)->desc, stderr);
+    if (dist && tr->rank == 0) {
+        fputs(dd.report, stderr);
+        fputs(ts_engine_plan(e)->desc, stderr);
+    }
     if (dist && tr->rank != 0) {
         if (ts_engine_serve(e) != TS_OK) {
             fprintf(stderr, "tessera run: %s\n", ts_last_error());

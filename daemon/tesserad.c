@@ -1701,7 +1701,8 @@ static void usage(FILE *f) {
             "      --threads N           CPU threads (default: all)\n"
             "      --backend cpu|cuda    compute backend (default cpu)\n"
             "      --device N            CUDA device of --backend cuda (default 0)\n"
-            "      --gpu-mem-limit BYTES cap on what the engine allocates per rank (e.g. 12GiB)\n"
+            "      --gpu-mem-limit BYTES cap on what this rank's engine allocates (e.g. 12GiB;\n"
+            "                            CPU ranks: host memory); each rank may give its own\n"
             "      --queue N             waiting requests at most (default 64)\n"
             "      --max-tokens-default N  for requests with max_tokens 0 (default 256)\n"
             "      --grace-seconds N     on SIGTERM/SIGINT/SIGUSR1, time for running requests (default 30)\n"
@@ -1716,7 +1717,9 @@ static void usage(FILE *f) {
             "      --tls-cert FILE       TLS certificate chain (PEM); with --tls-key\n"
             "      --tls-key FILE        its private key (PEM)\n"
             "      --tp T, --pp P        tensor / pipeline parallel ranks under mpirun\n"
-            "                            (default tp 1, pp = ranks / tp); rank 0 serves\n"
+            "                            (default tp 1, pp = ranks / tp); rank 0 serves;\n"
+            "                            auto: chosen from every rank's free memory\n"
+            "                            (--tp auto alone: both; config: tp = \"auto\";)\n"
             "      --safety-model FILE   ShieldGemma 2 language model (GGUF) for CheckSafety\n"
             "      --safety-vision PATH  its vision tower: mmproj GGUF or HF checkpoint dir\n"
             "      --safety-ids B,E,I,Y,N  marker / answer token ids (test vocabularies)\n"
@@ -1738,7 +1741,8 @@ static void usage(FILE *f) {
 }
 
 /* The options, for the command line (--name) and the config file (name = value;). */
-typedef enum { O_INT, O_STR, O_LOGLEVEL, O_LOGFORMAT, O_CONFIG_ONLY } opt_kind;
+/* O_PAR: int or auto; O_CONFIG_ONLY: a setting read on its own from the file */
+typedef enum { O_INT, O_STR, O_LOGLEVEL, O_LOGFORMAT, O_PAR, O_CONFIG_ONLY } opt_kind;
 static const struct optdef {
     const char *name;
     opt_kind kind;
@@ -1764,8 +1768,8 @@ static const struct optdef {
     {"backend", O_STR, 0, 0, offsetof(opts, backend)},
     {"gpu-mem-limit", O_STR, 0, 0, offsetof(opts, gpu_mem_limit)},
     {"device", O_INT, 0, 64, offsetof(opts, device)},
-    {"tp", O_INT, 1, 64, offsetof(opts, tp)},
-    {"pp", O_INT, 1, 64, offsetof(opts, pp)},
+    {"tp", O_PAR, 1, 64, offsetof(opts, tp)},
+    {"pp", O_PAR, 1, 64, offsetof(opts, pp)},
     {"safety-model", O_STR, 0, 0, offsetof(opts, safety_model)},
     {"safety-vision", O_STR, 0, 0, offsetof(opts, safety_vision)},
     {"safety-ids", O_STR, 0, 0, offsetof(opts, safety_ids)},
@@ -1790,13 +1794,17 @@ static const struct optdef *optdef_find(const char *name) {
 /* Sets one option from text (a flag's value). where: "--name" or "FILE:LINE: name". */
 static int opt_set_str(opts *o, const struct optdef *d, const char *where, const char *v) {
     void *dst = (char *)o + d->off;
-    if (d->kind == O_INT) {
+    if (d->kind == O_PAR && !strcmp(v, "auto")) {
+        *(int32_t *)dst = TS_CMD_PAR_AUTO;
+        return 0;
+    }
+    if (d->kind == O_INT || d->kind == O_PAR) {
         char *end;
         errno = 0;
         long x = strtol(v, &end, 10);
         if (errno || *end || end == v || x < d->lo || x > d->hi) {
-            fprintf(stderr, "tesserad: %s expects an integer in [%d, %d], got '%s'\n", where, d->lo,
-                    d->hi, v);
+            fprintf(stderr, "tesserad: %s expects %san integer in [%d, %d], got '%s'\n", where,
+                    d->kind == O_PAR ? "auto or " : "", d->lo, d->hi, v);
             return -1;
         }
         *(int32_t *)dst = (int32_t)x;
@@ -1847,7 +1855,9 @@ static int load_config(opts *o, const char *path, config_t *cfg) {
         snprintf(where, sizeof where, "%s:%d: %s", path, line, name);
         if (d->kind == O_CONFIG_ONLY) {
             continue; /* read on its own (safety-policies: parse_args, gate_reload) */
-        } else if (d->kind == O_INT) {
+        } else if (d->kind == O_PAR && type == CONFIG_TYPE_STRING) { /* tp = "auto"; */
+            if (opt_set_str(o, d, where, config_setting_get_string(st))) return -1;
+        } else if (d->kind == O_INT || d->kind == O_PAR) {
             if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64) {
                 fprintf(stderr, "tesserad: %s must be an integer (e.g. %s = 8;)\n", where, name);
                 return -1;
@@ -2003,6 +2013,7 @@ static void daemon_sigset(sigset_t *ss) {
 /* ------------------------------------------------------------ several ranks */
 
 static ts_transport *g_tr; /* NULL: one rank */
+static ts_cmd_dist g_dist; /* the layout and budgets (dist.h) */
 
 /* A rank other than 0 of `mpirun -np N tesserad`: holds its slice of the model and runs
  * rank 0's commands until rank 0 stops (after its drain) or the job breaks. The shutdown
@@ -2013,8 +2024,10 @@ static int serve_rank(const opts *o, ts_transport *tr) {
     pthread_sigmask(SIG_BLOCK, &ss, NULL);
     ts_engine_params ep = {.model_path = o->model, .n_threads = o->threads, .n_ctx = o->n_ctx,
                            .n_seq_max = o->slots, .n_batch = o->batch,
-                           .backend = o->backend, .device = o->device,
-                           .mem_limit = o->mem_limit, .transport = tr, .tp = o->tp, .pp = o->pp};
+                           .backend = o->backend,
+                           .device = tr->device >= 0 ? tr->device : o->device,
+                           .mem_limit = o->mem_limit, .transport = tr, .tp = g_dist.tp,
+                           .pp = g_dist.pp, .rank_mem = g_dist.rank_mem};
     ts_engine *e = NULL;
     ts_status st = ts_engine_create(&ep, &e);
     if (st != TS_OK) {
@@ -2128,7 +2141,7 @@ static int safety_rank_plan(const opts *o, int32_t *srank, int32_t *me) {
             return -1;
         }
         *srank = (int32_t)n;
-    } else if (o->pp > 0 && world == tp * o->pp + 1) {
+    } else if (o->tp >= 0 && o->pp > 0 && world == tp * o->pp + 1) { /* tp, pp fixed */
         *srank = world - 1;
     }
     if (*srank < 0) return 0;
@@ -2156,7 +2169,7 @@ static int safety_rank_plan(const opts *o, int32_t *srank, int32_t *me) {
 /* Ends MPI where safety_rank_plan started it (else the transport's close did). */
 static void mpi_done(void) {
 #ifdef TS_HAVE_MPI
-    if (ts_transport_mpi_launched()) ts_transport_mpi_finalize();
+    if (ts_transport_mpi_launched()) ts_transport_mpi_end();
 #endif
 }
 
@@ -2198,7 +2211,11 @@ int main(int argc, char **argv) {
     /* Under mpirun (or with --tp / --pp): one rank of a distributed engine (NCCL between
      * GPU ranks in a build with NCCL, else MPI). */
     {
-        int dr = ts_cmd_dist_open("tesserad", o.tp, o.pp, o.backend, &g_tr);
+        ts_cmd_dist_params dp = {.tp = o.tp, .pp = o.pp, .backend = o.backend, .model = o.model,
+                                 .mem_limit = o.mem_limit, .n_ctx = o.n_ctx, .n_seq = o.slots,
+                                 .n_batch = o.batch};
+        int dr = ts_cmd_dist_open("tesserad", &dp, &g_dist);
+        g_tr = g_dist.tr;
         if (dr) {
             if (have_cfg) config_destroy(&conf);
             return dr;
@@ -2244,8 +2261,10 @@ int main(int argc, char **argv) {
     ts_sched_params sp = {
         .engine = {.model_path = o.model, .n_threads = o.threads, .n_ctx = o.n_ctx,
                    .n_seq_max = o.slots, .n_batch = o.batch,
-                   .backend = o.backend, .device = o.device, .mem_limit = o.mem_limit,
-                   .transport = g_tr, .tp = o.tp, .pp = o.pp,
+                   .backend = o.backend,
+                   .device = g_tr && g_tr->device >= 0 ? g_tr->device : o.device,
+                   .mem_limit = o.mem_limit, .transport = g_tr, .tp = g_dist.tp,
+                   .pp = g_dist.pp, .rank_mem = g_dist.rank_mem,
                    .prefix_cache_tokens = o.prefix_cache_tokens},
         .queue_max = o.queue,
         .max_tokens_default = o.max_tokens_default,
@@ -2260,6 +2279,7 @@ int main(int argc, char **argv) {
     }
     if (g_tr) {
         const ts_plan *pl = ts_engine_plan(ts_sched_engine(g_sched));
+        fputs(g_dist.report, stderr);
         fputs(pl->desc, stderr);
         g_plan_desc = pl->desc;
         g_tp = pl->tp;

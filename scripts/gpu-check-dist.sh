@@ -13,7 +13,10 @@
 #      streams (16-token prompts, 32 steps);
 #   4. the 27B on 2 ranks each capped at --gpu-mem-limit 12GiB with a 32768-token KV cache
 #      (pp 2), with nvidia-smi's memory use sampled during the run;
-#   5. communication per token (TESSERA_COMM_PROFILE=1 runs for tp 2 / pp 2).
+#   5. communication per token (TESSERA_COMM_PROFILE=1 runs for tp 2 / pp 2);
+#   6. the automatic plan on the 27B: --tp auto with per-rank limits 16GiB : 9GiB (MPMD:
+#      uneven stages in the printed plan) and a refusal at 6GiB each.
+# (--tp auto on the tiny model is part of step 2's run comparison.)
 # NCCL_NVLS_ENABLE=0 throughout (NVLink multicast must stay off on these machines).
 # Budget: about 8 minutes; later steps are skipped (and say so) when time runs short
 # (GPU_CHECK_BUDGET seconds, default 470). GPU_CHECK_NO_27B=1 skips 3-4.
@@ -25,61 +28,11 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here" || exit 1
 B=${GPU_CHECK_BUILD:-$here/build-gpu}
-LOG=${OUT:-$B/logs}
-mkdir -p "$LOG"
-jobs=$(nproc 2>/dev/null || echo 4)
-budget=${GPU_CHECK_BUDGET:-470}
-fail=0
-t0=$(date +%s)
-el() { echo $(( $(date +%s) - t0 )); }
-step() { echo; echo "== [$(el) s] $*"; }
-left() { echo $(( budget - $(el) )); }
-# tmo N: a step's timeout: N seconds, or what is left of the budget (at least 20)
-tmo() { local l; l=$(left); [ "$l" -gt "$1" ] && echo "$1" || echo $(( l > 20 ? l : 20 )); }
-bad() { echo "FAILED: $*"; fail=1; }
-
-export NCCL_NVLS_ENABLE=0
-export TESSERA_COMM_TIMEOUT=${TESSERA_COMM_TIMEOUT:-60}
-export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
-export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
-MPI=(mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2
-     -x NCCL_NVLS_ENABLE -x TESSERA_COMM_TIMEOUT -x NCCL_DEBUG -x LD_LIBRARY_PATH)
-
-step "GPUs"
-nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$LOG/gpu.txt"
-nvidia-smi topo -m > "$LOG/topo.txt" 2>&1 && head -4 "$LOG/topo.txt"
-ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
-[ "$ngpu" -ge 2 ] || bad "need 2 GPUs, found $ngpu"
-command -v mpirun >/dev/null || bad "no mpirun"
-mpirun --version 2>&1 | head -1
-
-extra=()
-D=$here/.gpudeps/root
-if [ -d "$D" ] && ! pkg-config --exists cmocka jansson 2>/dev/null; then
-    export PKG_CONFIG_LIBDIR=$D/usr/lib/x86_64-linux-gnu/pkgconfig
-    export PKG_CONFIG_SYSROOT_DIR=$D
-    export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$D/usr/lib/x86_64-linux-gnu
-    if [ ! -f /usr/include/openssl/evp.h ]; then
-        extra+=(-DOPENSSL_ROOT_DIR="$D/usr" -DOPENSSL_INCLUDE_DIR="$D/usr/include"
-                -DOPENSSL_CRYPTO_LIBRARY="$D/usr/lib/x86_64-linux-gnu/libcrypto.so"
-                -DCMAKE_C_FLAGS="-I$D/usr/include/x86_64-linux-gnu")
-    fi
-fi
-
-step "configure + build ($B): tessera, test_parallel"
-if ! cmake -S . -B "$B" -G Ninja -DTESSERA_RPC=OFF -DCMAKE_CUDA_ARCHITECTURES=90 \
-        -DTESSERA_NCCL=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo "${extra[@]}" > "$LOG/configure.log" 2>&1; then
-    tail -40 "$LOG/configure.log"
-    echo "total: $(el) s; FAILED (configure)"
-    exit 1
-fi
-grep -E "tessera: (CUDA|MPI|NCCL)" "$LOG/configure.log"
-if ! ninja -C "$B" -j "$jobs" tessera test_parallel > "$LOG/build.log" 2>&1; then
-    grep -E "error|FAILED" "$LOG/build.log" | head -30
-    echo "total: $(el) s; FAILED (build)"
-    exit 1
-fi
-echo "build: $(el) s"
+# shellcheck source=SCRIPTDIR/gpu-lib.sh
+. "$here/scripts/gpu-lib.sh"
+gpu_mpi 2
+gpu_require 2
+gpu_build tessera test_parallel
 TS=$B/daemon/tessera
 TP=$B/tests/test_parallel
 M=${GPU_CHECK_MODELS:-/tmp/tessera-models}
@@ -115,14 +68,13 @@ for par in "--tp 2 --pp 1" "--tp 1 --pp 2"; do
 done
 
 step "tessera run --temp 0: 1 GPU vs tp 2 vs pp 2 over NCCL vs pp 2 over MPI (32 tokens)"
-run_ids() { grep -o '"ids":\[[0-9,]*\]' "$1" 2>/dev/null; }
 for mdl in "$M/tiny-q8_0.gguf" ${m270:+"$m270"}; do
     name=$(basename "$mdl" .gguf)
     timeout 60 "$TS" run -m "$mdl" -p "The capital of France is" -n 32 --temp 0 --json \
         --backend cuda > "$LOG/run-$name-1gpu.json" 2> "$LOG/run-$name-1gpu.err" || bad "run 1 GPU $name"
     ref=$(run_ids "$LOG/run-$name-1gpu.json")
     echo "$name 1 GPU: $ref"
-    for par in "--tp 2" "--pp 2" "--pp 2 --tp 1"; do
+    for par in "--tp 2" "--pp 2" "--pp 2 --tp 1" "--tp auto"; do
         tag=$(echo "$par" | tr -d ' -')
         # the last one: GPU ranks over MPI with host staging (TESSERA_TRANSPORT=mpi)
         [ "$par" = "--pp 2 --tp 1" ] && export TESSERA_TRANSPORT=mpi || export TESSERA_TRANSPORT=nccl
@@ -166,17 +118,30 @@ if [ -n "$mk27" ]; then
         echo "SKIPPED the 12 GiB run (only $(left) s left)"
     else
         step "27B on 2 ranks at --gpu-mem-limit 12GiB, 32768-token KV cache (pp 2)"
-        ( while :; do nvidia-smi --query-gpu=index,memory.used --format=csv,noheader,nounits; sleep 1; done ) \
-            > "$LOG/mem-12g-samples.txt" 2>/dev/null &
-        smi=$!
+        gpu_mem_sampler "$LOG/mem-12g-samples.txt"
         timeout "$(tmo 150)" "${MPI[@]}" "$TS" bench -m "$M27" --backend cuda --pp 2 --gpu-mem-limit 12GiB \
             --ctx 32768 -p 512 -n 32 --reps 1 --greedy > "$LOG/bench-27b-12g.txt" 2>&1
         rc=$?
-        kill "$smi" 2>/dev/null; wait "$smi" 2>/dev/null
         grep -v "^$" "$LOG/bench-27b-12g.txt" | head -30
         [ $rc = 0 ] || bad "12 GiB run (exit $rc)"
-        awk -F', *' '{ if ($2 > m[$1]) m[$1] = $2 } END { for (g in m) printf "GPU %s: peak %d MiB used (nvidia-smi, CUDA context included)\n", g, m[g] }' \
-            "$LOG/mem-12g-samples.txt"
+        gpu_mem_peak "$LOG/mem-12g-samples.txt"
+    fi
+    if [ "$(left)" -lt 90 ]; then
+        echo "SKIPPED the --tp auto runs (only $(left) s left)"
+    else
+        step "27B --tp auto: MPMD --gpu-mem-limit 16GiB : 9GiB (uneven stages), 16 tokens"
+        RUN27=(run -m "$M27" --backend cuda -p "The capital of France is" -n 16 --temp 0 --json --tp auto)
+        timeout "$(tmo 150)" "${MPIX[@]}" -np 1 "$TS" "${RUN27[@]}" --gpu-mem-limit 16GiB : \
+            -np 1 "$TS" "${RUN27[@]}" --gpu-mem-limit 9GiB > "$LOG/auto-27b.json" 2> "$LOG/auto-27b.err"
+        rc=$?
+        grep -E "^memory|^  rank|^auto|^plan" "$LOG/auto-27b.err" | cut -c1-220
+        [ $rc = 0 ] && run_ids "$LOG/auto-27b.json" || bad "27B --tp auto 16GiB : 9GiB (exit $rc)"
+        step "27B --tp auto at 6GiB per rank: refused on both ranks"
+        timeout 60 "${MPI[@]}" "$TS" "${RUN27[@]}" --gpu-mem-limit 6GiB > /dev/null 2> "$LOG/auto-27b-refused.err"
+        rc=$?
+        grep "auto: no layout" "$LOG/auto-27b-refused.err" | cut -c1-400
+        [ $rc != 0 ] && [ $rc != 124 ] && grep -q "auto: no layout of 2 ranks holds the weights" \
+            "$LOG/auto-27b-refused.err" || bad "27B --tp auto at 6GiB: exit $rc, no refusal"
     fi
     for cfg in tp2 pp2; do
         if [ "$(left)" -lt 50 ]; then echo "SKIPPED comm profile $cfg (only $(left) s left)"; continue; fi

@@ -283,41 +283,60 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
                                  .n_chunk = p->n_chunk, .weight_type = td ? td->type : 0,
                                  .embd_type = te ? te->type : 0, .row_align = align};
             uint64_t *budget = NULL;
-            if (p->mem_limit) {
-                /* the same limit on every rank (the flag is per job), less an upper bound of
-                 * the step buffers (the plan counts weights and KV) */
-                const uint64_t tpn = (uint64_t)(pl.tp > 0 ? pl.tp : 1), B = (uint64_t)p->n_batch,
-                               qd = (uint64_t)c->n_head * c->head_dim / tpn,
-                               kd = (uint64_t)c->n_head_kv * c->head_dim / tpn,
-                               ffr = (uint64_t)c->n_ff / tpn + align,
-                               rows = (uint64_t)(p->n_seq_max > 8 ? p->n_seq_max : 8);
-                const uint64_t work = sizeof(float) * (B * (3ull * c->n_embd + 2 * qd + 2 * kd +
-                                                            2 * ffr) +
-                                                       rows * (c->n_embd + (uint64_t)c->n_vocab));
-                if (work >= p->mem_limit) {
-                    char b0[32], b1[32];
-                    rc = TS_FAIL(TS_INVAL, "the step buffers for a batch of %d tokens alone need "
-                                 "about %s, more than the memory limit of %s (--gpu-mem-limit); "
-                                 "use a smaller --batch or a higher limit", p->n_batch,
-                                 human(work, b0, sizeof b0), human(p->mem_limit, b1, sizeof b1));
-                    goto fail;
-                }
+            if (p->mem_limit || p->rank_mem) {
+                /* every rank's budget (rank_mem, or the limit on every rank), less an upper
+                 * bound of the step buffers (the plan counts weights and KV) */
+                const uint64_t work = ts_plan_step_bytes(c, pl.tp, p->n_batch, p->n_seq_max,
+                                                         align);
                 budget = ts_malloc(sizeof(uint64_t) * (size_t)e->tr->world);
                 if (!budget) {
                     rc = TS_FAIL(TS_NOMEM, "plan budgets");
                     goto fail;
                 }
-                for (int32_t r = 0; r < e->tr->world; r++) budget[r] = p->mem_limit - work;
+                for (int32_t r = 0; r < e->tr->world; r++) {
+                    const uint64_t b = p->rank_mem ? p->rank_mem[r] : p->mem_limit;
+                    if (work >= b) {
+                        char b0[32], b1[32];
+                        rc = TS_FAIL(TS_INVAL, "the step buffers for a batch of %d tokens alone "
+                                     "need about %s, more than the memory limit of %s%s; use a "
+                                     "smaller --batch or a higher limit", p->n_batch,
+                                     human(work, b0, sizeof b0), human(b, b1, sizeof b1),
+                                     p->rank_mem ? " of a rank (its budget)" : " (--gpu-mem-limit)");
+                        if (p->rank_mem) {
+                            char msg[1024];
+                            snprintf(msg, sizeof msg, "%s", ts_last_error());
+                            rc = TS_FAIL(TS_INVAL, "rank %d: %s", r, msg);
+                        }
+                        ts_free(budget);
+                        goto fail;
+                    }
+                    budget[r] = b - work;
+                }
                 pl.mem_bytes = budget;
             }
             rc = ts_plan_make(c, &pl, e->plan);
-            ts_free(budget);
-            if (rc != TS_OK && p->mem_limit) {
+            if (rc != TS_OK && (p->mem_limit || p->rank_mem)) {
                 char msg[1024], b0[32];
                 snprintf(msg, sizeof msg, "%s", ts_last_error());
-                rc = TS_FAIL(rc, "%s (each rank's budget: --gpu-mem-limit %s less the step "
-                             "buffers)", msg, human(p->mem_limit, b0, sizeof b0));
+                bool same = true;
+                for (int32_t r = 1; p->rank_mem && r < e->tr->world; r++)
+                    same = same && p->rank_mem[r] == p->rank_mem[0];
+                if (!p->rank_mem || same) {
+                    rc = TS_FAIL(rc, "%s (each rank's budget: %s%s less the step buffers)", msg,
+                                 p->rank_mem ? "" : "--gpu-mem-limit ",
+                                 human(p->rank_mem ? p->rank_mem[0] : p->mem_limit, b0,
+                                       sizeof b0));
+                } else {
+                    char list[256] = "";
+                    size_t n = 0;
+                    for (int32_t r = 0; r < e->tr->world && n + 40 < sizeof list; r++)
+                        n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", r ? ", " : "",
+                                              human(p->rank_mem[r], b0, sizeof b0));
+                    rc = TS_FAIL(rc, "%s (the ranks' budgets: %s%s, each less the step "
+                                 "buffers)", msg, list, n + 40 >= sizeof list ? ", ..." : "");
+                }
             }
+            ts_free(budget);
             if (rc != TS_OK) goto fail;
         }
         if (e->plan->world != e->tr->world || e->plan->tp != e->tr->tp ||
@@ -882,25 +901,44 @@ static ts_status forward_part(ts_engine *e, const ts_batch *bt, bool want_ids, f
                               int64_t ids0, int32_t top_k, int32_t *top_ids, float *top_vals,
                               int mode);
 
+static bool graphable(const ts_engine *e, const ts_batch *bt, int64_t *n_want);
+static ts_status forward_graph(ts_engine *e, const ts_batch *bt, bool want_ids, float *logits,
+                               int64_t ids0, int32_t top_k, int32_t *top_ids, float *top_vals,
+                               int64_t n_want);
+
 /* One (micro-)batch through this rank's part. Logits mode: rank 0 gets the flagged rows'
  * logits in `logits`. Ids mode: the last stage's TP rank 0 stores the greedy ids in
  * e->ids_all from index ids0 on (run_micro sends them to rank 0 after the step). */
 static ts_status forward(ts_engine *e, const ts_batch *bt, bool want_ids, float *logits,
                          int64_t ids0) {
     if (!want_ids) return forward_sel(e, bt, logits, 0, NULL, NULL); /* may replay a graph */
+    int64_t n_want = 0;
+    if (e->tr && e->tr->world > 1 && graphable(e, bt, &n_want)) /* a TP group */
+        return forward_graph(e, bt, true, NULL, ids0, 0, NULL, NULL, n_want);
     return forward_part(e, bt, want_ids, logits, ids0, 0, NULL, NULL, FWD_FULL);
 }
 
-/* A recorded step (backend graph_begin / graph_end, CUDA graphs): single rank, no hook, at
- * most GRAPH_MAX_TOK tokens and one chunk of logit rows. The region from the embedding to
- * the LM head is recorded once per (n_tok, flags) and replayed; its per-step inputs (ids,
- * positions, the KV table) are uploaded before it. */
+/* A recorded step (backend graph_begin / graph_end, CUDA graphs): one stage (a single rank,
+ * or a tensor-parallel group whose device transport can record its all-reduces: NCCL), no
+ * hook, no image rows, at most GRAPH_MAX_TOK tokens and one chunk of logit rows. The region
+ * from the embedding to the LM head's matmul (the TP all-reduces included) is recorded
+ * once per (n_tok, flags) and replayed; its per-step inputs (ids, positions, the KV table)
+ * are uploaded before it. Every rank of the group takes the same decision from the same
+ * step (the ranks run one build with one environment); even where one did not, the
+ * sequence of collectives is the same recorded or not. */
 enum { GRAPH_MAX_TOK = 64 };
+static bool graph_transport(const ts_engine *e) {
+    const ts_transport *tr = e->tr;
+    if (!tr || tr->world == 1) return true;
+    return tr->pp == 1 && e->dev && tr->ops->graph_ok && tr->ops->graph_replayed &&
+           tr->ops->graph_ok((ts_transport *)tr);
+}
 static bool graphable(const ts_engine *e, const ts_batch *bt, int64_t *n_want) {
     const ts_backend_ops *ops = e->b->ops;
     if (!ops->graph_begin || !ops->graph_end || !ops->step_tokens || !ops->step_begin ||
-        (e->tr && e->tr->world > 1) || e->p.hook || !e->me->lm_head || e->me->stage != 0 ||
-        bt->n_tokens > GRAPH_MAX_TOK || ops->graph_begin(e->b, NULL, 0) < 0)
+        !graph_transport(e) || e->p.hook || !e->me->lm_head || e->me->stage != 0 ||
+        bt->embd || bt->attn_hi || bt->n_tokens > GRAPH_MAX_TOK ||
+        ops->graph_begin(e->b, NULL, 0) < 0)
         return false;
     int64_t n = 0;
     for (int32_t i = 0; i < bt->n_tokens; i++)
@@ -909,10 +947,14 @@ static bool graphable(const ts_engine *e, const ts_batch *bt, int64_t *n_want) {
     return n >= 1 && n <= e->n_logit_rows;
 }
 
-static ts_status forward_graph(ts_engine *e, const ts_batch *bt, float *logits, int32_t top_k,
-                               int32_t *top_ids, float *top_vals, int64_t n_want) {
+/* want_ids / ids0: as forward(); top_k: single rank only. */
+static ts_status forward_graph(ts_engine *e, const ts_batch *bt, bool want_ids, float *logits,
+                               int64_t ids0, int32_t top_k, int32_t *top_ids, float *top_vals,
+                               int64_t n_want) {
     const ts_backend_ops *ops = e->b->ops;
     ts_backend *b = e->b;
+    ts_transport *tr = e->tr;
+    const bool group = tr && tr->world > 1;
     const int32_t T = bt->n_tokens;
     TS_TRY(ops->step_begin(b, bt->pos, bt->seq, T, e->kv));
     TS_TRY(ops->step_tokens(b, bt->token, T, (int64_t)e->cfg.n_vocab));
@@ -922,16 +964,41 @@ static ts_status forward_graph(ts_engine *e, const ts_batch *bt, float *logits, 
         key[4 + i] = (uint8_t)(bt->want_logits ? bt->want_logits[i] != 0 : i == T - 1);
     const int g = ops->graph_begin(b, key, 4 + (size_t)T);
     ts_status rc = TS_OK;
+    if (g == 1 && group && tr->tp > 1) { /* the replayed region's all-reduces, as counted */
+        const uint64_t n_ar = 2ull * (uint64_t)(e->me->l1 - e->me->l0);
+        tr->ops->graph_replayed(tr, n_ar, n_ar,
+                                n_ar * sizeof(float) * (uint64_t)T * e->cfg.n_embd);
+    }
     if (g != 1) {
         rc = forward_part(e, bt, false, NULL, 0, 0, NULL, NULL, FWD_REGION);
         if (g == 0) {
             const ts_status rg = ops->graph_end(b, rc == TS_OK);
+            if (group && (rc != TS_OK || rg != TS_OK)) {
+                /* the recorded collectives never ran; running the region again could pair
+                 * this rank's all-reduces differently with its peers': stop instead */
+                e->broken = true;
+                return TS_FAIL(rc != TS_OK ? rc : rg, "rank %d: recording a tensor-parallel "
+                               "step failed (%s); set TESSERA_CUDA_GRAPH=0 on every rank to "
+                               "run steps unrecorded", tr->rank, ts_last_error());
+            }
             if (rc != TS_OK || rg != TS_OK)
                 rc = forward_part(e, bt, false, NULL, 0, 0, NULL, NULL, FWD_REGION);
         }
     }
     TS_TRY(rc);
     const int64_t V = e->cfg.n_vocab;
+    if (group) { /* a TP group (one stage): combine the vocabulary slices as forward_part */
+        const bool lm0 = tr->tp_rank == 0;
+        if (want_ids) {
+            TS_TRY(lm_ids(e, n_want));
+            if (lm0) memcpy(e->ids_all + ids0, e->ids_h, sizeof(int32_t) * (size_t)n_want);
+        } else {
+            if (e->split) TS_TRY(lm_gather(e, n_want));
+            if (lm0) TS_TRY(deliver(e, n_want, logits, 0));
+        }
+        TS_TRY(comm(e, tr->ops->fence(tr)));
+        return ops->sync(b);
+    }
     if (top_k > 0) TS_TRY(ops->topk(b, e->logits, n_want, V, top_k, top_ids, top_vals));
     else TS_TRY(ops->to_host(b, logits, e->logits, sizeof(float) * (size_t)(n_want * V)));
     return ops->sync(b);
@@ -940,8 +1007,8 @@ static ts_status forward_graph(ts_engine *e, const ts_batch *bt, float *logits, 
 static ts_status forward_sel(ts_engine *e, const ts_batch *bt, float *logits, int32_t top_k,
                              int32_t *top_ids, float *top_vals) {
     int64_t n_want = 0;
-    if (graphable(e, bt, &n_want))
-        return forward_graph(e, bt, logits, top_k, top_ids, top_vals, n_want);
+    if (graphable(e, bt, &n_want) && (top_k == 0 || !e->tr || e->tr->world == 1))
+        return forward_graph(e, bt, false, logits, 0, top_k, top_ids, top_vals, n_want);
     return forward_part(e, bt, false, logits, 0, top_k, top_ids, top_vals, FWD_FULL);
 }
 

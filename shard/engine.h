@@ -63,8 +63,13 @@ typedef struct ts_engine_params {
     /* Bytes this rank's engine may allocate on its device (weights, KV, step buffers;
      * host memory of the CPU backend); 0 = unlimited. Creation fails with TS_NOMEM and a
      * message naming what did not fit; distributed, the plan gets it as every rank's
-     * budget (tessera --gpu-mem-limit). */
+     * budget unless rank_mem gives each its own (tessera --gpu-mem-limit). */
     uint64_t mem_limit;
+    /* Distributed: (world) per-rank budgets for the plan (`--tp auto`, or --gpu-mem-limit
+     * differing between ranks: dist.c gathers them), each less the step buffers as
+     * mem_limit is; the plan then gives the ranks layers in proportion to them. NULL:
+     * mem_limit for every rank (none: layers evenly by count). Read only at create. */
+    const uint64_t *rank_mem;
     /* Pipeline micro-batches per step (pp > 1): a step's tokens go through the stages in
      * this many contiguous parts, so that several are in flight and every stage works.
      * 0 = auto (the number of stages; 1 with llamacpp_batch). Results are identical to one

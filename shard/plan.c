@@ -10,11 +10,18 @@
  *    cost (token_embd on the first and last stage), counting each layer's weights plus its
  *    KV (global layers: n_seq * n_ctx positions; local layers: the window ring only), then
  *    every rank is checked against its budget.
+ * 4. ts_plan_auto: every tp x pp = world (tp dividing the world; TP groups on one host),
+ *    each budget less that tp's step buffers, the largest context by bisection on
+ *    ts_plan_make; the layout holding the most (ties: fewer TP ranks) among those holding
+ *    the requested context. Refusals add what would fit: the context the best layout
+ *    holds, the other ranks without a far smaller one, or how many ranks of the median
+ *    budget would hold the model.
  */
 #include "plan.h"
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "quant.h"
@@ -29,6 +36,8 @@ uint64_t ts_plan_type_bytes(uint32_t type, uint64_t n) {
     }
     return (n + be - 1) / be * bb;
 }
+
+static const char *hsize(uint64_t b, char *buf, size_t n);
 
 /* Appends to the description (truncates silently). */
 static void dappend(ts_plan *pl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -268,6 +277,299 @@ ts_status ts_plan_make(const ts_config *c, const ts_plan_params *pp, ts_plan *pl
                 "kv [%d, %d) ffn [%d, %d)%s%s; weights %.1f MiB, KV %.1f MiB\n", i, x->stage,
                 x->l0, x->l1, ng, x->tp_rank, tp, x->h0, x->h1, x->kv0, x->kv1, x->f0, x->f1,
                 x->embed ? ", embed" : "", lm, MiB(x->weight_bytes), MiB(x->kv_bytes));
+        if (pp->mem_bytes) {
+            size_t n = strlen(pl->desc);
+            if (n && pl->desc[n - 1] == '\n') pl->desc[n - 1] = '\0';
+            char hb[32];
+            dappend(pl, " of a %s budget\n", hsize(pp->mem_bytes[i], hb, sizeof hb));
+        }
     }
     return TS_OK;
+}
+
+/* ---------------------------------------------------------------- ts_plan_auto */
+
+uint64_t ts_plan_step_bytes(const ts_config *c, int32_t tp, int32_t n_batch, int32_t n_seq,
+                            uint32_t row_align) {
+    const uint64_t tpn = (uint64_t)(tp > 0 ? tp : 1), B = (uint64_t)(n_batch > 0 ? n_batch : 0),
+                   qd = (uint64_t)c->n_head * c->head_dim / tpn,
+                   kd = (uint64_t)c->n_head_kv * c->head_dim / tpn,
+                   ffr = (uint64_t)c->n_ff / tpn + (row_align ? row_align : 32),
+                   rows = (uint64_t)(n_seq > 8 ? n_seq : 8);
+    return sizeof(float) * (B * (3ull * c->n_embd + 2 * qd + 2 * kd + 2 * ffr) +
+                            rows * (c->n_embd + (uint64_t)c->n_vocab));
+}
+
+/* "14.2 GiB" / "3.5 MiB" */
+static const char *hsize(uint64_t b, char *buf, size_t n) {
+    if (b >= (1ull << 30)) snprintf(buf, n, "%.1f GiB", (double)b / (1024.0 * 1024.0 * 1024.0));
+    else snprintf(buf, n, "%.1f MiB", MiB(b));
+    return buf;
+}
+
+/* The context default of ts_plan_make for n_ctx 0. */
+static int32_t default_ctx(const ts_config *c) {
+    return c->n_ctx_train > 0 && c->n_ctx_train < 8192 ? (int32_t)c->n_ctx_train : 8192;
+}
+
+/* budgets less the step buffers at tp (saturating) */
+static void layout_budgets(const ts_config *c, const ts_plan_auto_params *ap, int32_t tp,
+                           int32_t world, const uint64_t *mem, uint64_t *out) {
+    uint64_t step = ap->n_batch > 0 ? ts_plan_step_bytes(c, tp, ap->n_batch, ap->plan.n_seq,
+                                                         ap->plan.row_align)
+                                    : 0;
+    for (int32_t r = 0; r < world; r++) out[r] = mem[r] > step ? mem[r] - step : 0;
+}
+
+/* Does (tp, pp) on these budgets hold n_ctx? */
+static bool fits(const ts_config *c, ts_plan_params p, int32_t world, int32_t tp, int32_t pp,
+                 const uint64_t *budget, int32_t n_ctx, ts_plan *scratch) {
+    p.world = world;
+    p.tp = tp;
+    p.pp = pp;
+    p.mem_bytes = budget;
+    p.n_ctx = n_ctx;
+    return ts_plan_make(c, &p, scratch) == TS_OK;
+}
+
+/* The largest context in [1, hi] that (tp, pp) holds; 0 if none (the planner's monotone in
+ * the context: more positions never need less memory). */
+static int32_t max_context(const ts_config *c, const ts_plan_params *base, int32_t world,
+                           int32_t tp, int32_t pp, const uint64_t *budget, int32_t hi,
+                           ts_plan *scratch) {
+    if (!fits(c, *base, world, tp, pp, budget, 1, scratch)) return 0;
+    if (fits(c, *base, world, tp, pp, budget, hi, scratch)) return hi;
+    int32_t lo = 1; /* lo fits, hi does not */
+    while (hi - lo > 1) {
+        int32_t mid = lo + (hi - lo) / 2;
+        if (fits(c, *base, world, tp, pp, budget, mid, scratch))
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void sappend(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void sappend(char *buf, size_t cap, const char *fmt, ...) {
+    size_t n = strlen(buf);
+    if (n + 1 >= cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + n, cap - n, fmt, ap);
+    va_end(ap);
+}
+
+/* The smallest layout (tp, pp) of `world` ranks with every budget `each` that holds n_ctx;
+ * false if none. */
+static bool uniform_fits(const ts_config *c, const ts_plan_auto_params *ap, int32_t world,
+                         uint64_t each, int32_t n_ctx, int32_t *tp_out, ts_plan *scratch) {
+    uint64_t b[TS_PLAN_MAX_RANKS];
+    for (int32_t tp = 1; tp <= world; tp++) {
+        if (world % tp || c->n_head_kv % (uint32_t)tp) continue;
+        if (ap->plan.tp > 0 && tp != ap->plan.tp) continue; /* a fixed tp stays */
+        uint64_t e[1] = {each};
+        layout_budgets(c, ap, tp, 1, e, e);
+        for (int32_t r = 0; r < world; r++) b[r] = e[0];
+        if (fits(c, ap->plan, world, tp, world / tp, b, n_ctx, scratch)) {
+            *tp_out = tp;
+            return true;
+        }
+    }
+    return false;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+ts_status ts_plan_auto(const ts_config *c, const ts_plan_auto_params *ap,
+                       ts_plan_auto_result *out) {
+    memset(out, 0, sizeof *out);
+    if (!c || !ap || !ap->plan.mem_bytes)
+        return TS_FAIL(TS_INVAL, "plan auto: NULL config, parameters or budgets");
+    const ts_plan_params *bp = &ap->plan;
+    const int32_t world = bp->world, n_seq = bp->n_seq > 0 ? bp->n_seq : 1;
+    if (world < 1 || world > TS_PLAN_MAX_RANKS)
+        return TS_FAIL(TS_INVAL, "plan auto: world size %d outside [1, %d]", world,
+                       TS_PLAN_MAX_RANKS);
+    const int32_t want = bp->n_ctx > 0 ? bp->n_ctx : default_ctx(c);
+    int32_t hi = c->n_ctx_train > 0 ? (int32_t)c->n_ctx_train : want;
+    if (hi < want) hi = want;
+    out->n_ctx = want;
+    static _Thread_local ts_plan scratch; /* large: not on the stack */
+    uint64_t budget[TS_PLAN_MAX_RANKS];
+    int best = -1;
+    char sz[4][32];
+
+    for (int32_t tp = 1; tp <= world && out->n_layout < TS_PLAN_AUTO_MAX; tp++) {
+        if (world % tp) continue;
+        const int32_t pp = world / tp;
+        if ((bp->tp > 0 && tp != bp->tp) || (bp->pp > 0 && pp != bp->pp)) continue;
+        ts_plan_layout *L = &out->layout[out->n_layout++];
+        L->tp = tp;
+        L->pp = pp;
+        bool spans = false;
+        for (int32_t r = 1; ap->host && r < world; r++)
+            if (r % tp && ap->host[r] != ap->host[r - 1]) spans = true;
+        if (spans) {
+            snprintf(L->why, sizeof L->why, "a tensor-parallel group of %d ranks would span "
+                     "hosts", tp);
+            continue;
+        }
+        layout_budgets(c, ap, tp, world, bp->mem_bytes, budget);
+        L->max_ctx = max_context(c, bp, world, tp, pp, budget, hi, &scratch);
+        if (L->max_ctx >= want) {
+            if (best < 0 || L->max_ctx > out->layout[best].max_ctx) best = out->n_layout - 1;
+            continue;
+        }
+        /* the planner's reason at the requested context (strip its "plan: ") */
+        (void)fits(c, *bp, world, tp, pp, budget, want, &scratch);
+        const char *e = ts_last_error();
+        if (!strncmp(e, "plan: ", 6)) e += 6;
+        snprintf(L->why, sizeof L->why, "%s", e);
+    }
+
+    if (best >= 0) {
+        const ts_plan_layout *B = &out->layout[best];
+        out->tp = B->tp;
+        out->pp = B->pp;
+        out->max_ctx = B->max_ctx;
+        snprintf(out->desc, sizeof out->desc, "auto: tp %d x pp %d of %d rank%s (holds a "
+                 "context of up to %d x %d sequence%s; asked %d", B->tp, B->pp, world,
+                 world == 1 ? "" : "s", B->max_ctx, n_seq, n_seq == 1 ? "" : "s", want);
+        for (int32_t i = 0; i < out->n_layout; i++) {
+            const ts_plan_layout *L = &out->layout[i];
+            if (i == best) continue;
+            if (L->max_ctx >= want)
+                sappend(out->desc, sizeof out->desc, "; tp %d x pp %d: up to %d%s", L->tp,
+                        L->pp, L->max_ctx, L->max_ctx == B->max_ctx && L->tp > B->tp
+                                               ? " (a tie: fewer TP ranks win)" : "");
+            else
+                sappend(out->desc, sizeof out->desc, "; tp %d x pp %d: %s", L->tp, L->pp,
+                        L->why);
+        }
+        sappend(out->desc, sizeof out->desc, ")");
+        return TS_OK;
+    }
+
+    if (out->n_layout == 0) {
+        snprintf(out->desc, sizeof out->desc, "auto: no layout of %d rank%s has %s %d (tp x pp "
+                 "must be %d: tp and pp dividing it)", world, world == 1 ? "" : "s",
+                 bp->tp > 0 ? "tp" : "pp", bp->tp > 0 ? bp->tp : bp->pp, world);
+        return TS_FAIL(TS_INVAL, "%s", out->desc);
+    }
+    /* refused: why, and what would fit */
+    uint64_t total_have = 0, sorted[TS_PLAN_MAX_RANKS];
+    for (int32_t r = 0; r < world; r++) {
+        total_have += bp->mem_bytes[r];
+        sorted[r] = bp->mem_bytes[r];
+    }
+    qsort(sorted, (size_t)world, sizeof sorted[0], cmp_u64);
+    int ctx_best = -1; /* the layout holding the most context below the request */
+    for (int32_t i = 0; i < out->n_layout; i++)
+        if (out->layout[i].max_ctx > 0 &&
+            (ctx_best < 0 || out->layout[i].max_ctx > out->layout[ctx_best].max_ctx))
+            ctx_best = i;
+    /* what the whole model needs at the requested context (one rank, no budgets) */
+    ts_plan_params one = *bp;
+    one.world = 1;
+    one.tp = 1;
+    one.pp = 1;
+    one.mem_bytes = NULL;
+    one.n_ctx = want;
+    uint64_t need_w = 0, need_kv = 0;
+    if (ts_plan_make(c, &one, &scratch) == TS_OK) {
+        need_w = scratch.rank[0].weight_bytes;
+        need_kv = scratch.rank[0].kv_bytes;
+    }
+    char *d = out->desc;
+    const size_t cap = sizeof out->desc;
+    snprintf(d, cap, "auto: no layout of %d rank%s holds the %s for a context of %d x %d "
+             "sequence%s: it needs about %s (weights %s + KV %s) in all, the ranks have %s",
+             world, world == 1 ? "" : "s", ctx_best >= 0 ? "model" : "weights", want, n_seq,
+             n_seq == 1 ? "" : "s", hsize(need_w + need_kv, sz[0], sizeof sz[0]),
+             hsize(need_w, sz[1], sizeof sz[1]), hsize(need_kv, sz[2], sizeof sz[2]),
+             hsize(total_have, sz[3], sizeof sz[3]));
+    if (world > 1) {
+        if (sorted[0] == sorted[world - 1]) {
+            sappend(d, cap, " (%d x %s)", world, hsize(sorted[0], sz[0], sizeof sz[0]));
+        } else if (world <= 8) {
+            sappend(d, cap, " (");
+            for (int32_t r = 0; r < world; r++)
+                sappend(d, cap, "%s%s", r ? ", " : "", hsize(bp->mem_bytes[r], sz[0], sizeof sz[0]));
+            sappend(d, cap, ")");
+        } else {
+            sappend(d, cap, " (%s to %s)", hsize(sorted[0], sz[0], sizeof sz[0]),
+                    hsize(sorted[world - 1], sz[1], sizeof sz[1]));
+        }
+    }
+    if (ap->n_batch > 0)
+        sappend(d, cap, " before their step buffers (%s each at tp 1)",
+                hsize(ts_plan_step_bytes(c, 1, ap->n_batch, n_seq, bp->row_align), sz[0],
+                      sizeof sz[0]));
+    /* the step buffers alone take every budget (at the layout with the smallest ones) */
+    uint64_t step_min = 0;
+    for (int32_t i = 0; i < out->n_layout && ap->n_batch > 0; i++) {
+        uint64_t s = ts_plan_step_bytes(c, out->layout[i].tp, ap->n_batch, n_seq,
+                                        bp->row_align);
+        if (i == 0 || s < step_min) step_min = s;
+    }
+    if (step_min && sorted[world - 1] <= step_min) {
+        sappend(d, cap, ". The step buffers for a batch of %d tokens alone need at least %s "
+                "per rank: use a smaller batch (--batch) or more memory", ap->n_batch,
+                hsize(step_min, sz[0], sizeof sz[0]));
+        return TS_FAIL(TS_INVAL, "%s", d);
+    }
+    if (ctx_best >= 0)
+        sappend(d, cap, ". The most context any layout holds is %d (tp %d x pp %d): ask for "
+                "that (--ctx %d%s), or add memory or ranks", out->layout[ctx_best].max_ctx,
+                out->layout[ctx_best].tp, out->layout[ctx_best].pp,
+                out->layout[ctx_best].max_ctx, n_seq > 1 ? ", or fewer sequences" : "");
+    /* one rank far below the others: would the rest hold it? */
+    int32_t tp_fit = 0;
+    if (world > 1 && sorted[0] < sorted[world - 1] / 2) {
+        uint64_t rest[TS_PLAN_MAX_RANKS];
+        int32_t n = 0, small = 0;
+        for (int32_t r = 0; r < world; r++)
+            if (bp->mem_bytes[r] < bp->mem_bytes[small]) small = r;
+        for (int32_t r = 0; r < world; r++)
+            if (r != small) rest[n++] = bp->mem_bytes[r];
+        for (int32_t tp = 1; tp <= n && !tp_fit; tp++) {
+            if (n % tp) continue;
+            uint64_t b2[TS_PLAN_MAX_RANKS];
+            layout_budgets(c, ap, tp, n, rest, b2);
+            if (fits(c, *bp, n, tp, n / tp, b2, want, &scratch)) tp_fit = tp;
+        }
+        if (tp_fit)
+            sappend(d, cap, ". Rank %d (%s) is too small: the other %d rank%s alone would "
+                    "hold it (tp %d x pp %d); leave it out or give it more memory", small,
+                    hsize(bp->mem_bytes[small], sz[0], sizeof sz[0]), n, n == 1 ? "" : "s",
+                    tp_fit, n / tp_fit);
+    }
+    if (!tp_fit && ctx_best < 0) {
+        /* how many ranks of the typical budget (the lower median) would hold it */
+        const uint64_t each = sorted[(world - 1) / 2];
+        int32_t k = 0, ktp = 0;
+        for (int32_t n = world + 1; n <= TS_PLAN_MAX_RANKS && !k && each > 0; n++)
+            if (uniform_fits(c, ap, n, each, want, &ktp, &scratch)) k = n;
+        if (k)
+            sappend(d, cap, ". %d ranks of %s would (tp %d x pp %d)", k,
+                    hsize(each, sz[0], sizeof sz[0]), ktp, k / ktp);
+        else
+            sappend(d, cap, ". Even %d ranks of %s would not: more memory per rank is needed",
+                    TS_PLAN_MAX_RANKS, hsize(each, sz[0], sizeof sz[0]));
+    }
+    sappend(d, cap, ". Layouts:");
+    for (int32_t i = 0; i < out->n_layout; i++) {
+        const ts_plan_layout *L = &out->layout[i];
+        if (L->max_ctx > 0)
+            sappend(d, cap, " tp %d x pp %d holds up to %d;", L->tp, L->pp, L->max_ctx);
+        else
+            sappend(d, cap, " tp %d x pp %d: %s;", L->tp, L->pp, L->why);
+    }
+    size_t n = strlen(d);
+    if (n && d[n - 1] == ';') d[n - 1] = '\0';
+    return TS_FAIL(TS_INVAL, "%s", d);
 }

@@ -78,6 +78,48 @@ typedef struct ts_plan_params {
 
 ts_status ts_plan_make(const ts_config *c, const ts_plan_params *p, ts_plan *out);
 
+/* Upper bound of a rank's step buffers (activations of n_batch tokens, logit rows) at tp,
+ * as the engine allocates them: what a --gpu-mem-limit budget loses before the plan
+ * (which counts weights and KV) gets it. row_align 0: 32. */
+uint64_t ts_plan_step_bytes(const ts_config *c, int32_t tp, int32_t n_batch, int32_t n_seq,
+                            uint32_t row_align);
+
+/* The automatic layout (`--tp auto`, docs/distributed.md). For every tp x pp = world (only
+ * those matching a tp / pp fixed in plan.tp / plan.pp, 0 = free) the largest context per
+ * sequence (<= the model's training context) whose plan fits the per-rank budgets
+ * plan.mem_bytes (required), each budget first less ts_plan_step_bytes at that tp when
+ * n_batch > 0. The choice: among the layouts that hold the requested context (plan.n_ctx;
+ * 0 = min(training context, 8192)) for plan.n_seq sequences, the one that holds the most,
+ * ties to fewer TP ranks (less traffic per layer). A TP group (consecutive ranks) never
+ * spans hosts: host[r] names rank r's host (equal ids: one host; NULL: all on one host).
+ * None fits: TS_INVAL, the message (also in out->desc) says why and what would fit (the
+ * context that fits, how many ranks of the typical budget would, or that one rank is too
+ * small). Pure: no I/O, no allocation. */
+#define TS_PLAN_AUTO_MAX 64
+typedef struct ts_plan_layout {
+    int32_t tp, pp;
+    int32_t max_ctx;           /* the largest context it holds; 0: not even one position */
+    char why[400];             /* when it does not hold the requested context: why */
+} ts_plan_layout;
+
+typedef struct ts_plan_auto_params {
+    ts_plan_params plan;       /* world, mem_bytes, n_ctx, n_seq, n_chunk, types, row_align;
+                                  tp / pp: 0 = free, else fixed */
+    const int32_t *host;       /* (world) host ids, or NULL */
+    int32_t n_batch;           /* > 0: deduct the step buffers from every budget */
+} ts_plan_auto_params;
+
+typedef struct ts_plan_auto_result {
+    int32_t tp, pp;            /* the choice; 0 when none fits */
+    int32_t n_ctx;             /* the context it was chosen for (the requested one) */
+    int32_t max_ctx;           /* the most the choice holds */
+    int32_t n_layout;
+    ts_plan_layout layout[TS_PLAN_AUTO_MAX];
+    char desc[4096];           /* why this layout ("auto: tp 1 x pp 2 ..."), or the refusal */
+} ts_plan_auto_result;
+
+ts_status ts_plan_auto(const ts_config *c, const ts_plan_auto_params *p, ts_plan_auto_result *out);
+
 /* Bytes of n elements of a GGUF type (block-rounded estimate; F32 for unknown ids). */
 uint64_t ts_plan_type_bytes(uint32_t type, uint64_t n);
 

@@ -57,6 +57,15 @@ struct ts_transport_i {
      * TS_TIMEOUT naming this rank and the last operation enqueued. */
     ts_status (*bind_stream)(ts_transport *t, void *stream);
     ts_status (*fence)(ts_transport *t);
+    /* Recorded steps (CUDA graphs), device transports that allow them (NULL otherwise).
+     * graph_ok: 1 if this rank's operations may be recorded into a graph of the bound
+     * compute stream now (NCCL: not while profiling or after an abort). graph_replayed: a
+     * recorded step holding n_ops operations (n_allreduce all-reduces, `bytes` payload) was
+     * launched again: counts them and makes the next fence wait for them with the deadline
+     * and the asynchronous-error polling. */
+    int (*graph_ok)(ts_transport *t);
+    void (*graph_replayed)(ts_transport *t, uint64_t n_ops, uint64_t n_allreduce,
+                           uint64_t bytes);
 };
 
 /* Communication counters (every transport keeps them; for benchmarks). */
@@ -101,17 +110,31 @@ ts_status ts_transport_mpi_open(int32_t tp, ts_transport **out);
  * checks each with a small warm-up operation. Errors name the rank, device and step. */
 ts_status ts_transport_nccl_open(int32_t tp, int device, ts_transport **out);
 
+/* Before any transport exists (daemon/dist.c: every rank's memory budget and host for
+ * `--tp auto`): these initialize MPI as ts_transport_mpi_open does unless it is already,
+ * and poll against the default deadline (TS_TIMEOUT naming the operation). allgather:
+ * `bytes` from every rank into all (world * bytes, by rank; TS_INVAL when world > cap)
+ * over the transports' world (MPI_COMM_WORLD, or the engine ranks after a rank was set aside,
+ * below), with this rank and the world size; bcast0: its rank 0's buf to every rank. finalize: ends
+ * MPI if this library started it and it is not finalized yet (a job ending before or
+ * without a transport; closing an MPI transport finalizes too). Only in ts_transport_mpi. */
+ts_status ts_transport_mpi_allgather(const void *mine, size_t bytes, void *all, int32_t cap,
+                                     int32_t *rank, int32_t *world);
+ts_status ts_transport_mpi_bcast0(void *buf, size_t bytes, const char *what);
 /* A rank set aside (tesserad's safety classifier rank; only in ts_transport_mpi):
  * ts_transport_mpi_init initializes MPI unless already initialized, asking for
  * MPI_THREAD_MULTIPLE (*multiple: whether given), and returns this process's rank and the
  * size of MPI_COMM_WORLD. ts_transport_mpi_set_aside (collective over MPI_COMM_WORLD)
  * splits world rank `aside` (> 0) off: transports opened afterwards span the other ranks
  * only (ranks renumbered in world order; world rank 0 stays rank 0), and world rank 0 and
- * `aside` share a communicator of their own (transport_mpi.h). ts_transport_mpi_finalize
- * frees those and finalizes MPI if ts_transport_mpi_init initialized it. */
+ * `aside` share a communicator of their own (transport_mpi.h). After
+ * ts_transport_mpi_init MPI outlives the transports (closing one, or
+ * ts_transport_mpi_finalize, does not finalize it): ts_transport_mpi_end frees those
+ * communicators and finalizes MPI (if this library started it). */
 ts_status ts_transport_mpi_init(int32_t *rank, int32_t *world, bool *multiple);
 ts_status ts_transport_mpi_set_aside(int32_t aside);
 void ts_transport_mpi_finalize(void);
+void ts_transport_mpi_end(void);
 
 /* True when this process was started by mpirun (Open MPI / PMIx environment). */
 int ts_transport_mpi_launched(void);

@@ -26,10 +26,10 @@
 #include "transport_mpi.h"
 
 /* ts_transport_mpi_set_aside: the engine ranks' communicator (MPI_COMM_NULL: the world)
- * and the side channel {world rank 0, the rank set aside}; whether ts_transport_mpi_init
- * initialized MPI (then ts_transport_mpi_finalize finalizes it). */
+ * and the side channel {world rank 0, the rank set aside}. g_shared: ts_transport_mpi_init
+ * ran, so MPI outlives the transports (only ts_transport_mpi_finalize finalizes it). */
 static MPI_Comm g_engine = MPI_COMM_NULL, g_side = MPI_COMM_NULL;
-static bool g_own_init;
+static bool g_shared;
 
 MPI_Comm ts_transport_mpi_engine_world(void) {
     return g_engine != MPI_COMM_NULL ? g_engine : MPI_COMM_WORLD;
@@ -202,22 +202,86 @@ static const struct ts_transport_i mpi_dev_ops = {
     .bind_stream = m_bind, .fence = m_fence,
 };
 
-ts_status ts_transport_mpi_open(int32_t tp, ts_transport **out) {
-    *out = NULL;
-    int inited = 0, provided = 0, rc;
+/* True once this library initialized MPI (then it also finalizes it: the transport's close
+ * or ts_transport_mpi_finalize). */
+static bool g_own_init;
+
+/* MPI_Init_thread unless MPI is initialized already (by this library or the program). */
+static ts_status mpi_init(void) {
+    int inited = 0, provided = 0, fin = 0;
+    MPI_Finalized(&fin);
+    if (fin) return TS_FAIL(TS_MPI, "MPI was already finalized");
     MPI_Initialized(&inited);
-    bool own = false;
     if (!inited) {
         /* serialized: tesserad's rank 0 loads the engine on its main thread and steps it
          * on the scheduler thread (never two at once) */
-        rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
+        int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
         if (rc != MPI_SUCCESS) return TS_FAIL(TS_MPI, "MPI_Init_thread failed (%d)", rc);
-        own = true;
+        g_own_init = true;
         if (provided < MPI_THREAD_SERIALIZED)
             TS_LOG_WARN("this MPI library gives thread level %d only (serialized wanted): "
                         "a daemon's distributed engine may misbehave", provided);
     }
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    return TS_OK;
+}
+
+void ts_transport_mpi_finalize(void) {
+    int inited = 0, fin = 0;
+    MPI_Initialized(&inited);
+    MPI_Finalized(&fin);
+    if (g_shared) return; /* MPI outlives the transports: ts_transport_mpi_end */
+    if (g_own_init && inited && !fin) MPI_Finalize();
+}
+
+void ts_transport_mpi_end(void) {
+    int inited = 0, fin = 0;
+    MPI_Initialized(&inited);
+    MPI_Finalized(&fin);
+    if (!inited || fin) return;
+    if (g_engine != MPI_COMM_NULL) MPI_Comm_free(&g_engine);
+    if (g_side != MPI_COMM_NULL) MPI_Comm_free(&g_side);
+    if (g_own_init) MPI_Finalize();
+}
+
+ts_status ts_transport_mpi_allgather(const void *mine, size_t bytes, void *all, int32_t cap,
+                                     int32_t *rank, int32_t *world) {
+    TS_TRY(mpi_init());
+    const MPI_Comm wc = ts_transport_mpi_engine_world(); /* the world, or the engine ranks */
+    int r = 0, w = 1;
+    MPI_Comm_rank(wc, &r);
+    MPI_Comm_size(wc, &w);
+    *rank = r;
+    *world = w;
+    if (w > cap) return TS_FAIL(TS_INVAL, "%d ranks: at most %d are supported", w, cap);
+    if (bytes > (size_t)INT_MAX) return TS_FAIL(TS_INVAL, "all-gather of %zu bytes", bytes);
+    ts_transport t = {.rank = r, .world = w, .timeout_s = ts_transport_default_timeout()};
+    MPI_Request req;
+    int rc = MPI_Iallgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, wc, &req);
+    if (rc != MPI_SUCCESS) return mpi_fail(rc, "all-gather of the ranks' memory", r);
+    return wait_req(&t, &req, "all-gather of the ranks' memory budgets (startup)");
+}
+
+ts_status ts_transport_mpi_bcast0(void *buf, size_t bytes, const char *what) {
+    TS_TRY(mpi_init());
+    const MPI_Comm wc = ts_transport_mpi_engine_world();
+    int r = 0;
+    MPI_Comm_rank(wc, &r);
+    if (bytes > (size_t)INT_MAX) return TS_FAIL(TS_INVAL, "broadcast of %zu bytes", bytes);
+    ts_transport t = {.rank = r, .timeout_s = ts_transport_default_timeout()};
+    char op[160];
+    snprintf(op, sizeof op, "broadcast of %s from rank 0", what);
+    MPI_Request req;
+    int rc = MPI_Ibcast(buf, (int)bytes, MPI_BYTE, 0, wc, &req);
+    if (rc != MPI_SUCCESS) return mpi_fail(rc, op, r);
+    return wait_req(&t, &req, op);
+}
+
+ts_status ts_transport_mpi_open(int32_t tp, ts_transport **out) {
+    *out = NULL;
+    int rc;
+    TS_TRY(mpi_init());
+    const bool own = g_own_init && !g_shared; /* closing it finalizes MPI */
     const MPI_Comm w = ts_transport_mpi_engine_world(); /* the world, or the engine ranks */
     int rank = 0, world = 1;
     MPI_Comm_rank(w, &rank);
@@ -279,6 +343,7 @@ ts_status ts_transport_mpi_init(int32_t *rank, int32_t *world, bool *multiple) {
     } else {
         MPI_Query_thread(&provided);
     }
+    g_shared = true;
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     int r = 0, n = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &r);
@@ -307,14 +372,4 @@ ts_status ts_transport_mpi_set_aside(int32_t aside) {
         g_engine = MPI_COMM_NULL;
     }
     return TS_OK;
-}
-
-void ts_transport_mpi_finalize(void) {
-    int fin = 0;
-    MPI_Finalized(&fin);
-    if (fin) return;
-    if (g_engine != MPI_COMM_NULL) MPI_Comm_free(&g_engine);
-    if (g_side != MPI_COMM_NULL) MPI_Comm_free(&g_side);
-    if (g_own_init) MPI_Finalize();
-    g_own_init = false;
 }

@@ -18,6 +18,10 @@
  *   communicator deadlock). Per operation: an event recorded on the compute stream is
  *   waited for by the communication stream, the NCCL call is enqueued there, and an event
  *   recorded after it is waited for by the compute stream. Nothing blocks the host.
+ * - Recorded steps: that fork / join through events is what CUDA stream capture follows,
+ *   so a tensor-parallel step recorded on the compute stream (engine.c, CUDA graphs)
+ *   records its all-reduces too (graph_ok); a replay is counted by graph_replayed and the
+ *   next fence waits for it with the deadline and the error polling like any operation.
  * - Deadline: fence records an event on the compute stream and polls it; while waiting it
  *   polls ncclCommGetAsyncError of both communicators. On an asynchronous error or after
  *   TESSERA_COMM_TIMEOUT seconds it aborts both communicators (ncclCommAbort) and fails,
@@ -57,6 +61,7 @@ typedef struct {
     bool profile, aborted, ev_ready;
     op_slot *ring;
     uint64_t n_enq, n_fenced; /* operations enqueued; enqueued before the last fence */
+    uint64_t replayed;        /* operations of recorded steps launched since the last fence */
 } nctx;
 
 static nctx *N(ts_transport *t) { return (nctx *)t->ctx; }
@@ -248,12 +253,19 @@ static ts_status n_fence(ts_transport *t) {
         return TS_FAIL(TS_UNAVAILABLE, "rank %d: the NCCL communicators were aborted after an "
                        "earlier failure", t->rank);
     if (!n->compute) return TS_OK;
-    if (n->n_enq == n->n_fenced) {
+    if (n->n_enq == n->n_fenced && !n->replayed) {
         /* no communication since the last fence: the backend's own sync suffices */
         return TS_OK;
     }
+    char what[160];
+    if (n->replayed)
+        snprintf(what, sizeof what, "a recorded step (CUDA graph) with %llu NCCL operations",
+                 (unsigned long long)n->replayed);
+    else
+        snprintf(what, sizeof what, "the compute stream (after communication)");
     CUT(cudaEventRecord(n->ev_fence, n->compute), "fence");
-    TS_TRY(wait_event(t, n->ev_fence, "the compute stream (after communication)"));
+    TS_TRY(wait_event(t, n->ev_fence, what));
+    n->replayed = 0;
     if (n->profile) {
         uint64_t from = n->n_fenced;
         if (n->n_enq - from > TS_NCCL_RING) from = n->n_enq - TS_NCCL_RING;
@@ -269,6 +281,24 @@ static ts_status n_fence(ts_transport *t) {
     }
     n->n_fenced = n->n_enq;
     return TS_OK;
+}
+
+/* Recording is safe: the operations of a captured region only enqueue work (op_begin /
+ * op_end fork the communication stream off the compute stream and join it back with
+ * events, which stream capture follows); NCCL records its kernels into the graph. Not with
+ * profiling (its timing events cannot be read from a replayed graph). */
+static int n_graph_ok(ts_transport *t) {
+    const nctx *n = N(t);
+    return n->compute && !n->profile && !n->aborted;
+}
+
+static void n_graph_replayed(ts_transport *t, uint64_t n_ops, uint64_t n_allreduce,
+                             uint64_t bytes) {
+    nctx *n = N(t);
+    n->replayed += n_ops;
+    t->stats.n_ops += n_ops;
+    t->stats.n_allreduce += n_allreduce;
+    t->stats.bytes += bytes;
 }
 
 static ts_status n_bind(ts_transport *t, void *stream) {
@@ -330,6 +360,7 @@ static const struct ts_transport_i nccl_ops = {
     .name = "nccl", .close = n_close, .send = n_send, .recv = n_recv,
     .allreduce_sum = n_allreduce, .bcast = n_bcast, .barrier = n_barrier, .abort = n_abort,
     .bind_stream = n_bind, .fence = n_fence,
+    .graph_ok = n_graph_ok, .graph_replayed = n_graph_replayed,
 };
 
 /* ---- open ---- */

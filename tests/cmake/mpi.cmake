@@ -61,6 +61,18 @@ add_test(NAME mpi_mem_limit
                  ${MPIEXEC_EXECUTABLE})
 set_tests_properties(mpi_mem_limit PROPERTIES LABELS "mpi" TIMEOUT 300 SKIP_RETURN_CODE 77)
 
+# The automatic plan (--tp auto): -np 2 / 4 and MPMD per-rank --gpu-mem-limit give the
+# same tokens as one rank with the printed (uneven) plan; refusals end every rank with the
+# message; bench and tesserad (config `tp = "auto";`) too.
+set(_auto_daemon "")
+if(TARGET tesserad)
+  set(_auto_daemon $<TARGET_FILE:tesserad>)
+endif()
+add_test(NAME mpi_auto_plan
+         COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/mpi/test_auto_plan.sh $<TARGET_FILE:tessera>
+                 ${MPIEXEC_EXECUTABLE} ${_auto_daemon})
+set_tests_properties(mpi_auto_plan PROPERTIES LABELS "mpi" TIMEOUT 300 SKIP_RETURN_CODE 77)
+
 # Two hosts in network namespaces joined by veth links (root only; skipped otherwise): the
 # same tokens as one rank for pp 2 and tp 2, and a cut link ends the job within seconds.
 add_test(NAME mpi_multihost

@@ -236,6 +236,234 @@ static void test_not_enough_memory(void **st) {
     assert_int_equal(ts_plan_make(&c, &p, &g_plan), TS_OK);
 }
 
+/* ---------------------------------------------------------------- ts_plan_auto */
+
+static ts_plan_auto_result g_auto; /* large */
+
+static ts_status autoplan(const ts_config *c, int32_t world, const uint64_t *mem,
+                          const int32_t *host, int32_t n_ctx, int32_t n_batch) {
+    ts_plan_auto_params ap = {.plan = {.world = world, .mem_bytes = mem, .n_ctx = n_ctx,
+                                       .weight_type = TS_TYPE_Q4_0},
+                              .host = host, .n_batch = n_batch};
+    return ts_plan_auto(c, &ap, &g_auto);
+}
+
+/* Every layout's max_ctx is exact: its plan fits at max_ctx and not one position more
+ * (below the training context), on the budgets less the step buffers. */
+static void check_maxima(const ts_config *c, int32_t world, const uint64_t *mem,
+                         int32_t n_batch) {
+    for (int32_t i = 0; i < g_auto.n_layout; i++) {
+        const ts_plan_layout *L = &g_auto.layout[i];
+        assert_int_equal(L->tp * L->pp, world);
+        uint64_t b[TS_PLAN_MAX_RANKS];
+        uint64_t step = n_batch ? ts_plan_step_bytes(c, L->tp, n_batch, 1, 32) : 0;
+        for (int32_t r = 0; r < world; r++) b[r] = mem[r] > step ? mem[r] - step : 0;
+        ts_plan_params p = {.world = world, .tp = L->tp, .pp = L->pp, .mem_bytes = b,
+                            .weight_type = TS_TYPE_Q4_0};
+        if (L->max_ctx > 0) {
+            p.n_ctx = L->max_ctx;
+            assert_int_equal(ts_plan_make(c, &p, &g_plan), TS_OK);
+            check_plan(c, &g_plan);
+        }
+        if (L->max_ctx < (int32_t)c->n_ctx_train && c->n_head_kv % (uint32_t)L->tp == 0) {
+            p.n_ctx = L->max_ctx + 1;
+            assert_int_equal(ts_plan_make(c, &p, &g_plan), TS_INVAL);
+        }
+    }
+}
+
+/* The chosen layout is the best: no layout holds more; a tie goes to fewer TP ranks. */
+static void check_choice(void) {
+    int32_t best_ctx = 0, best_tp = 0;
+    for (int32_t i = 0; i < g_auto.n_layout; i++)
+        if (g_auto.layout[i].max_ctx > best_ctx) {
+            best_ctx = g_auto.layout[i].max_ctx;
+            best_tp = g_auto.layout[i].tp;
+        }
+    assert_int_equal(g_auto.max_ctx, best_ctx);
+    assert_int_equal(g_auto.tp, best_tp);
+    assert_non_null(strstr(g_auto.desc, "auto: tp "));
+}
+
+static void test_auto_equal_budgets_all_sizes(void **st) {
+    (void)st;
+    ts_config cs[] = {m270m(), m1b(), m4b(), m12b(), m27b()};
+    /* plenty of memory: every layout holds the whole training context; fewest TP ranks */
+    for (size_t i = 0; i < 5; i++) {
+        uint64_t mem[4] = {80 * GiB, 80 * GiB, 80 * GiB, 80 * GiB};
+        for (int32_t world = 1; world <= 4; world *= 2) {
+            assert_int_equal(autoplan(&cs[i], world, mem, NULL, 0, 512), TS_OK);
+            assert_int_equal(g_auto.tp, 1);
+            assert_int_equal(g_auto.pp, world);
+            assert_int_equal(g_auto.max_ctx, 131072);
+            assert_int_equal(g_auto.n_ctx, 8192);
+            check_choice();
+            if (world > 1 && cs[i].n_head_kv > 1) assert_non_null(strstr(g_auto.desc, "a tie"));
+            if (cs[i].n_head_kv == 1 && world > 1)
+                assert_non_null(strstr(g_auto.desc, "does not divide")); /* tp 2: refused */
+        }
+    }
+    /* modest cards: 27B Q4_0 on 2 x 12 GiB: tp 1 x pp 2 holds more context than tp 2 (every
+     * TP rank holds token_embd and a vocabulary slice) */
+    ts_config c = m27b();
+    uint64_t mem[2] = {12 * GiB, 12 * GiB};
+    assert_int_equal(autoplan(&c, 2, mem, NULL, 0, 512), TS_OK);
+    check_maxima(&c, 2, mem, 512);
+    check_choice();
+    assert_int_equal(g_auto.tp, 1);
+    assert_int_equal(g_auto.pp, 2);
+    assert_true(g_auto.max_ctx > 32768 && g_auto.max_ctx < 131072);
+    assert_int_equal(g_auto.n_layout, 2);
+    assert_true(g_auto.layout[1].max_ctx > 8192 && g_auto.layout[1].max_ctx < g_auto.max_ctx);
+    /* the step buffers count: a larger batch leaves less context */
+    int32_t with512 = g_auto.max_ctx;
+    assert_int_equal(autoplan(&c, 2, mem, NULL, 0, 4096), TS_OK);
+    assert_true(g_auto.max_ctx < with512);
+    check_maxima(&c, 2, mem, 4096);
+    /* 12B on four 8 GiB cards */
+    ts_config c12 = m12b();
+    uint64_t m8[4] = {8 * GiB, 8 * GiB, 8 * GiB, 8 * GiB};
+    assert_int_equal(autoplan(&c12, 4, m8, NULL, 0, 512), TS_OK);
+    check_maxima(&c12, 4, m8, 512);
+    check_choice();
+    assert_int_equal(g_auto.n_layout, 3);
+}
+
+static void test_auto_two_to_one(void **st) {
+    (void)st;
+    ts_config cs[] = {m4b(), m12b(), m27b()};
+    for (size_t i = 0; i < 3; i++) {
+        const ts_config *c = &cs[i];
+        /* the first card twice the second: pp (a stage as big as its card) beats tp (every
+         * TP rank limited by the smaller card), and the first stage takes about 2/3 */
+        uint64_t mem[2] = {16 * GiB, 8 * GiB};
+        int32_t want = 8192;
+        assert_int_equal(autoplan(c, 2, mem, NULL, want, 512), TS_OK);
+        check_maxima(c, 2, mem, 512);
+        check_choice();
+        assert_int_equal(g_auto.tp, 1);
+        uint64_t b[2];
+        uint64_t step = ts_plan_step_bytes(c, 1, 512, 1, 32);
+        for (int r = 0; r < 2; r++) b[r] = mem[r] - step;
+        ts_plan_params p = {.world = 2, .tp = 1, .pp = 2, .mem_bytes = b, .n_ctx = want,
+                            .weight_type = TS_TYPE_Q4_0};
+        assert_int_equal(ts_plan_make(c, &p, &g_plan), TS_OK);
+        int32_t n0 = g_plan.rank[0].l1, L = (int32_t)c->n_layer;
+        assert_true(n0 * 100 > L * 55 && n0 * 100 < L * 80); /* between 55 % and 80 % */
+        /* swapped: the second stage takes more */
+        uint64_t sw[2] = {8 * GiB, 16 * GiB};
+        assert_int_equal(autoplan(c, 2, sw, NULL, want, 512), TS_OK);
+        check_choice();
+        b[0] = sw[0] - step;
+        b[1] = sw[1] - step;
+        assert_int_equal(ts_plan_make(c, &p, &g_plan), TS_OK);
+        assert_true(g_plan.rank[0].l1 * 2 < L);
+    }
+}
+
+static void test_auto_hosts(void **st) {
+    (void)st;
+    ts_config c = m27b();
+    uint64_t mem[4] = {10 * GiB, 10 * GiB, 10 * GiB, 10 * GiB};
+    /* two hosts of two ranks: tp 4 would span them; tp 1 and 2 are fine */
+    int32_t two[4] = {0, 0, 1, 1};
+    assert_int_equal(autoplan(&c, 4, mem, two, 0, 512), TS_OK);
+    assert_int_equal(g_auto.n_layout, 3);
+    assert_int_equal(g_auto.layout[2].tp, 4);
+    assert_int_equal(g_auto.layout[2].max_ctx, 0);
+    assert_non_null(strstr(g_auto.layout[2].why, "would span hosts"));
+    assert_true(g_auto.layout[1].max_ctx > 0);
+    check_choice();
+    /* every rank on its own host: only tp 1 */
+    int32_t four[4] = {0, 1, 2, 3};
+    assert_int_equal(autoplan(&c, 4, mem, four, 0, 512), TS_OK);
+    assert_int_equal(g_auto.tp, 1);
+    assert_int_equal(g_auto.layout[1].max_ctx, 0);
+    /* a fixed tp only considers that layout */
+    ts_plan_auto_params ap = {.plan = {.world = 4, .tp = 2, .mem_bytes = mem,
+                                       .weight_type = TS_TYPE_Q4_0},
+                              .n_batch = 512};
+    assert_int_equal(ts_plan_auto(&c, &ap, &g_auto), TS_OK);
+    assert_int_equal(g_auto.n_layout, 1);
+    assert_int_equal(g_auto.tp, 2);
+    assert_int_equal(g_auto.pp, 2);
+    ap.host = four;
+    assert_int_equal(ts_plan_auto(&c, &ap, &g_auto), TS_INVAL);
+    assert_non_null(strstr(ts_last_error(), "would span hosts"));
+    /* a fixed tp that does not divide the ranks */
+    ap.host = NULL;
+    ap.plan.world = 3;
+    assert_int_equal(ts_plan_auto(&c, &ap, &g_auto), TS_INVAL);
+    assert_non_null(strstr(ts_last_error(), "no layout of 3 ranks has tp 2"));
+}
+
+/* "K ranks of X would (tp T x pp P)": K ranks of X hold it and K - 1 do not. */
+static void check_ranks_hint(const ts_config *c, uint64_t each, int32_t n_ctx) {
+    const char *h = strstr(g_auto.desc, " ranks of ");
+    assert_non_null(h);
+    const char *k0 = h;
+    while (k0 > g_auto.desc && k0[-1] >= '0' && k0[-1] <= '9') k0--;
+    int32_t k = 0;
+    assert_int_equal(sscanf(k0, "%d", &k), 1);
+    assert_true(k > 1 && k <= TS_PLAN_MAX_RANKS);
+    static uint64_t m[TS_PLAN_MAX_RANKS];
+    for (int32_t r = 0; r < k; r++) m[r] = each;
+    static ts_plan_auto_result save;
+    save = g_auto;
+    assert_int_equal(autoplan(c, k, m, NULL, n_ctx, 512), TS_OK);
+    assert_int_equal(autoplan(c, k - 1, m, NULL, n_ctx, 512), TS_INVAL);
+    g_auto = save;
+}
+
+static void test_auto_refusals(void **st) {
+    (void)st;
+    ts_config c = m27b();
+    /* the weights do not fit two 6 GiB cards: says how much is needed and how many would */
+    uint64_t six[2] = {6 * GiB, 6 * GiB};
+    assert_int_equal(autoplan(&c, 2, six, NULL, 0, 512), TS_INVAL);
+    assert_int_equal(g_auto.tp, 0);
+    assert_non_null(strstr(ts_last_error(), "no layout of 2 ranks holds the weights"));
+    assert_non_null(strstr(g_auto.desc, "the ranks have 12.0 GiB (2 x 6.0 GiB)"));
+    assert_non_null(strstr(g_auto.desc, "weights 14.2 GiB"));
+    check_ranks_hint(&c, 6 * GiB, 8192);
+    /* the weights fit, the context asked for does not: the most context any layout holds */
+    uint64_t twelve[2] = {12 * GiB, 12 * GiB};
+    assert_int_equal(autoplan(&c, 2, twelve, NULL, 131072, 512), TS_INVAL);
+    assert_non_null(strstr(g_auto.desc, "no layout of 2 ranks holds the model for a context "
+                                        "of 131072"));
+    char want[96];
+    snprintf(want, sizeof want, "The most context any layout holds is %d (tp 1 x pp 2)",
+             g_auto.layout[0].max_ctx);
+    assert_non_null(strstr(g_auto.desc, want));
+    int32_t most = g_auto.layout[0].max_ctx;
+    assert_int_equal(autoplan(&c, 2, twelve, NULL, most, 512), TS_OK); /* which it does */
+    assert_int_equal(autoplan(&c, 2, twelve, NULL, most + 1, 512), TS_INVAL);
+    /* one card far too small (the last stage holds the LM head): the other two alone fit */
+    uint64_t one_small[3] = {16 * GiB, 16 * GiB, GiB / 10};
+    assert_int_equal(autoplan(&c, 3, one_small, NULL, 0, 512), TS_INVAL);
+    assert_non_null(strstr(g_auto.desc, "Rank 2 (102.4 MiB) is too small: the other 2 ranks "
+                                        "alone would hold it (tp 1 x pp 2)"));
+    assert_int_equal(autoplan(&c, 2, one_small, NULL, 0, 512), TS_OK);
+    /* the step buffers alone take the budgets */
+    uint64_t tiny[2] = {64ull << 20, 64ull << 20};
+    assert_int_equal(autoplan(&c, 2, tiny, NULL, 0, 512), TS_INVAL);
+    assert_non_null(strstr(g_auto.desc, "step buffers for a batch of 512 tokens alone"));
+    /* 270M on 100 MiB ranks: the first stage's token_embd (94 MiB at Q4_0) and the step
+     * buffers (8 MiB of logit rows) never fit one rank, however many there are */
+    ts_config s = m270m();
+    uint64_t small[3] = {100ull << 20, 100ull << 20, 100ull << 20};
+    assert_int_equal(autoplan(&s, 3, small, NULL, 0, 64), TS_INVAL);
+    assert_non_null(strstr(g_auto.desc, "no layout of 3 ranks holds the weights"));
+    assert_non_null(strstr(g_auto.desc, "more memory per rank is needed"));
+    /* at 128 MiB it fits one stage of embedding + layers: three ranks do */
+    uint64_t enough[3] = {128ull << 20, 128ull << 20, 128ull << 20};
+    assert_int_equal(autoplan(&s, 3, enough, NULL, 0, 64), TS_OK);
+    assert_int_equal(g_auto.pp, 3);
+    /* bad input */
+    assert_int_equal(autoplan(&c, 2, NULL, NULL, 0, 512), TS_INVAL);
+    assert_int_equal(autoplan(&c, 0, six, NULL, 0, 512), TS_INVAL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_all_sizes_valid_shapes),
@@ -248,6 +476,10 @@ int main(void) {
         cmocka_unit_test(test_mixed_memory_uneven_stages),
         cmocka_unit_test(test_global_layers_count_full_context),
         cmocka_unit_test(test_not_enough_memory),
+        cmocka_unit_test(test_auto_equal_budgets_all_sizes),
+        cmocka_unit_test(test_auto_two_to_one),
+        cmocka_unit_test(test_auto_hosts),
+        cmocka_unit_test(test_auto_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
