@@ -124,9 +124,12 @@ ts_status ts_safety_remote_open(int32_t rank, int timeout_s, ts_safety_remote **
         st = TS_FAIL(TS_MPI, "waiting for the safety rank %d", rank);
     else
         st = poll_all(&rq, 1, LOAD_TIMEOUT_S, "waiting for the safety rank", &done);
-    if (st == TS_OK && !done)
+    if (st == TS_OK && !done) {
+        MPI_Cancel(&rq); /* m is on this stack: the receive must not outlive it */
+        MPI_Wait(&rq, MPI_STATUS_IGNORE);
         st = TS_FAIL(TS_TIMEOUT, "the safety classifier on rank %d did not report within %.0f s "
                      "of loading", rank, LOAD_TIMEOUT_S);
+    }
     if (st == TS_OK && m.code != TS_OK) {
         m.msg[sizeof m.msg - 1] = '\0';
         st = TS_FAIL(TS_UNAVAILABLE, "rank %d: %s", rank, m.msg);
@@ -188,6 +191,7 @@ ts_status ts_safety_remote_score(ts_safety_remote *r, const uint8_t *img, size_t
     memset(&r->rep, 0, sizeof r->rep);
     r->buf = buf;
     r->t0 = now_s();
+    r->rq[0] = r->rq[1] = r->rq[2] = MPI_REQUEST_NULL; /* a failed post leaves the rest null */
     if (MPI_Isend(&r->hdr, (int)sizeof r->hdr, MPI_BYTE, 1, TAG_REQ, r->comm, &r->rq[0]) !=
             MPI_SUCCESS ||
         MPI_Isend(buf, (int)total, MPI_BYTE, 1, TAG_DATA, r->comm, &r->rq[1]) != MPI_SUCCESS ||
