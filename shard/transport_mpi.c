@@ -2,7 +2,8 @@
  * control plane.
  *
  * DESIGN
- * Three communicators, all with MPI_ERRORS_RETURN: a duplicate of MPI_COMM_WORLD (step
+ * Three communicators, all with MPI_ERRORS_RETURN: a duplicate of the world (MPI_COMM_WORLD, or
+ * the engine ranks once ts_transport_mpi_set_aside set a rank apart; transport_mpi.h) (step
  * descriptor broadcast, barrier), the TP group of this stage (MPI_Comm_split by stage;
  * all-reduce) and the pipeline column (split by TP rank, ranked by stage; activations
  * stage -> stage + 1 and logits last stage -> rank 0). No blocking MPI call is used: each
