@@ -892,7 +892,7 @@ static ts_status forward(ts_engine *e, const ts_batch *bt, bool want_ids, float 
 }
 
 /* A recorded step (backend graph_begin / graph_end, CUDA graphs): single rank, no hook, at
- * most GRAPH_MAX_TOK tokens and one chunk of logit rows. The region from the embedding to
+ * most GRAPH_MAX_TOK tokens, no image rows, and one chunk of logit rows. The region from the embedding to
  * the LM head is recorded once per (n_tok, flags) and replayed; its per-step inputs (ids,
  * positions, the KV table) are uploaded before it. */
 enum { GRAPH_MAX_TOK = 64 };
@@ -900,7 +900,8 @@ static bool graphable(const ts_engine *e, const ts_batch *bt, int64_t *n_want) {
     const ts_backend_ops *ops = e->b->ops;
     if (!ops->graph_begin || !ops->graph_end || !ops->step_tokens || !ops->step_begin ||
         (e->tr && e->tr->world > 1) || e->p.hook || !e->me->lm_head || e->me->stage != 0 ||
-        bt->n_tokens > GRAPH_MAX_TOK || ops->graph_begin(e->b, NULL, 0) < 0)
+        bt->n_tokens > GRAPH_MAX_TOK || bt->embd || bt->attn_hi || /* image rows: host data */
+        ops->graph_begin(e->b, NULL, 0) < 0)
         return false;
     int64_t n = 0;
     for (int32_t i = 0; i < bt->n_tokens; i++)
