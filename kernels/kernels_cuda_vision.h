@@ -46,6 +46,14 @@ ts_status ts_k_vit_attention_cuda(const float *q, const float *k, const float *v
 ts_status ts_k_avgpool_cuda(const float *x, int32_t side, int32_t k, int64_t d, float *out,
                             cudaStream_t stream);
 
+/* y (n, rows) = x (n, cols) . W^T, W (rows, cols) row-major fp32, on TF32 tensor cores with
+ * fp32 accumulation (inputs rounded to TF32: 10-bit mantissa, so ~5e-4 relative per
+ * product). cols % 4 == 0, x and W 16-byte aligned. _supports: the current device is sm_80+
+ * and cols % 4 == 0. */
+int ts_k_linear_tf32_cuda_supports(int64_t cols);
+ts_status ts_k_linear_tf32_cuda(const float *x, const float *w, int64_t n, int64_t rows,
+                                int64_t cols, float *y, cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

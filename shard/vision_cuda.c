@@ -4,12 +4,16 @@
  *   per layer: LayerNorm, q / k / v matmuls + bias, ts_k_vit_attention_cuda (full,
  *   non-causal), out_proj + bias, residual add, LayerNorm, fc1 + bias + GELU (tanh), fc2 +
  *   bias, residual add; post LayerNorm; k x k average pooling; RMSNorm (1 + w folded in at
- *   load); projection. Everything fp32 (weights and activations), so the result agrees
- *   with the CPU path to fp32 rounding (tests/gpu/test_cuda_vision.c states the tolerance).
+ *   load); projection. Weights and activations fp32; the matmuls of more than 8 tokens run
+ *   on TF32 tensor cores (sm_80+, fp32 accumulation; ts_k_linear_tf32_cuda) unless
+ *   TESSERA_CUDA_GEMM=fp32 (as for the text backend's prefill) selects the exact fp32
+ *   kernel (ts_k_matmul_cuda), which agrees with the CPU to fp32 rounding.
+ *   tests/gpu/test_cuda_vision.c states both tolerances.
  */
 #include "vision_cuda.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cuda_runtime_api.h>
@@ -17,6 +21,7 @@
 #include "alloc.h"
 #include "kernels_cuda.h"
 #include "kernels_cuda_vision.h"
+#include "log.h"
 #include "quant.h"
 
 #define CU(call)                                                                           \
@@ -36,6 +41,7 @@ struct ts_vision_cuda {
     int device;
     cudaStream_t st;
     size_t bytes;
+    bool tf32; /* matmuls of more than 8 tokens on TF32 tensor cores */
     /* device weights */
     float *patch_w, *patch_b, *pos, *post_w, *post_b, *norm_w, *proj;
     ts_vision_layer_w *L;
@@ -102,6 +108,8 @@ ts_status ts_vision_cuda_create(const ts_vision_config *c, const ts_vision_weigh
     if (!g) return TS_FAIL(TS_NOMEM, "vision on CUDA");
     g->c = *c;
     g->device = device;
+    const char *gemm = getenv("TESSERA_CUDA_GEMM");
+    g->tf32 = !(gemm && !strcmp(gemm, "fp32")) && ts_k_linear_tf32_cuda_supports(4);
     ts_status rc = TS_OK;
     if (cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking) != cudaSuccess) {
         (void)cudaGetLastError();
@@ -147,6 +155,9 @@ ts_status ts_vision_cuda_create(const ts_vision_config *c, const ts_vision_weigh
         TS_TRY_GOTO(dalloc(g, (size_t)c->n_tokens * D, &g->pooled), rc, fail);
         TS_TRY_GOTO(dalloc(g, (size_t)c->n_tokens * (size_t)c->proj_dim, &g->embd), rc, fail);
     }
+    TS_LOG_INFO("vision on CUDA device %d: %.1f MiB, matmuls %s", device,
+                (double)g->bytes / 1048576.0,
+                g->tf32 ? "on TF32 tensor cores (TESSERA_CUDA_GEMM=fp32: exact fp32)" : "fp32");
     *out = g;
     return TS_OK;
 fail:
@@ -159,8 +170,11 @@ size_t ts_vision_cuda_bytes(const ts_vision_cuda *g) { return g ? g->bytes : 0; 
 /* y (n, rows) = x (n, cols) . W^T (+ b, GELU) */
 static ts_status linear(ts_vision_cuda *g, float *y, const float *W, const float *b,
                         int64_t rows, int64_t cols, const float *x, int64_t n, int gelu) {
-    TS_TRY(ts_k_matmul_cuda(TS_TYPE_F32, W, sizeof(float) * (size_t)cols, rows, cols, x, n, y,
-                            g->st));
+    if (g->tf32 && n > 8 && cols % 4 == 0)
+        TS_TRY(ts_k_linear_tf32_cuda(x, W, n, rows, cols, y, g->st));
+    else
+        TS_TRY(ts_k_matmul_cuda(TS_TYPE_F32, W, sizeof(float) * (size_t)cols, rows, cols, x, n,
+                                y, g->st));
     if (b || gelu) TS_TRY(ts_k_bias_act_cuda(y, b, n, rows, gelu, g->st));
     return TS_OK;
 }

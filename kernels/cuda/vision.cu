@@ -12,8 +12,14 @@
  *    (online softmax: running max m, sum l per row), and for the weighted sum of values
  *    lane owns output dims lane + 32 i, the probabilities are broadcast with shuffles.
  *  - avgpool: one thread per output element, k x k sum in a fixed order / (k * k).
+ *  - linear_tf32 (sm_80+): y (n, rows) = x (n, cols) . W^T on TF32 tensor cores (WMMA
+ *    m16n16k8, fp32 accumulation). Block 128 tokens x 128 rows, 8 warps of 64 x 32, K in
+ *    steps of 32 staged in shared memory (rounded to TF32 there; tails zero-filled);
+ *    the accumulators go out through a per-warp 16 x 16 staging tile (edges masked).
  */
 #include <math.h>
+
+#include <mma.h>
 
 #include "common.cuh"
 #include "kernels_cuda_vision.h"
@@ -232,7 +238,100 @@ ts_status launch_va(const float *q, const float *k, const float *v, float *out, 
     return launched("vit attention");
 }
 
+constexpr int TF_BM = 128, TF_BN = 128, TF_BK = 32, TF_LD = TF_BK + 4;
+
+__global__ void __launch_bounds__(256)
+    k_linear_tf32(const float *__restrict__ x, const float *__restrict__ w, float *__restrict__ y,
+                  int64_t n, int64_t rows, int64_t cols) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    using namespace nvcuda;
+    __shared__ __align__(32) float As[TF_BM * TF_LD]; /* x tile: token-major, k fastest */
+    __shared__ __align__(32) float Bs[TF_BN * TF_LD]; /* W tile: row-major, k fastest */
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int64_t m0 = (int64_t)blockIdx.y * TF_BM, n0 = (int64_t)blockIdx.x * TF_BN;
+    const int wm = (warp >> 2) * 64, wn = (warp & 3) * 32; /* warp tile in the block */
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[4][2];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.0f);
+    for (int64_t k0 = 0; k0 < cols; k0 += TF_BK) {
+        /* 128 x 32 of each: 1024 float4 per tile, 4 per thread (cols % 4 == 0) */
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int e = tid + i * 256, r = e >> 3, kq = (e & 7) * 4;
+            const int64_t k = k0 + kq;
+            const int64_t t = m0 + r, o = n0 + r;
+            float4 va = make_float4(0.f, 0.f, 0.f, 0.f), vb = va;
+            if (k < cols) {
+                if (t < n) va = *(const float4 *)(x + t * cols + k);
+                if (o < rows) vb = __ldg((const float4 *)(w + o * cols + k));
+            }
+            float *pa = As + r * TF_LD + kq, *pb = Bs + r * TF_LD + kq;
+            pa[0] = wmma::__float_to_tf32(va.x), pa[1] = wmma::__float_to_tf32(va.y);
+            pa[2] = wmma::__float_to_tf32(va.z), pa[3] = wmma::__float_to_tf32(va.w);
+            pb[0] = wmma::__float_to_tf32(vb.x), pb[1] = wmma::__float_to_tf32(vb.y);
+            pb[2] = wmma::__float_to_tf32(vb.z), pb[3] = wmma::__float_to_tf32(vb.w);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < TF_BK; kk += 8) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa[4];
+            wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fb[2];
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                wmma::load_matrix_sync(fa[i], As + (wm + 16 * i) * TF_LD + kk, TF_LD);
+#pragma unroll
+            for (int j = 0; j < 2; j++)
+                wmma::load_matrix_sync(fb[j], Bs + (wn + 16 * j) * TF_LD + kk, TF_LD);
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 2; j++) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+    float *st = As + warp * 256; /* 16 x 16 staging per warp (the tiles are free now) */
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            wmma::store_matrix_sync(st, acc[i][j], 16, wmma::mem_row_major);
+            __syncwarp();
+            for (int e = lane; e < 256; e += 32) {
+                const int64_t t = m0 + wm + 16 * i + e / 16, o = n0 + wn + 16 * j + e % 16;
+                if (t < n && o < rows) y[t * rows + o] = st[e];
+            }
+            __syncwarp();
+        }
+#endif
+}
+
 } // namespace
+
+extern "C" int ts_k_linear_tf32_cuda_supports(int64_t cols) {
+    int dev = 0, major = 0;
+    if (cols <= 0 || cols % 4 || cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return major >= 8;
+}
+
+extern "C" ts_status ts_k_linear_tf32_cuda(const float *x, const float *w, int64_t n,
+                                           int64_t rows, int64_t cols, float *y,
+                                           cudaStream_t stream) {
+    if (n < 0 || rows <= 0 || cols <= 0 || cols % 4 || !x || !w || !y ||
+        (n + TF_BM - 1) / TF_BM > 65535 || (rows + TF_BN - 1) / TF_BN > 0x7fffffff ||
+        ((uintptr_t)x % 16) || ((uintptr_t)w % 16))
+        return TS_FAIL(TS_INVAL, "tf32 linear: n %lld rows %lld cols %lld", (long long)n,
+                       (long long)rows, (long long)cols);
+    if (n == 0) return TS_OK;
+    dim3 grid((unsigned)((rows + TF_BN - 1) / TF_BN), (unsigned)((n + TF_BM - 1) / TF_BM));
+    k_linear_tf32<<<grid, 256, 0, stream>>>(x, w, y, n, rows, cols);
+    return launched("tf32 linear");
+}
 
 extern "C" ts_status ts_k_im2col_cuda(const float *pixels, int32_t side, int32_t patch,
                                       float *cols, cudaStream_t stream) {
