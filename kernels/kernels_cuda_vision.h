@@ -51,6 +51,13 @@ ts_status ts_k_avgpool_cuda(const float *x, int32_t side, int32_t k, int64_t d, 
  * product). cols % 4 == 0, x and W 16-byte aligned. _supports: the current device is sm_80+
  * and cols % 4 == 0. */
 int ts_k_linear_tf32_cuda_supports(int64_t cols);
+/* ts_k_vit_attention_cuda on TF32 tensor cores (sm_80+ only: the caller checks with
+ * ts_k_linear_tf32_cuda_supports): Q K^T and P V with TF32 inputs (Q pre-scaled, P
+ * normalized before rounding), fp32 accumulation and softmax; two passes over the keys
+ * (statistics, then output). head_dim <= 128. */
+ts_status ts_k_vit_attention_tf32_cuda(const float *q, const float *k, const float *v,
+                                       float *out, int64_t n, int32_t n_head, int32_t head_dim,
+                                       float scale, cudaStream_t stream);
 ts_status ts_k_linear_tf32_cuda(const float *x, const float *w, int64_t n, int64_t rows,
                                 int64_t cols, float *y, cudaStream_t stream);
 

@@ -161,7 +161,11 @@ if [ -n "$mkvis" ]; then
     step "vision: tessera safety --bench --backend cuda (random ShieldGemma 2: 4B q4_0 + SigLIP so400m)"
     if wait "$mkvis"; then
         cat "$LOG/mkmodel-vision.txt"
-        # the synthetic vocabulary has the image markers but no Yes / No: --ids names them
+        "$B/tests/bench_cuda_vision" 10 2>&1 | tee "$LOG/bench-vision-kernels.txt" ||
+            record FAIL "bench_cuda_vision ran"
+        # the synthetic vocabulary has the image markers but no Yes / No: --ids names them;
+        # PNG / WebP inputs: the carried .gpudeps libjpeg (62) may not match the machine's
+        # jpeglib.h (80), which fails every JPEG
         if "$TS" safety --bench "${GPU_CHECK_VISION_ROUNDS:-10}" -m "$M/sg4b-q4_0.gguf" \
             --vision "$M/sg4b-mmproj.gguf" --backend cuda --ids 255999,256000,0,1000,1001 \
             tests/fixtures/image/rgb_37x23.png tests/fixtures/image/lossy_45x31.webp 2>&1 |

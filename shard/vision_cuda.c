@@ -4,10 +4,11 @@
  *   per layer: LayerNorm, q / k / v matmuls + bias, ts_k_vit_attention_cuda (full,
  *   non-causal), out_proj + bias, residual add, LayerNorm, fc1 + bias + GELU (tanh), fc2 +
  *   bias, residual add; post LayerNorm; k x k average pooling; RMSNorm (1 + w folded in at
- *   load); projection. Weights and activations fp32; the matmuls of more than 8 tokens run
- *   on TF32 tensor cores (sm_80+, fp32 accumulation; ts_k_linear_tf32_cuda) unless
- *   TESSERA_CUDA_GEMM=fp32 (as for the text backend's prefill) selects the exact fp32
- *   kernel (ts_k_matmul_cuda), which agrees with the CPU to fp32 rounding.
+ *   load); projection. Weights and activations fp32; the matmuls of more than 8 tokens and
+ *   the attention run on TF32 tensor cores (sm_80+, fp32 accumulation;
+ *   ts_k_linear_tf32_cuda, ts_k_vit_attention_tf32_cuda) unless TESSERA_CUDA_GEMM=fp32 (as
+ *   for the text backend's prefill) selects the exact fp32 kernels (ts_k_matmul_cuda,
+ *   ts_k_vit_attention_cuda), which agree with the CPU to fp32 rounding.
  *   tests/gpu/test_cuda_vision.c states both tolerances.
  */
 #include "vision_cuda.h"
@@ -157,7 +158,8 @@ ts_status ts_vision_cuda_create(const ts_vision_config *c, const ts_vision_weigh
     }
     TS_LOG_INFO("vision on CUDA device %d: %.1f MiB, matmuls %s", device,
                 (double)g->bytes / 1048576.0,
-                g->tf32 ? "on TF32 tensor cores (TESSERA_CUDA_GEMM=fp32: exact fp32)" : "fp32");
+                g->tf32 ? "and attention on TF32 tensor cores (TESSERA_CUDA_GEMM=fp32: exact fp32)"
+                        : "and attention in fp32");
     *out = g;
     return TS_OK;
 fail:
@@ -198,8 +200,12 @@ ts_status ts_vision_cuda_encode(ts_vision_cuda *g, const float *pixels, float *v
         TS_TRY(linear(g, g->q, L->q_w, L->q_b, D, D, g->h, N, 0));
         TS_TRY(linear(g, g->k, L->k_w, L->k_b, D, D, g->h, N, 0));
         TS_TRY(linear(g, g->v, L->v_w, L->v_b, D, D, g->h, N, 0));
-        TS_TRY(ts_k_vit_attention_cuda(g->q, g->k, g->v, g->att, N, c->n_head, (int32_t)hd,
-                                       scale, g->st));
+        if (g->tf32)
+            TS_TRY(ts_k_vit_attention_tf32_cuda(g->q, g->k, g->v, g->att, N, c->n_head,
+                                                (int32_t)hd, scale, g->st));
+        else
+            TS_TRY(ts_k_vit_attention_cuda(g->q, g->k, g->v, g->att, N, c->n_head, (int32_t)hd,
+                                           scale, g->st));
         TS_TRY(linear(g, g->h, L->o_w, L->o_b, D, D, g->att, N, 0));
         TS_TRY(ts_k_add_cuda(g->x, g->h, N * D, g->st));
         TS_TRY(ts_k_layernorm_cuda(g->h, g->x, L->ln2_w, L->ln2_b, N, D, c->eps, g->st));

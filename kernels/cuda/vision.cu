@@ -307,7 +307,148 @@ __global__ void __launch_bounds__(256)
 #endif
 }
 
+/* Attention on TF32 tensor cores: block = 4 warps, 64 query rows (16 per warp) of one
+ * head; head_dim padded to HP (a multiple of 16, zeros); keys in tiles of AT_BK = 32.
+ * Two passes over the keys so that the output accumulators never need rescaling (their
+ * fragment layout is opaque): pass 1 computes S = Q K^T per tile and each row's max m and
+ * sum l of exp(s - m) (online); pass 2 recomputes S, P = exp(s - m) / l (rounded to TF32)
+ * and O += P V. Q (pre-scaled) lives in registers as fragments; shared memory holds the
+ * Q staging area, later reused for the K and V tiles, and a 16 x 32 score tile per warp.
+ * 2 lanes per score row, 16 columns each. */
+constexpr int AT_BQ = 64, AT_BK = 32, AT_SLD = AT_BK + 8;
+
+template <int HP>
+__global__ void __launch_bounds__(128)
+    k_vit_attention_tf32(const float *__restrict__ q, const float *__restrict__ k,
+                         const float *__restrict__ v, float *__restrict__ out, int64_t n,
+                         int32_t n_head, int32_t hd, float scale) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    using namespace nvcuda;
+    constexpr int LD = HP + 8;
+    __shared__ __align__(32) float sm[AT_BQ * LD + 4 * 16 * AT_SLD];
+    float *Qs = sm, *Ks = sm, *Vs = sm + AT_BK * LD, *Ss = sm + AT_BQ * LD;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int32_t h = blockIdx.y;
+    const int64_t q0 = (int64_t)blockIdx.x * AT_BQ, D = (int64_t)n_head * hd;
+    for (int i = tid; i < AT_BQ * HP; i += 128) {
+        const int r = i / HP, d = i % HP;
+        const int64_t qi = q0 + r;
+        Qs[r * LD + d] = wmma::__float_to_tf32(qi < n && d < hd ? q[qi * D + (int64_t)h * hd + d] * scale : 0.0f);
+    }
+    __syncthreads();
+    wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fq[HP / 8];
+#pragma unroll
+    for (int kk = 0; kk < HP / 8; kk++)
+        wmma::load_matrix_sync(fq[kk], Qs + warp * 16 * LD + kk * 8, LD);
+    float *S = Ss + warp * 16 * AT_SLD;
+    const int row = lane >> 1, c0 = (lane & 1) * 16;
+    float m = -INFINITY, l = 0.0f;
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> fo[HP / 16];
+#pragma unroll
+    for (int j = 0; j < HP / 16; j++) wmma::fill_fragment(fo[j], 0.0f);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int64_t k0 = 0; k0 < n; k0 += AT_BK) {
+            __syncthreads(); /* Q fragments loaded / the previous tile consumed */
+            for (int i = tid; i < AT_BK * HP; i += 128) {
+                const int j = i / HP, d = i % HP;
+                const int64_t kj = k0 + j;
+                const bool ok = kj < n && d < hd;
+                const int64_t g = kj * D + (int64_t)h * hd + d;
+                Ks[j * LD + d] = wmma::__float_to_tf32(ok ? k[g] : 0.0f);
+                if (pass) Vs[j * LD + d] = wmma::__float_to_tf32(ok ? v[g] : 0.0f);
+            }
+            __syncthreads();
+            wmma::fragment<wmma::accumulator, 16, 16, 8, float> fs[2];
+            wmma::fill_fragment(fs[0], 0.0f);
+            wmma::fill_fragment(fs[1], 0.0f);
+#pragma unroll
+            for (int kk = 0; kk < HP / 8; kk++) {
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fk;
+                    wmma::load_matrix_sync(fk, Ks + j * 16 * LD + kk * 8, LD);
+                    wmma::mma_sync(fs[j], fq[kk], fk, fs[j]);
+                }
+            }
+            wmma::store_matrix_sync(S, fs[0], AT_SLD, wmma::mem_row_major);
+            wmma::store_matrix_sync(S + 16, fs[1], AT_SLD, wmma::mem_row_major);
+            __syncwarp();
+            const int nv = n - k0 < AT_BK ? (int)(n - k0) : AT_BK;
+            float *sr = S + row * AT_SLD;
+            if (!pass) {
+                float mx = -INFINITY;
+                for (int c = c0; c < c0 + 16; c++)
+                    if (c < nv) mx = fmaxf(mx, sr[c]);
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                const float mn = fmaxf(m, mx);
+                float sum = 0.0f;
+                for (int c = c0; c < c0 + 16; c++)
+                    if (c < nv) sum += expf(sr[c] - mn);
+                sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+                l = l * expf(m - mn) + sum;
+                m = mn;
+            } else {
+                const float inv = 1.0f / l;
+                for (int c = c0; c < c0 + 16; c++)
+                    sr[c] = wmma::__float_to_tf32(c < nv ? expf(sr[c] - m) * inv : 0.0f);
+                __syncwarp();
+#pragma unroll
+                for (int kk = 0; kk < AT_BK / 8; kk++) {
+                    wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fp;
+                    wmma::load_matrix_sync(fp, S + kk * 8, AT_SLD);
+#pragma unroll
+                    for (int j = 0; j < HP / 16; j++) {
+                        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fv;
+                        wmma::load_matrix_sync(fv, Vs + kk * 8 * LD + j * 16, LD);
+                        wmma::mma_sync(fo[j], fp, fv, fo[j]);
+                    }
+                }
+            }
+            __syncwarp();
+        }
+    }
+    /* out: one 16 x 16 fragment at a time through the warp's score tile */
+#pragma unroll
+    for (int j = 0; j < HP / 16; j++) {
+        wmma::store_matrix_sync(S, fo[j], AT_SLD, wmma::mem_row_major);
+        __syncwarp();
+        for (int e = lane; e < 256; e += 32) {
+            const int r = e / 16, d = j * 16 + e % 16;
+            const int64_t qi = q0 + warp * 16 + r;
+            if (qi < n && d < hd) out[qi * D + (int64_t)h * hd + d] = S[r * AT_SLD + e % 16];
+        }
+        __syncwarp();
+    }
+#endif
+}
+
 } // namespace
+
+extern "C" ts_status ts_k_vit_attention_tf32_cuda(const float *q, const float *k,
+                                                  const float *v, float *out, int64_t n,
+                                                  int32_t n_head, int32_t head_dim,
+                                                  float scale, cudaStream_t stream) {
+    if (n < 0 || n_head <= 0 || n_head > 65535 || head_dim <= 0 || head_dim > 128 ||
+        (n + AT_BQ - 1) / AT_BQ > 0x7fffffff)
+        return TS_FAIL(TS_INVAL, "tf32 vit attention: n %lld heads %d head_dim %d (at most 128)",
+                       (long long)n, n_head, head_dim);
+    if (n == 0) return TS_OK;
+    dim3 grid((unsigned)((n + AT_BQ - 1) / AT_BQ), (unsigned)n_head);
+    const int hp = (head_dim + 15) / 16 * 16;
+#define L(HP) k_vit_attention_tf32<HP><<<grid, 128, 0, stream>>>(q, k, v, out, n, n_head, head_dim, scale)
+    switch (hp) {
+    case 16: L(16); break;
+    case 32: L(32); break;
+    case 48: L(48); break;
+    case 64: L(64); break;
+    case 80: L(80); break;
+    case 96: L(96); break;
+    case 112: L(112); break;
+    default: L(128); break;
+    }
+#undef L
+    return launched("tf32 vit attention");
+}
 
 extern "C" int ts_k_linear_tf32_cuda_supports(int64_t cols) {
     int dev = 0, major = 0;
