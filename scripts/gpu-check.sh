@@ -158,6 +158,20 @@ if TESSERA_CUDA_GRAPH=0 "$TS" bench -m "$M/270m-q8_0.gguf" --backend cuda -p 512
 then record PASS "bench 270m no graph"; else record FAIL "bench 270m no graph"; fi
 
 if [ -n "$mkvis" ]; then
+    step "vision: tessera run --image, cpu vs cuda (tiny multimodal fixture, greedy, exact fp32)"
+    for be in cpu cuda; do   # cpu: --reference (exact fp32 like the cuda run; the fast path's
+        # fp16 GELU table could flip a near-tie of the random tiny model)
+        ref=(); [ $be = cpu ] && ref=(--reference)
+        TESSERA_CUDA_GEMM=fp32 "$TS" run "${ref[@]}" -m tests/fixtures/vision/tiny_text.gguf --chat \
+            -p "Describe this:" --image tests/fixtures/image/rgb_37x23.png \
+            --vision tests/fixtures/vision/tiny_mmproj.gguf --vision-ids 500,501,502 -n 16 \
+            --temp 0 --json --backend $be 2> "$LOG/run-image-$be.err" | tail -1 > "$LOG/run-image-$be.json"
+    done
+    echo "cpu:  $(ids_of "$LOG/run-image-cpu.json")"; echo "cuda: $(ids_of "$LOG/run-image-cuda.json")"
+    if [ -s "$LOG/run-image-cuda.json" ] &&
+        [ "$(ids_of "$LOG/run-image-cpu.json")" = "$(ids_of "$LOG/run-image-cuda.json")" ]
+    then record PASS "tessera run --image: cuda ids == cpu ids (tiny)"
+    else record FAIL "tessera run --image: cuda ids == cpu ids (tiny)"; cat "$LOG/run-image-cuda.err"; fi
     step "vision: tessera safety --bench --backend cuda (random ShieldGemma 2: 4B q4_0 + SigLIP so400m)"
     if wait "$mkvis"; then
         cat "$LOG/mkmodel-vision.txt"
