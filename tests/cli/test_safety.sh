@@ -43,5 +43,15 @@ a = json.loads(open(sys.argv[1]).readline())["scores"]["violence"]
 b = json.loads(open(sys.argv[2]).readline())["scores"]["violence"]
 assert abs(a - b) <= 1e-3, (a, b)
 PY
+# --bench (the images/s benchmark, docs/vision.md): runs, prints every stage; bad values refused
+"$bin" safety "${m[@]}" --bench 2 "$fx/image/rgb_37x23.png" "$fx/image/alpha_29x35.webp" \
+  >"$tmp/bench" 2>"$tmp/err" || bad "bench: $(cat "$tmp/err")"
+for k in "2 image(s) x 2 rounds, 3 policies" "decode+preprocess" "encoder " "text scoring" "total " "images/s"; do
+  grep -qF "$k" "$tmp/bench" && ok || bad "bench output lacks '$k': $(cat "$tmp/bench")"
+done
+"$bin" safety "${m[@]}" --bench 0 "$fx/image/rgb_37x23.png" >/dev/null 2>&1
+[ $? -eq 2 ] && ok || bad "--bench 0 is a usage error"
+"$bin" safety "${m[@]}" --backend tpu "$fx/image/rgb_37x23.png" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "cpu or cuda" "$tmp/err" && ok || bad "--backend tpu is a usage error"
 echo "test_safety: $pass passed, $failn failed"
 [ $failn -eq 0 ]

@@ -34,3 +34,6 @@ if(TESSERA_RPC AND TARGET tesserad)
            $<TARGET_FILE:tessera> $<TARGET_FILE:tesserad> ${CMAKE_SOURCE_DIR})
   set_tests_properties(daemon_safety_gate PROPERTIES LABELS "daemon" TIMEOUT 600 SKIP_RETURN_CODE 77)
 endif()
+# Random mmproj files (tessera mkmodel --mmproj) as vision.c reads them.
+ts_add_unit_test(NAME test_mkmodel_mmproj SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_mkmodel_mmproj.c
+                 LIBS ts_vision)
