@@ -3,6 +3,9 @@
  *   tessera mkmodel --size {tiny,270m,1b,4b,12b,27b} --type {q4_0,q8_0,f16,f32}
  *                   [--seed S] -o FILE [--vocab N] [--ctx N] [--force] [--dry-run]
  *
+ *   tessera mkmodel --mmproj --size SIZE [--type {f16,f32}] [--seed S] -o FILE [--force]
+ *       a random Gemma 3 mmproj (SigLIP so400m vision tower + projector to SIZE's width)
+ *
  * Writes FILE.tmp, then renames it to FILE (an existing FILE is refused unless --force).
  * Prints a summary (parameters, bytes, time, MB/s) on stdout; progress on stderr when it
  * is a terminal. See docs/mkmodel.md.
@@ -38,7 +41,9 @@ static void mk_usage(FILE *f) {
             "  --vocab N     vocabulary size, %u..%u (default %u)\n"
             "  --ctx N       gemma3.context_length (default: the size's)\n"
             "  --force       replace an existing FILE\n"
-            "  --dry-run     print the summary and the exact file size, write nothing\n",
+            "  --dry-run     print the summary and the exact file size, write nothing\n"
+            "  --mmproj      instead: a random mmproj GGUF (Gemma 3's SigLIP so400m vision tower\n"
+            "                + projector to SIZE's width; --type f16 (default) or f32)\n",
             TS_MKMODEL_MIN_VOCAB, TS_MKMODEL_MAX_VOCAB, TS_MKMODEL_DEFAULT_VOCAB);
 }
 
@@ -91,10 +96,52 @@ static bool is_opt(const char *a, const char *opt) {
     return !strncmp(a, opt, n) && (a[n] == '\0' || a[n] == '=');
 }
 
+/* --mmproj: writes FILE.tmp, renames it to FILE. */
+static int mk_mmproj(const ts_mkmodel_shape *shape, const char *type_s, uint64_t seed,
+                     const char *out, bool force) {
+    ts_mkmodel_mmproj_params p = ts_mkmodel_mmproj_gemma3(shape->n_embd);
+    p.seed = seed;
+    if (type_s && !ts_mkmodel_type_from_name(type_s, &p.type)) p.type = 0;
+    if (p.type != TS_TYPE_F16 && p.type != TS_TYPE_F32) {
+        fprintf(stderr, "tessera mkmodel: --mmproj --type '%s' (f16 or f32)\n", type_s);
+        return 2;
+    }
+    struct stat sb;
+    if (!force && stat(out, &sb) == 0) {
+        fprintf(stderr, "tessera mkmodel: '%s' exists (use --force to replace it)\n", out);
+        return 1;
+    }
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", out) >= sizeof tmp) {
+        fprintf(stderr, "tessera mkmodel: output path too long\n");
+        return 2;
+    }
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        fprintf(stderr, "tessera mkmodel: cannot create '%s': %s\n", tmp, strerror(errno));
+        return 1;
+    }
+    setvbuf(f, NULL, _IOFBF, 1 << 20);
+    const double t0 = now_s();
+    ts_status rc = ts_mkmodel_write_mmproj(&p, f);
+    const bool closed = fclose(f) == 0;
+    if (rc != TS_OK || !closed || rename(tmp, out) != 0) {
+        fprintf(stderr, "tessera mkmodel: writing '%s': %s\n", tmp,
+                rc != TS_OK ? ts_last_error() : strerror(errno));
+        remove(tmp);
+        return 1;
+    }
+    printf("mkmodel: mmproj %ux%u / %u, width %u, ff %u, %u layers, %u heads, pool %u, "
+           "projection to %u, type %s, seed %" PRIu64 ": %s in %.1f s\n", p.image_size,
+           p.image_size, p.patch_size, p.n_embd, p.n_ff, p.n_layer, p.n_head, p.pool,
+           p.proj_dim, ts_type_name(p.type), seed, out, now_s() - t0);
+    return 0;
+}
+
 int ts_cmd_mkmodel(int argc, char **argv) {
     const char *size = NULL, *type_s = NULL, *out = NULL;
     uint64_t seed = 0, vocab = 0, ctx = 0;
-    bool force = false, dry = false;
+    bool force = false, dry = false, mmproj = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -104,6 +151,8 @@ int ts_cmd_mkmodel(int argc, char **argv) {
             force = true;
         } else if (!strcmp(a, "--dry-run")) {
             dry = true;
+        } else if (!strcmp(a, "--mmproj")) {
+            mmproj = true;
         } else if (is_opt(a, "--size")) {
             if (!(size = opt_value(argc, argv, &i, "--size"))) return 2;
         } else if (is_opt(a, "--type")) {
@@ -136,6 +185,15 @@ int ts_cmd_mkmodel(int argc, char **argv) {
             mk_usage(stderr);
             return 2;
         }
+    }
+    if (mmproj) {
+        const ts_mkmodel_shape *sh = ts_mkmodel_shape_by_name(size);
+        if (!sh || !out) {
+            fprintf(stderr, "tessera mkmodel: --mmproj needs --size SIZE (its text width) and "
+                    "-o FILE\n");
+            return 2;
+        }
+        return mk_mmproj(sh, type_s ? type_s : "f16", seed, out, force);
     }
     if (!size || !type_s || (!out && !dry)) {
         fprintf(stderr, "tessera mkmodel: --size, --type and -o are required\n\n");

@@ -435,8 +435,8 @@ int ts_cmd_run(int argc, char **argv) {
         text_in = rendered;
         text_len = rl;
     }
-    if (o.image) { /* the image's soft tokens, encoded on the CPU */
-        ts_vision_params vp = {.n_threads = o.n_threads};
+    if (o.image) { /* the image's soft tokens, encoded on the engine's backend */
+        ts_vision_params vp = {.n_threads = o.n_threads, .backend = o.backend};
         ts_mm_ids mi = {-1, -1, -1};
         ts_image im = {0};
         int32_t n_img = 0;

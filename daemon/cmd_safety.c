@@ -14,7 +14,9 @@
  * Options: --policy NAME (repeatable; default: all three, or the server's policies),
  * --custom-policy NAME=TEXT (repeatable; locally it overrides a default of the same name),
  * --policy-text TEXT (the same named custom-1, custom-2, ...), --threads N, --reference,
- * --single-bos, --max-pixels N, and for test models without the marker / answer tokens in
+ * --single-bos, --max-pixels N, --backend cpu|cuda (the encoder and the language model),
+ * --bench N (a benchmark instead of scores: N timed rounds over the images, see
+ * bench() below and docs/vision.md), and for test models without the marker / answer tokens in
  * their vocabulary --ids BOI,EOI,IMAGE,YES,NO.
  * Exit codes: 0 success, 1 failure, 2 usage error.
  */
@@ -23,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/alloc.h"
 #include "commands.h"
@@ -56,7 +59,10 @@ static void usage(FILE *f) {
             "  --reference              scalar reference kernels\n"
             "  --single-bos             one <bos> (HF's processor produces two)\n"
             "  --max-pixels N           refuse larger images (default 50000000)\n"
-            "  --ids BOI,EOI,IMAGE,YES,NO  token ids for test vocabularies\n");
+            "  --ids BOI,EOI,IMAGE,YES,NO  token ids for test vocabularies\n"
+            "  --backend cpu|cuda       where the encoder and the language model run (default cpu)\n"
+            "  --bench N                benchmark: score the images N times (after one warm-up\n"
+            "                           round) and print images/s and per-image latency\n");
 }
 
 static int need(int i, int argc, const char *a) {
@@ -179,6 +185,109 @@ static int remote(const char *server, const char *api_key, const char *const *na
 }
 #endif
 
+static double sec_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* q-quantile (nearest rank) of sorted v[n]. */
+static double quant(const double *v, int n, double q) {
+    int k = (int)(q * n + 0.999999) - 1;
+    return v[k < 0 ? 0 : k >= n ? n - 1 : k];
+}
+
+/* --bench: one warm-up round over the images, then n rounds, each image decoded,
+ * preprocessed, encoded and scored for every policy, one after another (the latency one
+ * request adds). Prints per-stage p50 / p99 (ms) and images/s. */
+static int bench(ts_vision *v, ts_engine *e, const ts_tokenizer *tok, const ts_sg_params *prm,
+                 const char *const *texts, int n_pol, char **paths, int n_img,
+                 unsigned long long max_pixels, int n, const char *backend) {
+    const ts_vision_config *vc = ts_vision_get_config(v);
+    const size_t S = (size_t)vc->image_size;
+    uint8_t **bufs = ts_calloc((size_t)n_img, sizeof *bufs);
+    size_t *lens = ts_calloc((size_t)n_img, sizeof *lens);
+    float *pix = ts_malloc(sizeof(float) * 3 * S * S);
+    float *embd = ts_malloc(sizeof(float) * (size_t)vc->n_tokens * (size_t)vc->proj_dim);
+    const int total = n * n_img;
+    double *t = ts_malloc(sizeof(double) * 4 * (size_t)(total + n_img));
+    int rc_exit = 0;
+    if (!bufs || !lens || !pix || !embd || !t) {
+        fprintf(stderr, "tessera safety: out of memory\n");
+        rc_exit = 1;
+        goto out;
+    }
+    for (int k = 0; k < n_img; k++) {
+        char err[256];
+        if (!(bufs[k] = read_all(paths[k], &lens[k], err, sizeof err))) {
+            fprintf(stderr, "tessera safety: %s\n", err);
+            rc_exit = 1;
+            goto out;
+        }
+    }
+    double *tp = t, *te = t + total, *ts = t + 2 * total, *tt = t + 3 * total;
+    double wall0 = 0;
+    for (int r = -1; r < n; r++) { /* r == -1: warm-up */
+        if (r == 0) wall0 = sec_now();
+        for (int k = 0; k < n_img; k++) {
+            ts_image im = {0};
+            const double a = sec_now();
+            ts_status rc = ts_image_decode(bufs[k], lens[k], max_pixels, &im);
+            if (rc == TS_OK) rc = ts_image_preprocess(&im, vc->image_size, vc->mean, vc->std, pix);
+            ts_image_free(&im);
+            const double b = sec_now();
+            if (rc == TS_OK) rc = ts_vision_encode(v, pix, NULL, embd);
+            const double c = sec_now();
+            for (int p = 0; p < n_pol && rc == TS_OK; p++) {
+                float py;
+                rc = ts_sg_score(e, tok, embd, vc->n_tokens, texts[p], prm, &py);
+            }
+            const double d = sec_now();
+            if (rc != TS_OK) {
+                fprintf(stderr, "tessera safety: %s: %s\n", paths[k], ts_last_error());
+                rc_exit = 1;
+                goto out;
+            }
+            if (r >= 0) {
+                const int j = r * n_img + k;
+                tp[j] = (b - a) * 1e3;
+                te[j] = (c - b) * 1e3;
+                ts[j] = (d - c) * 1e3;
+                tt[j] = (d - a) * 1e3;
+            }
+        }
+    }
+    const double wall = sec_now() - wall0;
+    printf("safety bench: backend %s, %d image(s) x %d rounds, %d policies, vision %dx%d "
+           "(%d layers, width %d) -> %d tokens of %d\n", backend, n_img, n, n_pol,
+           vc->image_size, vc->image_size, vc->n_layer, vc->n_embd, vc->n_tokens, vc->proj_dim);
+    const char *nm[4] = {"decode+preprocess", "encoder", "text scoring", "total"};
+    for (int s = 0; s < 4; s++) {
+        double *x = t + (size_t)s * total;
+        double sum = 0;
+        for (int j = 0; j < total; j++) sum += x[j];
+        qsort(x, (size_t)total, sizeof *x, cmp_d);
+        printf("  %-18s p50 %9.2f ms  p99 %9.2f ms  mean %9.2f ms\n", nm[s], quant(x, total, 0.5),
+               quant(x, total, 0.99), sum / total);
+    }
+    printf("  images/s %.3f (%d images in %.2f s, one at a time; %d policies each)\n",
+           total / wall, total, wall, n_pol);
+out:
+    if (bufs)
+        for (int k = 0; k < n_img; k++) ts_free(bufs[k]);
+    ts_free(bufs);
+    ts_free(lens);
+    ts_free(pix);
+    ts_free(embd);
+    ts_free(t);
+    return rc_exit;
+}
+
 int ts_cmd_safety(int argc, char **argv) {
     const char *model = NULL, *vpath = NULL, *server = NULL, *api_key = NULL;
     const char *names[MAX_POLICIES], *texts[MAX_POLICIES];
@@ -186,7 +295,8 @@ int ts_cmd_safety(int argc, char **argv) {
     const char *cname[MAX_POLICIES], *ctext[MAX_POLICIES];
     char *cbuf[MAX_POLICIES];
     bool adhoc[MAX_POLICIES]; /* from --policy-text: always scored */
-    int threads = 0;
+    int threads = 0, bench_n = 0;
+    const char *backend = NULL;
     bool reference = false;
     unsigned long long max_pixels = 0;
     ts_sg_params prm = ts_sg_default_params();
@@ -244,6 +354,20 @@ int ts_cmd_safety(int argc, char **argv) {
             threads = atoi(argv[++i]);
         } else if (!strcmp(a, "--reference")) {
             reference = true;
+        } else if (!strcmp(a, "--backend")) {
+            if (!need(i, argc, a)) return 2;
+            backend = argv[++i];
+            if (strcmp(backend, "cpu") && strcmp(backend, "cuda")) {
+                fprintf(stderr, "tessera safety: --backend '%s' (cpu or cuda)\n", backend);
+                return 2;
+            }
+        } else if (!strcmp(a, "--bench")) {
+            if (!need(i, argc, a)) return 2;
+            bench_n = atoi(argv[++i]);
+            if (bench_n < 1 || bench_n > 1000000) {
+                fprintf(stderr, "tessera safety: --bench expects a count in [1, 1000000]\n");
+                return 2;
+            }
         } else if (!strcmp(a, "--single-bos")) {
             prm.single_bos = true;
         } else if (!strcmp(a, "--max-pixels")) {
@@ -319,11 +443,12 @@ int ts_cmd_safety(int argc, char **argv) {
         }
     }
 
-    ts_vision_params vp = {.n_threads = threads, .reference = reference};
+    ts_vision_params vp = {.n_threads = threads, .reference = reference, .backend = backend};
     rc = ts_vision_load(vpath, &vp, &v);
     const ts_vision_config *vc = rc == TS_OK ? ts_vision_get_config(v) : NULL;
     if (rc == TS_OK) {
         ts_engine_params ep = {.model_path = model, .n_threads = threads, .reference = reference,
+                               .backend = backend,
                                .n_batch = vc->n_tokens > 512 ? vc->n_tokens : 512};
         rc = ts_engine_create(&ep, &e);
     }
@@ -339,6 +464,11 @@ int ts_cmd_safety(int argc, char **argv) {
     if (rc != TS_OK) {
         fprintf(stderr, "tessera safety: %s\n", ts_last_error());
         rc_exit = 1;
+        goto done;
+    }
+    if (bench_n > 0) {
+        rc_exit = bench(v, e, tok, &prm, (const char *const *)texts, n_pol, argv + i, argc - i,
+                        max_pixels, bench_n, backend ? backend : "cpu");
         goto done;
     }
     for (; i < argc; i++) {

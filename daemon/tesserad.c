@@ -2325,7 +2325,7 @@ int main(int argc, char **argv) {
     if (o.vision) {
         ts_engine_info ei;
         ts_engine_get_info(ts_sched_engine(g_sched), &ei);
-        ts_vision_params vp = {.n_threads = o.threads};
+        ts_vision_params vp = {.n_threads = o.threads, .backend = o.backend, .device = o.device};
         ts_status vrc = g_tr && g_tr->world > 1
                             ? TS_FAIL(TS_UNSUPPORTED, "images need a single-rank engine for now")
                             : ts_vision_load(o.vision, &vp, &g_vision);

@@ -110,13 +110,16 @@ typedef struct ts_k_kv_args {
     int64_t n_tok;
     int32_t page_size, ring, kv_dim;
     int is_global;
+    /* attention only: device (n_tok) last key position of each token (an image block's
+     * end: bidirectional inside it, backend.h ts_attn_args.hi), NULL: its own pos. */
+    const int32_t *hi;
 } ts_k_kv_args;
 
 /* K, V (slots, kv_dim) of one layer <- k, v (n_tok, kv_dim). */
 ts_status ts_k_kv_store_cuda(const ts_k_kv_args *a, float *K, float *V, const float *k,
                              const float *v, cudaStream_t stream);
 /* out (n_tok, n_head * head_dim) = softmax(q K^T * scale) V over positions
- * [lo, pos] (lo = 0 global, max(0, pos - window + 1) local), GQA head h -> h / (n_head /
+ * [lo, hi] (lo = 0 global, max(0, pos - window + 1) local; hi = a->hi[t] or pos), GQA head h -> h / (n_head /
  * n_head_kv). One block per (token, head), online softmax. head_dim <= 512. */
 ts_status ts_k_attention_cuda(const ts_k_kv_args *a, const float *K, const float *V,
                               const float *q, float *out, int32_t n_head, int32_t n_head_kv,

@@ -11,6 +11,10 @@
 #     (CUDA graphs, on by default) and without them (TESSERA_CUDA_GRAPH=0).
 # Each check prints one line "PASS|FAIL|SKIP  name"; a summary of them comes at the end.
 # GPU_CHECK_NO_UNIT=1 skips the CPU unit tests.
+# Vision (optional, GPU_CHECK_NO_VISION=1 skips it): test_cuda_vision runs with the other
+# `gpu` tests; then a random-weight ShieldGemma 2 of the real shape (tessera mkmodel: 4B
+# text q4_0 + --mmproj SigLIP so400m f16, made while the tests run) is benchmarked with
+# `tessera safety --bench` (images/s, per-image latency split by stage).
 # The GPU machine lacks cmocka / jansson (and maybe OpenSSL headers): carry Debian's
 # packages unpacked into .gpudeps/root (see the CUDA backend notes in the lead's docs):
 #   mkdir -p .gpudeps && cd .gpudeps && apt-get download libcmocka0 libcmocka-dev \
@@ -70,6 +74,14 @@ if [ "${GPU_CHECK_NO_27B:-0}" != 1 ]; then   # in the background, while the test
     ( ts=$(date +%s); "$TS" mkmodel --size 27b --type q4_0 -o "$M/27b-q4_0.gguf" > /dev/null &&
       echo "mkmodel 27b: $(( $(date +%s) - ts )) s" ) > "$LOG/mkmodel-27b.txt" 2>&1 &
     mk27=$!
+fi
+
+mkvis=
+if [ "${GPU_CHECK_NO_VISION:-0}" != 1 ]; then   # in the background too (4B q4_0 + mmproj)
+    ( ts=$(date +%s); "$TS" mkmodel --size 4b --type q4_0 -o "$M/sg4b-q4_0.gguf" --force > /dev/null &&
+      "$TS" mkmodel --mmproj --size 4b -o "$M/sg4b-mmproj.gguf" --force &&
+      echo "mkmodel 4b + mmproj: $(( $(date +%s) - ts )) s" ) > "$LOG/mkmodel-vision.txt" 2>&1 &
+    mkvis=$!
 fi
 
 step "random models (tessera mkmodel)"
@@ -144,6 +156,42 @@ step "tessera bench --backend cuda: 270m q8_0, defaults without recorded steps (
 if TESSERA_CUDA_GRAPH=0 "$TS" bench -m "$M/270m-q8_0.gguf" --backend cuda -p 512 -n 128 2>&1 |
     tee "$LOG/bench-270m-graph.txt"
 then record PASS "bench 270m no graph"; else record FAIL "bench 270m no graph"; fi
+
+if [ -n "$mkvis" ]; then
+    step "vision: tessera run --image, cpu vs cuda (tiny multimodal fixture, greedy, exact fp32)"
+    for be in cpu cuda; do   # cpu: --reference (exact fp32 like the cuda run; the fast path's
+        # fp16 GELU table could flip a near-tie of the random tiny model)
+        ref=(); [ $be = cpu ] && ref=(--reference)
+        TESSERA_CUDA_GEMM=fp32 "$TS" run "${ref[@]}" -m tests/fixtures/vision/tiny_text.gguf --chat \
+            -p "Describe this:" --image tests/fixtures/image/rgb_37x23.png \
+            --vision tests/fixtures/vision/tiny_mmproj.gguf --vision-ids 500,501,502 -n 16 \
+            --temp 0 --json --backend $be 2> "$LOG/run-image-$be.err" | tail -1 > "$LOG/run-image-$be.json"
+    done
+    echo "cpu:  $(ids_of "$LOG/run-image-cpu.json")"; echo "cuda: $(ids_of "$LOG/run-image-cuda.json")"
+    if [ -s "$LOG/run-image-cuda.json" ] &&
+        [ "$(ids_of "$LOG/run-image-cpu.json")" = "$(ids_of "$LOG/run-image-cuda.json")" ]
+    then record PASS "tessera run --image: cuda ids == cpu ids (tiny)"
+    else record FAIL "tessera run --image: cuda ids == cpu ids (tiny)"; cat "$LOG/run-image-cuda.err"; fi
+    step "vision: tessera safety --bench --backend cuda (random ShieldGemma 2: 4B q4_0 + SigLIP so400m)"
+    if wait "$mkvis"; then
+        cat "$LOG/mkmodel-vision.txt"
+        "$B/tests/bench_cuda_vision" 10 2>&1 | tee "$LOG/bench-vision-kernels.txt" ||
+            record FAIL "bench_cuda_vision ran"
+        # the synthetic vocabulary has the image markers but no Yes / No: --ids names them;
+        # PNG / WebP inputs: the carried .gpudeps libjpeg (62) may not match the machine's
+        # jpeglib.h (80), which fails every JPEG
+        if "$TS" safety --bench "${GPU_CHECK_VISION_ROUNDS:-10}" -m "$M/sg4b-q4_0.gguf" \
+            --vision "$M/sg4b-mmproj.gguf" --backend cuda --ids 255999,256000,0,1000,1001 \
+            tests/fixtures/image/rgb_37x23.png tests/fixtures/image/lossy_45x31.webp 2>&1 |
+            tee "$LOG/bench-safety.txt"
+        then record PASS "safety bench (cuda, 4B + so400m)"
+        else record FAIL "safety bench (cuda, 4B + so400m)"; fi
+    else
+        cat "$LOG/mkmodel-vision.txt"
+        record FAIL "mkmodel 4b + mmproj for the safety bench"
+    fi
+    rm -f "$M/sg4b-q4_0.gguf" "$M/sg4b-mmproj.gguf"
+fi
 
 if [ -n "$mk27" ]; then
     wait "$mk27" || fail=1

@@ -104,6 +104,7 @@ typedef struct {
     } graphs[GRAPH_SLOTS], pending;
     int graph_next;
     upload ids, pos, tab;
+    upload hi;             /* attention's image bounds (ts_attn_args.hi) */
     int32_t *tab_tmp;      /* host scratch for building the table */
     int64_t tab_tmp_cap;
     int32_t *seg_seq;      /* host: distinct sequences of a batch */
@@ -236,6 +237,7 @@ static void cuda_destroy(ts_backend *b) {
         upload_free(c, &c->ids);
         upload_free(c, &c->pos);
         upload_free(c, &c->tab);
+        upload_free(c, &c->hi);
         dev_free(c, c->xq);
         dev_free(c, c->tk_scratch);
         dev_free(c, c->tk_ids);
@@ -627,6 +629,7 @@ static ts_status kv_args(cuda_ctx *c, const ts_kvcache *kv, int64_t n_tok, bool 
     a->ring = ring > 0 ? ring : 1;
     a->kv_dim = c->kvl.kv_dim;
     a->is_global = is_global;
+    a->hi = NULL;
     return TS_OK;
 }
 
@@ -736,11 +739,26 @@ static ts_status cuda_kv_store(ts_backend *b, int32_t layer, bool is_global, con
 static ts_status cuda_attention(ts_backend *b, const ts_attn_args *x) {
     cuda_ctx *c = W(b);
     if (x->layer < 0 || x->layer >= c->kvl.n_layer) return TS_FAIL(TS_INVAL, "layer %d", x->layer);
-    /* TODO(vision): the bidirectional image mask (keys up to hi[t], see backend_cpu.c) */
-    if (x->hi) return TS_FAIL(TS_UNSUPPORTED, "CUDA backend: image prompts (bidirectional "
-                              "attention) are not implemented yet; use the CPU backend");
     ts_k_kv_args a;
     TS_TRY(kv_lookup(c, x->pos, x->seq, x->n_tok, x->kv, x->is_global, &a));
+    if (x->hi) { /* image blocks: keys up to hi[t] (backend_cpu.c), stored by this step */
+        for (int64_t t = 0; t < x->n_tok; t++) {
+            /* the step's page table covers each sequence up to its highest position in
+             * the batch: hi must be one of them */
+            bool covered = x->hi[t] == x->pos[t];
+            const int64_t g = t + (int64_t)x->hi[t] - x->pos[t]; /* an image stepped in order */
+            if (!covered && g >= 0 && g < x->n_tok)
+                covered = x->seq[g] == x->seq[t] && x->pos[g] >= x->hi[t];
+            for (int64_t u = 0; !covered && u < x->n_tok; u++)
+                covered = x->seq[u] == x->seq[t] && x->pos[u] >= x->hi[t];
+            if (x->hi[t] < x->pos[t] || x->hi[t] >= c->kvl.n_ctx || !covered)
+                return TS_FAIL(TS_RANGE, "token %lld at position %d attends up to %d: outside "
+                               "the context of %d or beyond its sequence's last position in "
+                               "the step", (long long)t, x->pos[t], x->hi[t], c->kvl.n_ctx);
+        }
+        TS_TRY(upload_ints(c, &c->hi, x->hi, x->n_tok));
+        a.hi = c->hi.dev;
+    }
     return ts_k_attention_cuda(&a, c->k[x->layer], c->v[x->layer], x->q, x->out, x->n_head,
                                x->n_head_kv, x->head_dim, x->window, x->scale, c->st);
 }
@@ -823,7 +841,7 @@ ts_status ts_backend_cuda_create(int device, ts_backend **out) {
     b->ops = &g_cuda_ops;
     b->ctx = c;
     c->device = device;
-    c->ids.n = c->pos.n = c->tab.n = -1;
+    c->ids.n = c->pos.n = c->tab.n = c->hi.n = -1;
     const char *mmv = getenv("TESSERA_CUDA_MMV");
     c->mmv_fp32 = mmv && !strcmp(mmv, "fp32");
     const char *gemm = getenv("TESSERA_CUDA_GEMM");

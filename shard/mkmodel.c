@@ -750,3 +750,144 @@ done:
     ts_free(tl.t);
     return rc;
 }
+
+/* ---- random mmproj ------------------------------------------------------------------- */
+
+ts_mkmodel_mmproj_params ts_mkmodel_mmproj_gemma3(uint32_t proj_dim) {
+    return (ts_mkmodel_mmproj_params){.image_size = 896, .patch_size = 14, .n_embd = 1152,
+                                      .n_ff = 4304, .n_layer = 27, .n_head = 16, .pool = 4,
+                                      .proj_dim = proj_dim, .type = TS_TYPE_F16, .seed = 0};
+}
+
+typedef struct {
+    char name[64];
+    uint32_t type, n_dims;
+    int64_t ne[4];
+    float mean, std;
+} mspec;
+
+typedef struct {
+    const ts_mkmodel_mmproj_params *p;
+    const mspec *t;
+    uint32_t n;
+    float *row;
+} mfill_ctx;
+
+static ts_status mm_fill(void *vctx, uint64_t index, const char *name, uint32_t type,
+                         const int64_t *ne, uint8_t *dst, size_t nbytes) {
+    mfill_ctx *c = vctx;
+    if (index >= c->n || strcmp(c->t[index].name, name) != 0)
+        return TS_FAIL(TS_INTERNAL, "mkmodel: fill for unexpected tensor '%s'", name);
+    const mspec *t = &c->t[index];
+    int64_t rows = 1;
+    for (uint32_t i = 1; i < t->n_dims; i++) rows *= t->ne[i];
+    size_t row_bytes;
+    if (!ts_type_row_bytes(type, ne[0], &row_bytes) || row_bytes * (size_t)rows != nbytes)
+        return TS_FAIL(TS_INTERNAL, "mkmodel: size mismatch for '%s'", name);
+    const uint64_t key = stream_key(c->p->seed, name);
+    for (int64_t r = 0; r < rows; r++) {
+        uint32_t k0, k1;
+        row_keys(key, (uint64_t)r, &k0, &k1);
+        gen_cols(k0, k1, 0, c->row, ne[0], t->mean, t->std);
+        uint8_t *out = dst + (size_t)r * row_bytes;
+        if (type == TS_TYPE_F32) {
+            memcpy(out, c->row, row_bytes);
+        } else {
+            for (int64_t j = 0; j < ne[0]; j++) {
+                uint16_t h = ts_fp32_to_fp16(c->row[j]);
+                memcpy(out + 2 * j, &h, 2);
+            }
+        }
+    }
+    return TS_OK;
+}
+
+ts_status ts_mkmodel_write_mmproj(const ts_mkmodel_mmproj_params *p, FILE *f) {
+    if (!p || !f) return TS_FAIL(TS_INVAL, "mkmodel mmproj: no parameters or output file");
+    if (p->type != TS_TYPE_F32 && p->type != TS_TYPE_F16)
+        return TS_FAIL(TS_INVAL, "mkmodel mmproj: type must be f32 or f16");
+    const uint32_t S = p->image_size, P = p->patch_size, D = p->n_embd, F = p->n_ff;
+    if (!S || !P || !D || !F || !p->n_layer || !p->n_head || !p->pool || !p->proj_dim ||
+        S > 8192 || D > 65536 || F > 262144 || p->n_layer > 1024 || p->proj_dim > 65536 ||
+        S % P || (S / P) % p->pool || D % p->n_head)
+        return TS_FAIL(TS_INVAL, "mkmodel mmproj: inconsistent shape (image %u patch %u width "
+                       "%u ff %u layers %u heads %u pool %u proj %u)", S, P, D, F, p->n_layer,
+                       p->n_head, p->pool, p->proj_dim);
+    const int64_t side = S / P, N = side * side;
+    const uint32_t n_t = 7 + 16 * p->n_layer;
+    mspec *t = ts_calloc(n_t, sizeof *t);
+    float *row = NULL;
+    ts_gguf_writer *w = NULL;
+    ts_status rc = TS_OK;
+    if (!t) return TS_FAIL(TS_NOMEM, "mkmodel mmproj: tensor list");
+    uint32_t n = 0;
+#define ADD(nm, ty, nd, e0, e1, e2, e3, mu, sd)                                                do {                                                                                           mspec *s_ = &t[n++];                                                                       snprintf(s_->name, sizeof s_->name, "%s", nm);                                             s_->type = ty;                                                                             s_->n_dims = nd;                                                                           s_->ne[0] = e0, s_->ne[1] = e1, s_->ne[2] = e2, s_->ne[3] = e3;                            s_->mean = mu, s_->std = sd;                                                           } while (0)
+    const uint32_t mt = p->type;
+    const float sd_d = 1.0f / sqrtf((float)D), sd_f = 1.0f / sqrtf((float)F);
+    ADD("v.patch_embd.weight", mt, 4, P, P, 3, D, 0.0f, 1.0f / sqrtf(3.0f * (float)(P * P)));
+    ADD("v.patch_embd.bias", TS_TYPE_F32, 1, D, 1, 1, 1, 0.0f, 0.02f);
+    ADD("v.position_embd.weight", mt, 2, D, N, 1, 1, 0.0f, 0.02f);
+    for (uint32_t l = 0; l < p->n_layer; l++) {
+        char nm[64];
+#define B(suffix, ty, nd, e0, e1, mu, sd)                                                      snprintf(nm, sizeof nm, "v.blk.%u.%s", l, suffix);                                         ADD(nm, ty, nd, e0, e1, 1, 1, mu, sd)
+        B("ln1.weight", TS_TYPE_F32, 1, D, 1, 1.0f, 0.1f);
+        B("ln1.bias", TS_TYPE_F32, 1, D, 1, 0.0f, 0.02f);
+        B("attn_q.weight", mt, 2, D, D, 0.0f, sd_d);
+        B("attn_q.bias", TS_TYPE_F32, 1, D, 1, 0.0f, 0.02f);
+        B("attn_k.weight", mt, 2, D, D, 0.0f, sd_d);
+        B("attn_k.bias", TS_TYPE_F32, 1, D, 1, 0.0f, 0.02f);
+        B("attn_v.weight", mt, 2, D, D, 0.0f, sd_d);
+        B("attn_v.bias", TS_TYPE_F32, 1, D, 1, 0.0f, 0.02f);
+        B("attn_out.weight", mt, 2, D, D, 0.0f, sd_d);
+        B("attn_out.bias", TS_TYPE_F32, 1, D, 1, 0.0f, 0.02f);
+        B("ln2.weight", TS_TYPE_F32, 1, D, 1, 1.0f, 0.1f);
+        B("ln2.bias", TS_TYPE_F32, 1, D, 1, 0.0f, 0.02f);
+        B("ffn_up.weight", mt, 2, D, F, 0.0f, sd_d);
+        B("ffn_up.bias", TS_TYPE_F32, 1, F, 1, 0.0f, 0.02f);
+        B("ffn_down.weight", mt, 2, F, D, 0.0f, sd_f);
+        B("ffn_down.bias", TS_TYPE_F32, 1, D, 1, 0.0f, 0.02f);
+#undef B
+    }
+    ADD("v.post_ln.weight", TS_TYPE_F32, 1, D, 1, 1, 1, 1.0f, 0.1f);
+    ADD("v.post_ln.bias", TS_TYPE_F32, 1, D, 1, 1, 1, 0.0f, 0.02f);
+    ADD("mm.soft_emb_norm.weight", TS_TYPE_F32, 1, D, 1, 1, 1, 1.0f, 0.1f);
+    ADD("mm.input_projection.weight", mt, 2, p->proj_dim, D, 1, 1, 0.0f, sd_d);
+#undef ADD
+    int64_t max_row = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (t[i].ne[0] > max_row) max_row = t[i].ne[0];
+    row = ts_malloc(sizeof(float) * (size_t)max_row);
+    if (!row) {
+        rc = TS_FAIL(TS_NOMEM, "mkmodel mmproj: row buffer");
+        goto done;
+    }
+    TS_TRY_GOTO(ts_gguf_writer_init(&w), rc, done);
+    const float mean_std[3] = {0.5f, 0.5f, 0.5f};
+    TS_TRY_GOTO(ts_gguf_w_str(w, "general.architecture", "clip"), rc, done);
+    TS_TRY_GOTO(ts_gguf_w_str(w, "general.name", "tessera random mmproj"), rc, done);
+    TS_TRY_GOTO(ts_gguf_w_u32(w, "general.file_type", ts_mkmodel_file_type(mt)), rc, done);
+    TS_TRY_GOTO(ts_gguf_w_bool(w, "clip.has_vision_encoder", true), rc, done);
+    TS_TRY_GOTO(ts_gguf_w_str(w, "clip.projector_type", "gemma3"), rc, done);
+    TS_TRY_GOTO(ts_gguf_w_u32(w, "clip.vision.image_size", S), rc, done);
+    TS_TRY_GOTO(ts_gguf_w_u32(w, "clip.vision.patch_size", P), rc, done);
+    TS_TRY_GOTO(ts_gguf_w_u32(w, "clip.vision.embedding_length", D), rc, done);
+    TS_TRY_GOTO(ts_gguf_w_u32(w, "clip.vision.feed_forward_length", F), rc, done);
+    TS_TRY_GOTO(ts_gguf_w_u32(w, "clip.vision.projection_dim", p->proj_dim), rc, done);
+    TS_TRY_GOTO(ts_gguf_w_u32(w, "clip.vision.block_count", p->n_layer), rc, done);
+    TS_TRY_GOTO(ts_gguf_w_u32(w, "clip.vision.attention.head_count", p->n_head), rc, done);
+    TS_TRY_GOTO(ts_gguf_w_f32(w, "clip.vision.attention.layer_norm_epsilon", 1e-6f), rc, done);
+    TS_TRY_GOTO(ts_gguf_w_u32(w, "clip.vision.projector.scale_factor", p->pool), rc, done);
+    TS_TRY_GOTO(ts_gguf_w_arr(w, "clip.vision.image_mean", TS_GGUF_FLOAT32, mean_std, 3), rc, done);
+    TS_TRY_GOTO(ts_gguf_w_arr(w, "clip.vision.image_std", TS_GGUF_FLOAT32, mean_std, 3), rc, done);
+    for (uint32_t i = 0; i < n; i++)
+        TS_TRY_GOTO(ts_gguf_w_tensor(w, t[i].name, t[i].type, t[i].n_dims, t[i].ne, NULL), rc,
+                    done);
+    mfill_ctx c = {.p = p, .t = t, .n = n, .row = row};
+    TS_TRY_GOTO(ts_gguf_w_write(w, f, mm_fill, &c), rc, done);
+    if (fflush(f) != 0 || ferror(f)) rc = TS_FAIL(TS_IO, "mkmodel mmproj: write failed (disk full?)");
+done:
+    ts_gguf_writer_free(w);
+    ts_free(row);
+    ts_free(t);
+    return rc;
+}

@@ -93,6 +93,25 @@ void ts_mkmodel_quantize_q4_0(const float *x, void *dst, int64_t n);
 /* Likewise for Q8_0 (bit-exact with ts_quantize_row_q8_0_ref for finite input). */
 void ts_mkmodel_quantize_q8_0(const float *x, void *dst, int64_t n);
 
+/* ---- random mmproj (vision tower + projector) ----
+ * A llama.cpp-style Gemma 3 mmproj GGUF (general.architecture "clip", clip.vision.* keys,
+ * v.* / mm.* tensors, as shard/vision.c reads them) with random weights from the same
+ * generator: matrices std 1/sqrt(fan_in) (the patch embedding's fan_in is 3 * patch^2),
+ * biases std 0.02, LayerNorm weights 1 + 0.1 N, biases 0.02 N, the position embedding std
+ * 0.02, the soft-embedding norm 1 + 0.1 N (+1 baked in, as llama.cpp's converter writes
+ * it). Matrices in `type` (F32 or F16), vectors F32. */
+typedef struct {
+    uint32_t image_size, patch_size, n_embd, n_ff, n_layer, n_head, pool, proj_dim;
+    uint32_t type; /* TS_TYPE_F32 or TS_TYPE_F16 */
+    uint64_t seed;
+} ts_mkmodel_mmproj_params;
+
+/* Gemma 3's SigLIP so400m (896 / 14, width 1152, MLP 4304, 27 layers, 16 heads, 4 x 4
+ * pooling to 256 tokens), F16, projecting to proj_dim (the text width: 2560 for 4B). */
+ts_mkmodel_mmproj_params ts_mkmodel_mmproj_gemma3(uint32_t proj_dim);
+/* Writes the mmproj GGUF to f. TS_INVAL names a bad parameter. */
+ts_status ts_mkmodel_write_mmproj(const ts_mkmodel_mmproj_params *p, FILE *f);
+
 #ifdef __cplusplus
 }
 #endif

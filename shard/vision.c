@@ -27,13 +27,9 @@
 #include "gguf.h"
 #include "quant.h"
 #include "safetensors.h"
+#include "vision_cuda.h"
 
-typedef struct {
-    float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
-    float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w, *o_b; /* (D, D), (D) */
-    float *fc1_w, *fc1_b;                                 /* (F, D), (F) */
-    float *fc2_w, *fc2_b;                                 /* (D, F), (D) */
-} vlayer;
+typedef ts_vision_layer_w vlayer;
 
 struct ts_vision {
     ts_vision_config c;
@@ -45,6 +41,7 @@ struct ts_vision {
     float *proj;              /* (proj_dim, D): transposed mm_input_projection */
     vlayer *L;
     ts_threadpool *tp;
+    ts_vision_cuda *cu; /* backend "cuda": the device copy (host weights freed) */
     /* scratch */
     float *x, *h, *q, *k, *v, *att, *ff, *cols, *pooled, *row, *pix;
     int64_t ff_chunk; /* tokens per MLP chunk: ff is (ff_chunk, n_ff) */
@@ -290,6 +287,36 @@ static ts_status alloc_f(float **p, int64_t a, int64_t b) {
     return *p ? TS_OK : TS_FAIL(TS_NOMEM, "vision buffer (%zu bytes)", n);
 }
 
+static void free_layer(vlayer *L) {
+    float *f[] = {L->ln1_w, L->ln1_b, L->ln2_w, L->ln2_b, L->q_w, L->q_b, L->k_w,
+                  L->k_b, L->v_w, L->v_b, L->o_w, L->o_b, L->fc1_w, L->fc1_b,
+                  L->fc2_w, L->fc2_b};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) ts_free(f[i]);
+    memset(L, 0, sizeof *L);
+}
+
+/* Uploads the weights to the device (vision_cuda.c) and frees the host copies. */
+static ts_status cuda_init(ts_vision *v) {
+#ifdef TS_HAVE_CUDA
+    const ts_vision_weights w = {.patch_w = v->patch_w, .patch_b = v->patch_b, .pos = v->pos,
+                                 .post_w = v->post_w, .post_b = v->post_b,
+                                 .norm_w = v->norm_w, .proj = v->proj, .L = v->L};
+    TS_TRY(ts_vision_cuda_create(&v->c, &w, v->p.device, &v->cu));
+    for (int32_t l = 0; l < v->c.n_layer; l++) free_layer(&v->L[l]);
+    float **f[] = {&v->patch_w, &v->patch_b, &v->pos, &v->post_w, &v->post_b, &v->norm_w,
+                   &v->proj};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        ts_free(*f[i]);
+        *f[i] = NULL;
+    }
+    return TS_OK;
+#else
+    (void)v;
+    return TS_FAIL(TS_UNSUPPORTED, "vision backend 'cuda': this build has no CUDA "
+                   "(configure with -DTESSERA_CUDA=ON)");
+#endif
+}
+
 ts_status ts_vision_load(const char *path, const ts_vision_params *p, ts_vision **out) {
     *out = NULL;
     if (!path) return TS_FAIL(TS_INVAL, "vision model path is NULL");
@@ -346,6 +373,20 @@ ts_status ts_vision_load(const char *path, const ts_vision_params *p, ts_vision 
         goto fail;
     }
     TS_TRY_GOTO(load_weights(v, &s), rc, fail);
+    if (v->p.backend && strcmp(v->p.backend, "cpu")) {
+        if (strcmp(v->p.backend, "cuda")) {
+            rc = TS_FAIL(TS_INVAL, "vision backend '%s' (cpu or cuda)", v->p.backend);
+            goto fail;
+        }
+        TS_TRY_GOTO(cuda_init(v), rc, fail);
+        v->p.backend = "cuda";
+        TS_TRY_GOTO(alloc_f(&v->pix, 3, (int64_t)c->image_size * c->image_size), rc, fail);
+        ts_gguf_close(s.g);
+        ts_st_close(s.st);
+        *out = v;
+        return TS_OK;
+    }
+    v->p.backend = "cpu";
     TS_TRY_GOTO(ts_threadpool_create(v->p.reference ? 1 : v->p.n_threads, &v->tp), rc, fail);
     const int64_t N = c->n_patches, D = c->n_embd;
     const int nth = ts_threadpool_size(v->tp);
@@ -386,13 +427,10 @@ fail:
 void ts_vision_destroy(ts_vision *v) {
     if (!v) return;
     if (v->L)
-        for (int32_t l = 0; l < v->c.n_layer; l++) {
-            vlayer *L = &v->L[l];
-            float *f[] = {L->ln1_w, L->ln1_b, L->ln2_w, L->ln2_b, L->q_w, L->q_b, L->k_w,
-                          L->k_b, L->v_w, L->v_b, L->o_w, L->o_b, L->fc1_w, L->fc1_b,
-                          L->fc2_w, L->fc2_b};
-            for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) ts_free(f[i]);
-        }
+        for (int32_t l = 0; l < v->c.n_layer; l++) free_layer(&v->L[l]);
+#ifdef TS_HAVE_CUDA
+    ts_vision_cuda_destroy(v->cu);
+#endif
     float *f[] = {v->patch_w, v->patch_b, v->pos, v->post_w, v->post_b, v->norm_w, v->proj,
                   v->x, v->h, v->q, v->k, v->v, v->att, v->ff, v->cols, v->pooled, v->row, v->pix};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) ts_free(f[i]);
@@ -403,6 +441,8 @@ void ts_vision_destroy(ts_vision *v) {
 }
 
 const ts_vision_config *ts_vision_get_config(const ts_vision *v) { return &v->c; }
+
+const char *ts_vision_backend(const ts_vision *v) { return v->cu ? "cuda" : "cpu"; }
 
 /* ---- compute ---- */
 
@@ -489,6 +529,9 @@ static void att_run(void *ctx, int ith, int nth) {
 
 ts_status ts_vision_encode(ts_vision *v, const float *pixels, float *vision_out, float *embd) {
     if (!v || !pixels || !embd) return TS_FAIL(TS_INVAL, "NULL argument");
+#ifdef TS_HAVE_CUDA
+    if (v->cu) return ts_vision_cuda_encode(v->cu, pixels, vision_out, embd);
+#endif
     const ts_vision_config *c = &v->c;
     const int64_t N = c->n_patches, D = c->n_embd, F = c->n_ff, P = c->patch_size,
                   S = c->image_size, side = c->n_side, K = 3 * P * P;

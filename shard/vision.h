@@ -15,8 +15,9 @@
  *   - a Hugging Face checkpoint: a directory (or its model.safetensors / index .json) of
  *     Gemma3ForConditionalGeneration or ShieldGemma2ForImageClassification, with config.json
  *     beside it; tensor names with or without the "model." / "vision_model." levels.
- * Two compute paths: reference (plain scalar loops, one thread: the semantics) and the
- * default optimized path (kernels/cpu matmul and the thread pool).
+ * Compute paths: reference (plain scalar loops, one thread: the semantics), the default
+ * optimized path (kernels/cpu matmul and the thread pool), and CUDA (params backend "cuda":
+ * fp32 on the device, vision_cuda.c).
  *
  * Not thread-safe: one thread encodes at a time on a ts_vision (scratch is owned).
  */
@@ -52,6 +53,11 @@ typedef struct ts_vision_config {
 typedef struct ts_vision_params {
     int n_threads;   /* <= 0: all CPUs */
     bool reference;  /* scalar reference path */
+    const char *backend; /* NULL or "cpu": the CPU paths above; "cuda": the encoder and
+                          * projector on a CUDA device (vision_cuda.c; weights uploaded at
+                          * load, host copies freed; TS_UNSUPPORTED in a build without CUDA
+                          * or without a device) */
+    int device;      /* CUDA device index (backend "cuda") */
 } ts_vision_params;
 
 typedef struct ts_vision ts_vision;
@@ -62,6 +68,8 @@ typedef struct ts_vision ts_vision;
 ts_status ts_vision_load(const char *path, const ts_vision_params *p, ts_vision **out);
 void ts_vision_destroy(ts_vision *v);
 const ts_vision_config *ts_vision_get_config(const ts_vision *v);
+/* "cpu" or "cuda". */
+const char *ts_vision_backend(const ts_vision *v);
 
 /* pixels (3, S, S) preprocessed -> embd (n_tokens, proj_dim). vision_out (n_patches,
  * n_embd) receives the encoder output (after post_layernorm) when not NULL. */

@@ -336,9 +336,10 @@ __global__ void __launch_bounds__(256)
 #pragma unroll
         for (int i = 0; i < 8; i++) {
             const int e = tid + i * 256, rr = e / TK, kk = e % TK;
-            const int64_t r = r0 + rr, t = t0 + rr;
-            Ws[kk][rr] = r < w.rows ? WT<T>::get(w, r, k0 + kk) : 0.0f;
-            Xs[kk][rr] = t < n_tok ? x[(size_t)t * w.cols + k0 + kk] : 0.0f;
+            const int64_t r = r0 + rr, t = t0 + rr, k = k0 + kk;
+            const bool kin = k < w.cols; /* F32 / F16 / BF16 cols need not be a multiple of 32 */
+            Ws[kk][rr] = r < w.rows && kin ? WT<T>::get(w, r, k) : 0.0f;
+            Xs[kk][rr] = t < n_tok && kin ? x[(size_t)t * w.cols + k] : 0.0f;
         }
         __syncthreads();
 #pragma unroll 8

@@ -114,6 +114,7 @@ __global__ void __launch_bounds__(AW * 32)
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int32_t p = a.tab[3 * t];
     const int32_t lo = a.is_global ? 0 : (p - window + 1 > 0 ? p - window + 1 : 0);
+    const int32_t hi = a.hi ? a.hi[t] : p; /* image blocks: bidirectional */
     const float *qv = q + (t * n_head + h) * (int64_t)head_dim;
     float qr[D32], acc[D32];
 #pragma unroll
@@ -123,7 +124,7 @@ __global__ void __launch_bounds__(AW * 32)
         acc[i] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
-    for (int32_t j = lo + warp; j <= p; j += AW) {
+    for (int32_t j = lo + warp; j <= hi; j += AW) {
         const int64_t base = kv_slot(a, t, j) * a.kv_dim + (int64_t)kvh * head_dim;
         float s = 0.0f;
 #pragma unroll

@@ -54,5 +54,15 @@ assert set(b) == {"violence", "custom-1"}, b
 assert b["custom-1"] == a["mine"] and b["violence"] == a["violence"], (a, b)
 PY
 "$bin" safety "${m[@]}" --policy-text "" x.png >/dev/null 2>"$tmp/err"; [ $? -eq 2 ] && grep -q "policy-text expects" "$tmp/err" && ok || bad "empty --policy-text"
+# --bench (the images/s benchmark, docs/vision.md): runs, prints every stage; bad values refused
+"$bin" safety "${m[@]}" --bench 2 "$fx/image/rgb_37x23.png" "$fx/image/alpha_29x35.webp" \
+  >"$tmp/bench" 2>"$tmp/err" || bad "bench: $(cat "$tmp/err")"
+for k in "2 image(s) x 2 rounds, 3 policies" "decode+preprocess" "encoder " "text scoring" "total " "images/s"; do
+  grep -qF "$k" "$tmp/bench" && ok || bad "bench output lacks '$k': $(cat "$tmp/bench")"
+done
+"$bin" safety "${m[@]}" --bench 0 "$fx/image/rgb_37x23.png" >/dev/null 2>&1
+[ $? -eq 2 ] && ok || bad "--bench 0 is a usage error"
+"$bin" safety "${m[@]}" --backend tpu "$fx/image/rgb_37x23.png" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "cpu or cuda" "$tmp/err" && ok || bad "--backend tpu is a usage error"
 echo "test_safety: $pass passed, $failn failed"
 [ $failn -eq 0 ]

@@ -47,3 +47,21 @@ if(TS_HAVE_CUDA)
   target_link_libraries(bench_cuda_matmul PRIVATE ts_kernels_cuda ts_kernels_cpu)
   ts_c_target(bench_cuda_matmul)
 endif()
+
+# Vision on CUDA: the encoder + projector vs HF / the CPU, image prompts on the CUDA engine,
+# ShieldGemma 2 on CUDA (tests/gpu/test_cuda_vision.c).
+if(TS_HAVE_CUDA)
+  add_executable(test_cuda_vision ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_cuda_vision.c)
+  target_link_libraries(test_cuda_vision PRIVATE ts_vision ts_engine ts_kernels_cuda PkgConfig::JANSSON)
+  target_compile_definitions(test_cuda_vision PRIVATE TS_TEST_DATA="${TS_TEST_DATA}")
+  target_include_directories(test_cuda_vision PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/support)
+  ts_c_target(test_cuda_vision)
+  add_test(NAME test_cuda_vision COMMAND test_cuda_vision)
+  set_tests_properties(test_cuda_vision PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 900)
+endif()
+if(TS_HAVE_CUDA)
+  # Not a test: the SigLIP encoder's kernels at the real shape (scripts/gpu-check.sh).
+  add_executable(bench_cuda_vision ${CMAKE_CURRENT_SOURCE_DIR}/bench/bench_cuda_vision.c)
+  target_link_libraries(bench_cuda_vision PRIVATE ts_kernels_cuda ts_kernels_cpu)
+  ts_c_target(bench_cuda_vision)
+endif()

@@ -123,6 +123,10 @@ expect 0 --size=tiny --type=q4_0 --vocab=512 --seed=5 -o "$dir/b.gguf"
 cmp -s "$dir/a.gguf" "$dir/b.gguf" || fail "same seed, different files"
 expect 0 --size tiny --type q4_0 --vocab 512 --seed 6 -o "$dir/b.gguf" --force
 cmp -s "$dir/a.gguf" "$dir/b.gguf" && fail "different seeds, same file"
+expect 2 --mmproj -o "$dir/p.gguf"
+grep -q "needs --size" "$dir/err" || fail "no message for --mmproj without --size"
+expect 2 --mmproj --size 4b --type q4_0 -o "$dir/p.gguf"
+grep -q "f16 or f32" "$dir/err" || fail "no message for a bad --mmproj type"
 expect 0 --size 27b --type q4_0 --dry-run
 grep -q "file 15203" "$dir/out" || { cat "$dir/out"; fail "27b q4_0 size"; }
 "$t" inspect "$dir/a.gguf" >/dev/null || fail "inspect cannot read it"

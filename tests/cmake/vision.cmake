@@ -59,3 +59,6 @@ if(TESSERA_RPC AND TARGET tesserad)
                            ${PROJECT_SOURCE_DIR}/daemon/safety_policy.c
                    LIBS ts_vision ts_text PkgConfig::LIBCONFIG)
 endif()
+# Random mmproj files (tessera mkmodel --mmproj) as vision.c reads them.
+ts_add_unit_test(NAME test_mkmodel_mmproj SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_mkmodel_mmproj.c
+                 LIBS ts_vision)
