@@ -69,16 +69,27 @@ typedef struct {
     char msg[4096];       /* ok: why this layout; else the refusal */
 } decision;
 
-#ifdef TS_HAVE_CUDA
+/* This process's rank on its host under a launcher (Open MPI, MPICH, Slurm), else -1. */
 static int local_rank(void) {
     const char *envs[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"};
     for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
         const char *v = getenv(envs[i]);
         if (v && *v) return atoi(v);
     }
-    return 0;
+    return -1;
 }
+
+int ts_cmd_local_gpu(int fallback) {
+#ifdef TS_HAVE_CUDA
+    int count = 0;
+    if (ts_cuda_device_count(&count) != TS_OK || count <= 0) return -1;
+    const int lr = local_rank();
+    return (lr >= 0 ? lr : fallback > 0 ? fallback : 0) % count;
+#else
+    (void)fallback;
+    return -1;
 #endif
+}
 
 /* MemAvailable of /proc/meminfo (bytes); else free pages (sysconf); 0 if neither. */
 static uint64_t host_available(void) {
@@ -110,7 +121,7 @@ static void measure(const char *backend, uint64_t limit, rank_mem *me) {
             snprintf(me->err, sizeof me->err, "no CUDA device on %s", me->host);
             return;
         }
-        int dev = local_rank() % count;
+        const int lr = local_rank(), dev = (lr > 0 ? lr : 0) % count;
         size_t fr = 0, tot = 0;
         cudaError_t ce = cudaSetDevice(dev);
         if (ce == cudaSuccess) ce = cudaMemGetInfo(&fr, &tot);
@@ -345,14 +356,8 @@ int ts_cmd_dist_open(const char *cmd, const ts_cmd_dist_params *pin, ts_cmd_dist
         return 0;
     }
 #ifdef TS_HAVE_CUDA
-    if (cuda && tr->device < 0) { /* MPI with GPU ranks: local rank % GPUs, as NCCL does */
-        int count = 0;
-        const char *lr = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
-        if (!lr) lr = getenv("MPI_LOCALRANKID");
-        if (!lr) lr = getenv("SLURM_LOCALID");
-        if (ts_cuda_device_count(&count) == TS_OK && count > 0)
-            tr->device = (lr ? atoi(lr) : tr->rank) % count;
-    }
+    if (cuda && tr->device < 0) /* MPI with GPU ranks: local rank % GPUs, as NCCL does */
+        tr->device = ts_cmd_local_gpu(tr->rank);
 #endif
     out->tr = tr;
     return 0;

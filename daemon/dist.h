@@ -46,6 +46,10 @@ typedef struct ts_cmd_dist {
  * MPI; 0 on success. */
 int ts_cmd_dist_open(const char *cmd, const ts_cmd_dist_params *p, ts_cmd_dist *out);
 
+/* The CUDA device of this process: its rank on the host under a launcher (Open MPI, MPICH,
+ * Slurm; else `fallback`) modulo the devices; -1 without a device (or CUDA). */
+int ts_cmd_local_gpu(int fallback);
+
 /* --tp / --pp values: "auto" (TS_CMD_PAR_AUTO) or an integer in [lo, 256]. 0 on
  * success; -1 with a message naming the flag. */
 int ts_cmd_parse_par(const char *cmd, const char *flag, const char *v, int32_t lo,

@@ -61,7 +61,7 @@ ts_status ts_safety_open_remote(int32_t rank, int timeout_s, ts_safety **out) {
 #endif
 
 ts_status ts_safety_open(const char *model, const char *vision, const char *ids, int threads,
-                         ts_safety **out) {
+                         const char *backend, int device, ts_safety **out) {
     *out = NULL;
     ts_safety *s = ts_calloc(1, sizeof *s);
     if (!s) return TS_FAIL(TS_NOMEM, "safety classifier");
@@ -73,10 +73,11 @@ ts_status ts_safety_open(const char *model, const char *vision, const char *ids,
         rc = TS_FAIL(TS_INVAL, "safety ids '%s': expected BOI,EOI,IMAGE,YES,NO", ids);
         goto fail;
     }
-    ts_vision_params vp = {.n_threads = threads};
+    ts_vision_params vp = {.n_threads = threads, .backend = backend, .device = device};
     TS_TRY_GOTO(ts_vision_load(vision, &vp, &s->v), rc, fail);
     const ts_vision_config *vc = ts_vision_get_config(s->v);
-    ts_engine_params ep = {.model_path = model, .n_threads = threads,
+    ts_engine_params ep = {.model_path = model, .n_threads = threads, .backend = backend,
+                           .device = device,
                            .n_batch = vc->n_tokens > 512 ? vc->n_tokens : 512};
     TS_TRY_GOTO(ts_engine_create(&ep, &s->e), rc, fail);
     TS_TRY_GOTO(ts_gguf_open(model, &s->g), rc, fail);

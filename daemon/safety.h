@@ -17,9 +17,11 @@ typedef struct ts_safety ts_safety;
 #define TS_SAFETY_MAX_IMAGE (256 << 20)
 
 /* model: the ShieldGemma 2 language model (GGUF); vision: mmproj GGUF or HF checkpoint;
- * ids: NULL, or "BOI,EOI,IMAGE,YES,NO" token ids for test vocabularies. */
+ * ids: NULL, or "BOI,EOI,IMAGE,YES,NO" token ids for test vocabularies; backend: NULL or
+ * "cpu", or "cuda" (the encoder and the language model on CUDA device `device`, beside
+ * whatever else runs there). */
 ts_status ts_safety_open(const char *model, const char *vision, const char *ids, int threads,
-                         ts_safety **out);
+                         const char *backend, int device, ts_safety **out);
 void ts_safety_close(ts_safety *s);
 /* The classifier's name for verdicts (the model file's base name). */
 const char *ts_safety_name(const ts_safety *s);
@@ -47,7 +49,8 @@ ts_status ts_safety_score(ts_safety *s, const uint8_t *img, size_t len,
 ts_status ts_safety_open_remote(int32_t rank, int timeout_s, ts_safety **out);
 /* The safety rank: loads the classifier (ts_safety_open's arguments), reports to rank 0 and
  * scores rank 0's requests until rank 0 closes its handle. 0 on a clean end. */
-int ts_safety_serve_rank(const char *model, const char *vision, const char *ids, int threads);
+int ts_safety_serve_rank(const char *model, const char *vision, const char *ids, int threads,
+                         const char *backend);
 
 typedef struct ts_safety_remote ts_safety_remote;
 ts_status ts_safety_remote_open(int32_t rank, int timeout_s, ts_safety_remote **out);

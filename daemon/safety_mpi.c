@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "dist.h"
 #include "log.h"
 #include "safety.h"
 #include "transport.h"
@@ -308,7 +309,8 @@ static int serve_one(MPI_Comm comm, ts_safety *s, int32_t me, const req_hdr *h) 
     return reply(comm, &m);
 }
 
-int ts_safety_serve_rank(const char *model, const char *vision, const char *ids, int threads) {
+int ts_safety_serve_rank(const char *model, const char *vision, const char *ids, int threads,
+                         const char *backend) {
     MPI_Comm comm = ts_transport_mpi_side_comm();
     int me = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &me);
@@ -319,7 +321,9 @@ int ts_safety_serve_rank(const char *model, const char *vision, const char *ids,
     ts_safety *s = NULL;
     ready_msg rm;
     memset(&rm, 0, sizeof rm);
-    ts_status st = ts_safety_open(model, vision, ids, threads, &s);
+    /* CUDA: this host's GPU (local rank % GPUs), as the engine ranks pick theirs */
+    const int gpu = backend && !strcmp(backend, "cuda") ? ts_cmd_local_gpu(me) : 0;
+    ts_status st = ts_safety_open(model, vision, ids, threads, backend, gpu > 0 ? gpu : 0, &s);
     rm.code = st;
     if (st == TS_OK) {
         snprintf(rm.name, sizeof rm.name, "%s", ts_safety_name(s));

@@ -2201,7 +2201,7 @@ int main(int argc, char **argv) {
 #ifdef TS_HAVE_MPI
         if (srank > 0 && me == srank) {
             int rc = ts_safety_serve_rank(o.safety_model, o.safety_vision, o.safety_ids,
-                                          o.threads);
+                                          o.threads, o.backend);
             if (have_cfg) config_destroy(&conf);
             mpi_done();
             return rc;
@@ -2299,15 +2299,18 @@ int main(int argc, char **argv) {
     }
 
     if (o.safety_model) {
+        /* in rank 0's process: on rank 0's device (backend cuda), beside its engine */
+        const int sdev = g_tr && g_tr->device >= 0 ? g_tr->device : o.device;
 #ifdef TS_HAVE_MPI
         ts_status src = srank > 0 ? ts_safety_open_remote(srank, o.safety_timeout > 0
                                                                      ? o.safety_timeout : 120,
                                                           &g_safety)
                                   : ts_safety_open(o.safety_model, o.safety_vision,
-                                                   o.safety_ids, o.threads, &g_safety);
+                                                   o.safety_ids, o.threads, o.backend, sdev,
+                                                   &g_safety);
 #else
         ts_status src = ts_safety_open(o.safety_model, o.safety_vision, o.safety_ids, o.threads,
-                                       &g_safety);
+                                       o.backend, sdev, &g_safety);
 #endif
         if (src != TS_OK) {
             fprintf(stderr, "tesserad: safety classifier: %s\n", ts_last_error());
