@@ -43,6 +43,8 @@ typedef struct ts_kv_layout {
     int32_t n_batch;           /* max tokens of one step: step scratch is sized for it */
     int32_t n_logit_rows;      /* max rows of one topk call (0: no topk scratch) */
     int64_t n_vocab;           /* logits row width for topk (0: none) */
+    int32_t n_head, head_dim;  /* query heads of this rank, head size (CUDA split-K attention
+                                * scratch; 0: none, split-K attention runs unsplit) */
 } ts_kv_layout;
 
 /* One attention call over a batch of tokens of possibly different sequences. */

@@ -122,7 +122,15 @@ typedef struct {
     const float *xq_src;   /* what xq holds, when xq_valid */
     int64_t xq_tok, xq_cols;
     bool xq_valid;
+    /* attention kernels (TESSERA_CUDA_ATTN) */
+    int attn_mode;         /* ATTN_* */
+    int n_sm;              /* multiprocessors: the split-K target */
+    int64_t tab_nseg;      /* distinct sequences of the last KV table built */
+    float *attn_part;      /* split-K partials */
+    size_t attn_part_cap;  /* floats */
 } cuda_ctx;
+
+enum { ATTN_AUTO = 0, ATTN_BASIC, ATTN_FLASH, ATTN_SPLITK };
 
 static cuda_ctx *C(ts_backend *b) { return (cuda_ctx *)b->ctx; }
 /* Any op other than matmul may change device memory: drop the cached Q8 activations. */
@@ -237,6 +245,7 @@ static void cuda_destroy(ts_backend *b) {
         upload_free(c, &c->pos);
         upload_free(c, &c->tab);
         dev_free(c, c->xq);
+        dev_free(c, c->attn_part);
         dev_free(c, c->tk_scratch);
         dev_free(c, c->tk_ids);
         dev_free(c, c->tk_vals);
@@ -501,6 +510,20 @@ static void cuda_mem_stats(ts_backend *b, ts_backend_mem *o) {
 
 /* ---- KV ---- */
 
+/* Split-K attention: splits per (token, KV head) so that the step has about 4 blocks per SM,
+ * at most TS_K_ATTN_MAX_SPLIT and no more than chunks of 64 of max_keys keys. A function of
+ * the step's size only (not of positions): a recorded step keeps its launch shape while the
+ * kernel cuts the actual key range on the device. */
+static int32_t attn_splits(const cuda_ctx *c, int64_t n_tok, int32_t n_head_kv,
+                           int32_t max_keys) {
+    const int64_t blocks = n_tok * (n_head_kv > 0 ? n_head_kv : 1);
+    int64_t s = 4 * (int64_t)(c->n_sm > 0 ? c->n_sm : 1) / (blocks > 0 ? blocks : 1);
+    const int64_t by_keys = ((int64_t)max_keys + 63) / 64;
+    if (s > by_keys) s = by_keys;
+    if (s > TS_K_ATTN_MAX_SPLIT) s = TS_K_ATTN_MAX_SPLIT;
+    return s < 1 ? 1 : (int32_t)s;
+}
+
 static ts_status cuda_kv_init(ts_backend *b, const ts_kv_layout *l) {
     cuda_ctx *c = C(b);
     if (c->kv_ready) return TS_FAIL(TS_INVAL, "KV storage already initialized");
@@ -545,6 +568,22 @@ static ts_status cuda_kv_init(ts_backend *b, const ts_kv_layout *l) {
     c->seg_cap = max_tok;
     if (c->gemm_tc && l->n_batch > 8 && c->max_q8_cols > 0)
         TS_TRY(xq_reserve(c, l->n_batch, c->max_q8_cols));
+    TS_TRY(ts_k_attn_prepare_cuda());
+    /* split-K partials for the largest split of any step size (attn_splits: n_tok x heads x
+     * splits stays under ~4 blocks per SM, so this is small) */
+    if (l->n_head > 0 && l->head_dim > 0 && l->kv_dim % l->head_dim == 0) {
+        size_t need = 0;
+        const int32_t n_kv = l->kv_dim / l->head_dim;
+        for (int64_t n = 1; n <= max_tok && n <= 4 * (int64_t)c->n_sm; n++) {
+            const size_t f = ts_k_attn_split_scratch_floats(n, l->n_head, l->head_dim,
+                                                            attn_splits(c, n, n_kv, l->n_ctx));
+            if (f > need) need = f;
+        }
+        if (need > 0) {
+            TS_TRY(dev_alloc(c, sizeof(float) * need, (void **)&c->attn_part));
+            c->attn_part_cap = need;
+        }
+    }
     if (l->n_logit_rows > 0 && l->n_vocab > 0) {
         const int32_t k = l->n_vocab < 64 ? (int32_t)l->n_vocab : 64;
         TS_TRY(topk_reserve(c, l->n_logit_rows, l->n_vocab, k));
@@ -586,6 +625,7 @@ static ts_status kv_table(cuda_ctx *c, const int32_t *pos, const int32_t *seq, i
     for (int64_t s = 0; s < n_seg; s++)
         n_entries += (have_g ? smax[s] / ps + 1 : 0) + (have_l ? ring : 0);
     const int64_t total = 3 * n_tok + n_entries;
+    c->tab_nseg = n_seg;
     if (total > c->tab_tmp_cap) /* distinct pages: cannot exceed both pools */
         return TS_FAIL(TS_INTERNAL, "KV table of %lld entries (room for %lld)",
                        (long long)total, (long long)c->tab_tmp_cap);
@@ -741,8 +781,35 @@ static ts_status cuda_attention(ts_backend *b, const ts_attn_args *x) {
                               "attention) are not implemented yet; use the CPU backend");
     ts_k_kv_args a;
     TS_TRY(kv_lookup(c, x->pos, x->seq, x->n_tok, x->kv, x->is_global, &a));
-    return ts_k_attention_cuda(&a, c->k[x->layer], c->v[x->layer], x->q, x->out, x->n_head,
-                               x->n_head_kv, x->head_dim, x->window, x->scale, c->st);
+    const float *K = c->k[x->layer], *V = c->v[x->layer];
+    const int32_t group = x->n_head_kv > 0 ? x->n_head / x->n_head_kv : 0;
+    const bool flash_ok = ts_k_attn_flash_supports_cuda(x->head_dim, group);
+    const bool split_ok = ts_k_attn_split_supports_cuda(x->head_dim, group);
+    /* prefill-like: many tokens per sequence. Decided from the step's size alone while a
+     * step is being recorded (a replay may hold other sequences), so recorded steps (at
+     * most 64 tokens) take the decode kernels. */
+    const bool prefill = !c->capturing && x->n_tok >= 16 && c->tab_nseg > 0 &&
+                         x->n_tok >= 4 * c->tab_nseg;
+    int mode = c->attn_mode;
+    if (mode == ATTN_AUTO) mode = prefill && flash_ok ? ATTN_FLASH : split_ok ? ATTN_SPLITK
+                                                                               : ATTN_BASIC;
+    if (mode == ATTN_FLASH && flash_ok)
+        return ts_k_attn_flash_cuda(&a, K, V, x->q, x->out, NULL, x->n_head, x->n_head_kv,
+                                    x->head_dim, x->window, x->scale, c->st);
+    if (mode == ATTN_SPLITK && split_ok) {
+        const int32_t max_keys = x->is_global || x->window <= 0 || x->window > c->kvl.n_ctx
+                                     ? c->kvl.n_ctx : x->window;
+        int32_t ns = attn_splits(c, x->n_tok, x->n_head_kv, max_keys);
+        if (c->attn_mode == ATTN_SPLITK && ns < 2) ns = 2; /* forced: split when it fits */
+        while (ns > 1 && ts_k_attn_split_scratch_floats(x->n_tok, x->n_head, x->head_dim, ns) >
+                             c->attn_part_cap)
+            ns--;
+        return ts_k_attn_split_cuda(&a, K, V, x->q, x->out, NULL, x->n_head, x->n_head_kv,
+                                    x->head_dim, x->window, x->scale, ns, c->attn_part,
+                                    c->attn_part_cap, c->st);
+    }
+    return ts_k_attention_cuda(&a, K, V, x->q, x->out, x->n_head, x->n_head_kv, x->head_dim,
+                               x->window, x->scale, c->st);
 }
 
 static ts_status cuda_kv_copy(ts_backend *b, const ts_kv_copy *cp, int32_t n) {
@@ -833,6 +900,22 @@ ts_status ts_backend_cuda_create(int device, ts_backend **out) {
      * greedy tokens over 300 / 200 steps of the 270M / 27B shapes, tg128 68.7 -> 79.7 tok/s
      * on the 27B); TESSERA_CUDA_GRAPH=0 turns it off */
     c->graph_on = !(graph && !strcmp(graph, "0"));
+    /* attention kernels: auto (default) | basic | flash | splitk (docs/engine.md) */
+    const char *attn = getenv("TESSERA_CUDA_ATTN");
+    if (!attn || !*attn || !strcmp(attn, "auto")) c->attn_mode = ATTN_AUTO;
+    else if (!strcmp(attn, "basic")) c->attn_mode = ATTN_BASIC;
+    else if (!strcmp(attn, "flash")) c->attn_mode = ATTN_FLASH;
+    else if (!strcmp(attn, "splitk")) c->attn_mode = ATTN_SPLITK;
+    else {
+        ts_free(b);
+        ts_free(c);
+        return TS_FAIL(TS_INVAL, "TESSERA_CUDA_ATTN=%s: expected auto, basic, flash or splitk",
+                       attn);
+    }
+    if (cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+        (void)cudaGetLastError();
+        c->n_sm = 1;
+    }
     cudaError_t e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking);
     if (e != cudaSuccess) {
         c->st = NULL;

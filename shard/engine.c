@@ -455,6 +455,7 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
         .n_batch = p->n_batch,
         .n_logit_rows = me->lm_head ? e->n_logit_rows : 0,
         .n_vocab = me->lm_head ? (int64_t)c->n_vocab : 0,
+        .n_head = (int32_t)(me->h1 - me->h0), .head_dim = (int32_t)c->head_dim,
     };
     uint32_t n_glob = 0;
     for (int32_t il = me->l0; il < me->l1; il++) n_glob += c->is_global[il] ? 1u : 0u;
