@@ -100,6 +100,18 @@ ts_status ts_k_rope_cuda(float *x, const int32_t *pos, int64_t n_tok, int64_t n_
 ts_status ts_k_geglu_cuda(float *out, const float *gate, const float *up, int64_t n,
                           cudaStream_t stream);
 ts_status ts_k_add_cuda(float *x, const float *y, int64_t n, cudaStream_t stream);
+/* Fused ops, bit-identical to the separate kernels they replace:
+ * rmsnorm_add: x (n_row, n) += rmsnorm(y) * w (ts_k_rmsnorm_cuda into a temporary, then
+ * ts_k_add_cuda); y is not written.
+ * qk_norm_rope: q (n_tok, n_head, head_dim) and k (n_tok, n_head_kv, head_dim) in place:
+ * per-head ts_k_rmsnorm_cuda with qw / kw (head_dim weights), then ts_k_rope_cuda (pos:
+ * device (n_tok)). */
+ts_status ts_k_rmsnorm_add_cuda(float *x, const float *y, const float *w, int64_t n_row,
+                                int64_t n, float eps, cudaStream_t stream);
+ts_status ts_k_qk_norm_rope_cuda(float *q, float *k, const float *qw, const float *kw,
+                                 const int32_t *pos, int64_t n_tok, int64_t n_head,
+                                 int64_t n_head_kv, int64_t head_dim, float eps, float base,
+                                 float scale, cudaStream_t stream);
 
 /* Paged KV addressing of one step (device memory): tab[3 t + 0..2] = (pos, off_g, off_l)
  * of batch token t, then page entries pt = tab + 3 n_tok: the page of position p of token

@@ -441,6 +441,21 @@ static ts_status cuda_rope(ts_backend *b, float *x, const int32_t *pos, int64_t 
     return ts_k_rope_cuda(x, c->pos.dev, n_tok, n_head, head_dim, base, scale, c->st);
 }
 
+static ts_status cuda_rmsnorm_add(ts_backend *b, float *x, const float *y, const float *w,
+                                  int64_t n_row, int64_t n, float eps) {
+    return ts_k_rmsnorm_add_cuda(x, y, w, n_row, n, eps, W(b)->st);
+}
+
+static ts_status cuda_qk_norm_rope(ts_backend *b, float *q, float *k, const float *qw,
+                                   const float *kw, const int32_t *pos, int64_t n_tok,
+                                   int64_t n_head, int64_t n_head_kv, int64_t head_dim,
+                                   float eps, float base, float scale) {
+    cuda_ctx *c = W(b);
+    TS_TRY(upload_ints(c, &c->pos, pos, n_tok));
+    return ts_k_qk_norm_rope_cuda(q, k, qw, kw, c->pos.dev, n_tok, n_head, n_head_kv, head_dim,
+                                  eps, base, scale, c->st);
+}
+
 static ts_status cuda_geglu(ts_backend *b, float *out, const float *gate, const float *up,
                             int64_t n) {
     return ts_k_geglu_cuda(out, gate, up, n, W(b)->st);
@@ -870,6 +885,8 @@ static const ts_backend_ops g_cuda_ops = {
     .graph_end = cuda_graph_end,
     .mem_stats = cuda_mem_stats,
     .topk = cuda_topk,
+    .rmsnorm_add = cuda_rmsnorm_add,
+    .qk_norm_rope = cuda_qk_norm_rope,
 };
 
 ts_status ts_backend_cuda_create(int device, ts_backend **out) {

@@ -14,6 +14,8 @@
  * scales 1 and 6 (sharp softmax: the online rescaling matters). Every kernel's output vs
  * the reference: NMSE <= 1e-10 (fp32 sums in another order and expf; ~1e-14 expected).
  * Split-K at 1, 2, 5 and 32 splits.
+ * Fused ops (rmsnorm_add, qk_norm_rope): bit-identical to the separate CUDA ops they
+ * replace (and y of rmsnorm_add unchanged), NMSE <= 1e-12 against the CPU backend's ops.
  * Backend level: ts_backend_cuda_create under TESSERA_CUDA_ATTN=auto / basic / flash /
  * splitk (kv_init sizes the split-K scratch), kv_store + attention vs the CPU backend, same
  * bound; a bad TESSERA_CUDA_ATTN value is refused at create.
@@ -425,6 +427,107 @@ out:
     unsetenv("TESSERA_CUDA_ATTN");
 }
 
+/* ---- fused ops vs the separate ops (bit-identical) and vs the CPU backend ---- */
+
+static float *dnew(ts_backend *g, const float *h, size_t n) {
+    void *d = NULL;
+    if (g->ops->alloc(g, sizeof(float) * n, &d) != TS_OK) return NULL;
+    if (h && g->ops->to_device(g, d, h, sizeof(float) * n) != TS_OK) return NULL;
+    return d;
+}
+
+static void test_fused(void) {
+    char what[200];
+    ts_backend *gpu = NULL, *cpu = NULL;
+    if (ts_backend_cuda_create(0, &gpu) != TS_OK || ts_backend_cpu_create(0, true, &cpu) != TS_OK) {
+        check(false, "fused: backends");
+        ts_backend_destroy(gpu);
+        ts_backend_destroy(cpu);
+        return;
+    }
+    const ts_backend_ops *G = gpu->ops, *Cp = cpu->ops;
+    check(G->rmsnorm_add && G->qk_norm_rope, "CUDA backend has rmsnorm_add and qk_norm_rope");
+    if (!G->rmsnorm_add || !G->qk_norm_rope) goto out;
+    const int64_t rn[][2] = {{1, 5376}, {7, 640}, {33, 1152}, {3, 100}};
+    for (size_t i = 0; i < sizeof rn / sizeof rn[0]; i++) {
+        const int64_t R = rn[i][0], N = rn[i][1];
+        const size_t n = (size_t)(R * N);
+        float *x = xmalloc(sizeof(float) * n), *y = xmalloc(sizeof(float) * n),
+              *w = xmalloc(sizeof(float) * (size_t)N), *a = xmalloc(sizeof(float) * n),
+              *f = xmalloc(sizeof(float) * n), *yb = xmalloc(sizeof(float) * n),
+              *ref = xmalloc(sizeof(float) * n), *tmp = xmalloc(sizeof(float) * n);
+        fill(x, n, 4.0f);
+        fill(y, n, 30.0f);
+        fill(w, (size_t)N, 2.0f);
+        float *dx1 = dnew(gpu, x, n), *dx2 = dnew(gpu, x, n), *dy = dnew(gpu, y, n),
+              *dw = dnew(gpu, w, (size_t)N), *dt = dnew(gpu, NULL, n);
+        bool ok = dx1 && dx2 && dy && dw && dt &&
+                  G->rmsnorm(gpu, dt, dy, dw, R, N, 1e-6f) == TS_OK &&
+                  G->add(gpu, dx1, dt, (int64_t)n) == TS_OK &&
+                  G->rmsnorm_add(gpu, dx2, dy, dw, R, N, 1e-6f) == TS_OK &&
+                  G->to_host(gpu, a, dx1, sizeof(float) * n) == TS_OK &&
+                  G->to_host(gpu, f, dx2, sizeof(float) * n) == TS_OK &&
+                  G->to_host(gpu, yb, dy, sizeof(float) * n) == TS_OK;
+        memcpy(ref, x, sizeof(float) * n);
+        ok = ok && Cp->rmsnorm(cpu, tmp, y, w, R, N, 1e-6f) == TS_OK &&
+             Cp->add(cpu, ref, tmp, (int64_t)n) == TS_OK;
+        const double e = ok ? nmse(f, ref, n) : INFINITY;
+        snprintf(what, sizeof what, "rmsnorm_add %lld x %lld: == rmsnorm + add (bit-exact), y "
+                 "unchanged, nmse vs cpu %.3g <= 1e-12", (long long)R, (long long)N, e);
+        check(ok && !memcmp(a, f, sizeof(float) * n) && !memcmp(y, yb, sizeof(float) * n) &&
+                  e <= 1e-12, what);
+        G->free(gpu, dx1); G->free(gpu, dx2); G->free(gpu, dy); G->free(gpu, dw); G->free(gpu, dt);
+        free(x); free(y); free(w); free(a); free(f); free(yb); free(ref); free(tmp);
+    }
+    /* n_tok, n_head, n_head_kv, head_dim, base, scale */
+    const struct { int64_t T, H, KV, hd; float base, scale; } qc[] = {
+        {1, 32, 16, 128, 10000.0f, 1.0f}, {5, 4, 1, 256, 1000000.0f, 8.0f},
+        {17, 8, 4, 64, 10000.0f, 1.0f}, {64, 2, 2, 128, 1000000.0f, 8.0f}};
+    for (size_t i = 0; i < sizeof qc / sizeof qc[0]; i++) {
+        const int64_t T = qc[i].T, H = qc[i].H, KV = qc[i].KV, hd = qc[i].hd;
+        const size_t nq = (size_t)(T * H * hd), nk = (size_t)(T * KV * hd);
+        float *q = xmalloc(sizeof(float) * nq), *k = xmalloc(sizeof(float) * nk),
+              *qw = xmalloc(sizeof(float) * (size_t)hd), *kw = xmalloc(sizeof(float) * (size_t)hd),
+              *qa = xmalloc(sizeof(float) * nq), *ka = xmalloc(sizeof(float) * nk),
+              *qf = xmalloc(sizeof(float) * nq), *kf = xmalloc(sizeof(float) * nk);
+        int32_t *pos = xmalloc(sizeof(int32_t) * (size_t)T);
+        fill(q, nq, 10.0f);
+        fill(k, nk, 10.0f);
+        fill(qw, (size_t)hd, 2.0f);
+        fill(kw, (size_t)hd, 2.0f);
+        for (int64_t t = 0; t < T; t++) pos[t] = (int32_t)(rnd64() % 131072);
+        float *dq1 = dnew(gpu, q, nq), *dq2 = dnew(gpu, q, nq), *dk1 = dnew(gpu, k, nk),
+              *dk2 = dnew(gpu, k, nk), *dqw = dnew(gpu, qw, (size_t)hd), *dkw = dnew(gpu, kw, (size_t)hd);
+        const float eps = 1e-6f, b = qc[i].base, sc = qc[i].scale;
+        bool ok = dq1 && dq2 && dk1 && dk2 && dqw && dkw &&
+                  G->rmsnorm(gpu, dq1, dq1, dqw, T * H, hd, eps) == TS_OK &&
+                  G->rmsnorm(gpu, dk1, dk1, dkw, T * KV, hd, eps) == TS_OK &&
+                  G->rope(gpu, dq1, pos, T, H, hd, b, sc) == TS_OK &&
+                  G->rope(gpu, dk1, pos, T, KV, hd, b, sc) == TS_OK &&
+                  G->qk_norm_rope(gpu, dq2, dk2, dqw, dkw, pos, T, H, KV, hd, eps, b, sc) == TS_OK &&
+                  G->to_host(gpu, qa, dq1, sizeof(float) * nq) == TS_OK &&
+                  G->to_host(gpu, ka, dk1, sizeof(float) * nk) == TS_OK &&
+                  G->to_host(gpu, qf, dq2, sizeof(float) * nq) == TS_OK &&
+                  G->to_host(gpu, kf, dk2, sizeof(float) * nk) == TS_OK;
+        ok = ok && Cp->rmsnorm(cpu, q, q, qw, T * H, hd, eps) == TS_OK &&
+             Cp->rmsnorm(cpu, k, k, kw, T * KV, hd, eps) == TS_OK &&
+             Cp->rope(cpu, q, pos, T, H, hd, b, sc) == TS_OK &&
+             Cp->rope(cpu, k, pos, T, KV, hd, b, sc) == TS_OK;
+        const double eq = ok ? nmse(qf, q, nq) : INFINITY, ek = ok ? nmse(kf, k, nk) : INFINITY;
+        snprintf(what, sizeof what, "qk_norm_rope T %lld H %lld KV %lld hd %lld: == rmsnorm x2 + "
+                 "rope x2 (bit-exact), nmse vs cpu q %.3g k %.3g <= 1e-12", (long long)T,
+                 (long long)H, (long long)KV, (long long)hd, eq, ek);
+        check(ok && !memcmp(qa, qf, sizeof(float) * nq) && !memcmp(ka, kf, sizeof(float) * nk) &&
+                  eq <= 1e-12 && ek <= 1e-12, what);
+        G->free(gpu, dq1); G->free(gpu, dq2); G->free(gpu, dk1); G->free(gpu, dk2);
+        G->free(gpu, dqw); G->free(gpu, dkw);
+        free(q); free(k); free(qw); free(kw); free(qa); free(ka); free(qf); free(kf); free(pos);
+    }
+out:
+    ts_backend_destroy(gpu);
+    ts_backend_destroy(cpu);
+}
+
 int main(void) {
     int n_dev = 0;
     if (ts_cuda_device_count(&n_dev) != TS_OK || n_dev == 0) {
@@ -456,6 +559,7 @@ int main(void) {
         {"image-hd256", 256, 1, 4, 16, 1024, 640, {600, 0, 0}, {200, 0, 0}, {420, 599}, 6.0f},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i]);
+    test_fused();
     const char *modes[] = {"auto", "basic", "flash", "splitk"};
     for (size_t i = 0; i < 4; i++) backend_mode(modes[i]);
     {
