@@ -149,7 +149,7 @@ ts_status ts_k_attention_cuda(const ts_k_kv_args *a, const float *K, const float
  * each token is cut into n_split chunks on the device. part: scratch of
  * ts_k_attn_split_scratch_floats(n_tok, n_head, head_dim, n_split) floats (0 and NULL allowed
  * for n_split == 1: the blocks write the output directly). _supports: head_dim 64 / 128 /
- * 256, group <= 8. */
+ * 256, group 1 / 2 / 4 / 8. */
 #define TS_K_ATTN_MAX_SPLIT 32
 ts_status ts_k_attn_prepare_cuda(void);
 int ts_k_attn_flash_supports_cuda(int32_t head_dim, int32_t group);

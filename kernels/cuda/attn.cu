@@ -24,8 +24,9 @@
  * SPLIT-K (decode): one block (4 warps) per (token, KV head, split). The token's key range is
  * cut into n_split chunks of a multiple of 32 keys (computed on the device from the position,
  * so a recorded step stays valid as the context grows); each block runs the online softmax of
- * all `group` heads over its chunk (each warp every 4th key, the 4 warps merged in shared
- * memory) and writes its partial (max, sum, unnormalized V sum) to the scratch; a combine
+ * all `group` heads over its chunk (each warp 32 keys at a time: lane = key for the scores,
+ * lane = output dims for P V; the 4 warps merged in shared memory) and writes its partial
+ * (max, sum, unnormalized V sum) to the scratch; a combine
  * kernel merges the n_split partials per (token, head). Chunks past the range write an empty
  * partial (max -inf, sum 0). n_split == 1 writes the output directly (no scratch, no
  * combine).
@@ -257,16 +258,19 @@ __global__ void __launch_bounds__(FW * 32)
 /* ---------------------------------------------------------------- split-K (decode) */
 
 constexpr int SW = 4;      /* warps per block */
-constexpr int SGMAX = 8;   /* query heads per KV head */
 constexpr int SGRAIN = 32; /* chunk sizes are multiples of this */
 
-template <int D>
+/* One block per (token, KV head, split), G = the GQA group (query heads of the KV head).
+ * Each warp takes the chunk's keys 32 at a time (sub-chunks w, w + 4, ...), lane = key for
+ * the scores (its K row read as float4s: 32 rows in flight per warp), then lane = output
+ * dims for P V (each key's V row read coalesced, its slot and probability broadcast). */
+template <int D, int G>
 __global__ void __launch_bounds__(SW * 32)
     k_attn_split(ts_k_kv_args a, const float *__restrict__ K, const float *__restrict__ V,
                  const float *__restrict__ q, float *__restrict__ out,
                  const int32_t *__restrict__ hi, float *__restrict__ part, int32_t n_head,
-                 int32_t group, int32_t n_split, int32_t window, float scale) {
-    constexpr int D32 = D / 32;
+                 int32_t n_split, int32_t window, float scale) {
+    constexpr int D32 = D / 32, D4 = D / 4;
     const int64_t t = blockIdx.x;
     const int32_t kvh = blockIdx.y, sp = blockIdx.z;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -280,57 +284,96 @@ __global__ void __launch_bounds__(SW * 32)
     const int32_t c0 = c0l > h ? h + 1 : (int32_t)c0l;
     const int32_t c1 = (int64_t)c0 + chunk > (int64_t)h + 1 ? h + 1 : c0 + chunk;
 
-    float qr[SGMAX][D32], acc[SGMAX][D32], m[SGMAX], l[SGMAX];
+    __shared__ float4 sq4[G * D4]; /* the group's query rows, pre-scaled */
+    for (int e = threadIdx.x; e < G * D4; e += SW * 32) {
+        const int g = e / D4, c = e % D4;
+        float4 v = reinterpret_cast<const float4 *>(
+            q + (t * n_head + (int64_t)kvh * G + g) * (int64_t)D)[c];
+        v.x *= scale;
+        v.y *= scale;
+        v.z *= scale;
+        v.w *= scale;
+        sq4[e] = v;
+    }
+    __syncthreads();
+
+    float acc[G][D32], m[G], l[G];
 #pragma unroll
-    for (int g = 0; g < SGMAX; g++) {
-        const int64_t qo = g < group ? (t * n_head + (int64_t)kvh * group + g) * (int64_t)D : 0;
+    for (int g = 0; g < G; g++) {
         m[g] = -INFINITY;
-        l[g] = 0.0f;
+        l[g] = 0.0f; /* this lane's part of the sum */
 #pragma unroll
-        for (int i = 0; i < D32; i++) {
-            qr[g][i] = g < group ? q[qo + lane + 32 * i] * scale : 0.0f;
-            acc[g][i] = 0.0f;
-        }
+        for (int i = 0; i < D32; i++) acc[g][i] = 0.0f;
     }
     const int64_t head_off = (int64_t)kvh * D;
-    for (int32_t j = c0 + warp; j < c1; j += SW) {
-        const int64_t base = slot_at(a, off, j) * a.kv_dim + head_off;
-        float kv[D32], vv[D32];
+    for (int32_t jb = c0 + SGRAIN * warp; jb < c1; jb += SGRAIN * SW) {
+        const int32_t j = jb + lane;
+        const bool valid = j < c1; /* lane 0 always is */
+        const int64_t base = valid ? slot_at(a, off, j) * a.kv_dim + head_off : 0;
+        float s[G];
 #pragma unroll
-        for (int i = 0; i < D32; i++) {
-            kv[i] = K[base + lane + 32 * i];
-            vv[i] = V[base + lane + 32 * i];
+        for (int g = 0; g < G; g++) s[g] = 0.0f;
+        if (valid) {
+            const float4 *kr = reinterpret_cast<const float4 *>(K + base);
+#pragma unroll 8
+            for (int c = 0; c < D4; c++) {
+                const float4 k4 = kr[c];
+#pragma unroll
+                for (int g = 0; g < G; g++) {
+                    const float4 q4 = sq4[g * D4 + c];
+                    s[g] = fmaf(q4.x, k4.x, s[g]);
+                    s[g] = fmaf(q4.y, k4.y, s[g]);
+                    s[g] = fmaf(q4.z, k4.z, s[g]);
+                    s[g] = fmaf(q4.w, k4.w, s[g]);
+                }
+            }
         }
+        float p[G];
 #pragma unroll
-        for (int g = 0; g < SGMAX; g++) {
-            if (g >= group) break;
-            float s = 0.0f;
+        for (int g = 0; g < G; g++) {
+            const float sv = valid ? s[g] : -INFINITY;
+            float mx = sv;
 #pragma unroll
-            for (int i = 0; i < D32; i++) s = fmaf(qr[g][i], kv[i], s);
+            for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            const float mn = fmaxf(m[g], mx); /* finite: lane 0's key is valid */
+            const float corr = expf(m[g] - mn);
+            p[g] = valid ? expf(sv - mn) : 0.0f;
+            l[g] = l[g] * corr + p[g];
 #pragma unroll
-            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-            const float mn = fmaxf(m[g], s);
-            const float corr = expf(m[g] - mn), e = expf(s - mn);
-            l[g] = l[g] * corr + e;
-#pragma unroll
-            for (int i = 0; i < D32; i++) acc[g][i] = fmaf(e, vv[i], acc[g][i] * corr);
+            for (int i = 0; i < D32; i++) acc[g][i] *= corr;
             m[g] = mn;
         }
-    }
-    __shared__ float sm[SW][SGMAX], sl[SW][SGMAX];
-    __shared__ float sacc[SW][SGMAX][D];
+        const int nk = c1 - jb < SGRAIN ? c1 - jb : SGRAIN; /* uniform over the warp */
+#pragma unroll 4
+        for (int kk = 0; kk < nk; kk++) {
+            const int64_t bk = __shfl_sync(0xffffffffu, base, kk);
+            float v[D32];
 #pragma unroll
-    for (int g = 0; g < SGMAX; g++) {
-        if (g >= group) break;
+            for (int i = 0; i < D32; i++) v[i] = V[bk + lane + 32 * i];
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                const float pk = __shfl_sync(0xffffffffu, p[g], kk);
+#pragma unroll
+                for (int i = 0; i < D32; i++) acc[g][i] = fmaf(pk, v[i], acc[g][i]);
+            }
+        }
+    }
+    __shared__ float sm[SW][G], sl[SW][G];
+    __shared__ float sacc[SW][G][D];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        float ls = l[g];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) ls += __shfl_xor_sync(0xffffffffu, ls, o);
         if (lane == 0) {
             sm[warp][g] = m[g];
-            sl[warp][g] = l[g];
+            sl[warp][g] = ls;
         }
 #pragma unroll
         for (int i = 0; i < D32; i++) sacc[warp][g][lane + 32 * i] = acc[g][i];
     }
     __syncthreads();
-    for (int e = threadIdx.x; e < group * D; e += SW * 32) {
+    for (int e = threadIdx.x; e < G * D; e += SW * 32) {
         const int g = e / D, d = e % D;
         float M = -INFINITY;
         for (int w = 0; w < SW; w++) M = fmaxf(M, sm[w][g]);
@@ -340,7 +383,7 @@ __global__ void __launch_bounds__(SW * 32)
             L += sl[w][g] * cw;
             v += sacc[w][g][d] * cw;
         }
-        const int64_t th = t * n_head + (int64_t)kvh * group + g; /* (token, head) */
+        const int64_t th = t * n_head + (int64_t)kvh * G + g; /* (token, head) */
         if (n_split == 1) {
             out[th * D + d] = v / L;
         } else {
@@ -480,8 +523,8 @@ extern "C" ts_status ts_k_attn_flash_cuda(const ts_k_kv_args *a, const float *K,
 }
 
 extern "C" int ts_k_attn_split_supports_cuda(int32_t head_dim, int32_t group) {
-    return (head_dim == 64 || head_dim == 128 || head_dim == 256) && group >= 1 &&
-           group <= SGMAX;
+    return (head_dim == 64 || head_dim == 128 || head_dim == 256) &&
+           (group == 1 || group == 2 || group == 4 || group == 8);
 }
 
 extern "C" size_t ts_k_attn_split_scratch_floats(int64_t n_tok, int32_t n_head,
@@ -509,13 +552,23 @@ extern "C" ts_status ts_k_attn_split_cuda(const ts_k_kv_args *a, const float *K,
     if (need > 0 && (!part || part_floats < need))
         return TS_FAIL(TS_INVAL, "split-K attention: scratch of %zu floats (need %zu)",
                        part_floats, need);
+    if (!aligned16(K) || !aligned16(V) || !aligned16(q) || a->kv_dim % 4)
+        return TS_FAIL(TS_INVAL, "split-K attention: K / V / q not 16-byte aligned");
     const dim3 grid((unsigned)a->n_tok, (unsigned)n_head_kv, (unsigned)n_split);
-#define L(D)                                                                                 \
-    k_attn_split<D><<<grid, SW * 32, 0, stream>>>(*a, K, V, q, out, hi, part, n_head, group,  \
-                                                  n_split, window, scale)
-    if (head_dim == 64) L(64);
-    else if (head_dim == 128) L(128);
-    else L(256);
+#define L(D, G)                                                                              \
+    k_attn_split<D, G><<<grid, SW * 32, 0, stream>>>(*a, K, V, q, out, hi, part, n_head,      \
+                                                     n_split, window, scale)
+#define LG(D)                                                                                \
+    do {                                                                                     \
+        if (group == 1) L(D, 1);                                                             \
+        else if (group == 2) L(D, 2);                                                        \
+        else if (group == 4) L(D, 4);                                                        \
+        else L(D, 8);                                                                        \
+    } while (0)
+    if (head_dim == 64) LG(64);
+    else if (head_dim == 128) LG(128);
+    else LG(256);
+#undef LG
 #undef L
     TS_TRY(launched("split-K attention"));
     if (n_split == 1) return TS_OK;

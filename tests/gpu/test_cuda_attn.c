@@ -8,7 +8,7 @@
  * turns, one released and re-reserved), keys / values of every stored position random,
  * stored into the CPU backend (kv_store) and mirrored into device pools at the same slots;
  * the step's page table built here as shard/backend_cuda.c builds it. Cases: head_dim 64 /
- * 128 / 256, GQA ratios 1 / 2 / 4, windows smaller and larger than the context, contexts of
+ * 128 / 256, GQA ratios 1 / 2 / 4 / 8, windows smaller and larger than the context, contexts of
  * 1 .. 4200 positions, decode (1 token per sequence, 1-8 tokens) and prefill (512 tokens of
  * one sequence next to chunks of the others), bidirectional image blocks (hi > pos), query
  * scales 1 and 6 (sharp softmax: the online rescaling matters). Every kernel's output vs
@@ -555,6 +555,7 @@ int main(void) {
         {"prefill-hd256", 256, 1, 4, 16, 512, 1100, {1024, 100, 0}, {512, 10, 0}, {-1, -1}, 6.0f},
         {"prefill-g1", 64, 3, 1, 8, 64, 600, {513, 0, 0}, {513, 0, 0}, {-1, -1}, 6.0f},
         {"prefill-ps4", 128, 1, 2, 4, 30, 300, {250, 120, 0}, {60, 60, 0}, {-1, -1}, 1.0f},
+        {"group8", 64, 1, 8, 16, 128, 700, {650, 300, 0}, {70, 2, 0}, {-1, -1}, 6.0f},
         {"image", 128, 2, 2, 16, 64, 512, {400, 50, 0}, {300, 10, 0}, {180, 339}, 1.0f},
         {"image-hd256", 256, 1, 4, 16, 1024, 640, {600, 0, 0}, {200, 0, 0}, {420, 599}, 6.0f},
     };
