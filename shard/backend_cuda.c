@@ -800,11 +800,11 @@ static ts_status cuda_attention(ts_backend *b, const ts_attn_args *x) {
     const int32_t group = x->n_head_kv > 0 ? x->n_head / x->n_head_kv : 0;
     const bool flash_ok = ts_k_attn_flash_supports_cuda(x->head_dim, group);
     const bool split_ok = ts_k_attn_split_supports_cuda(x->head_dim, group);
-    /* prefill-like: many tokens per sequence. Decided from the step's size alone while a
-     * step is being recorded (a replay may hold other sequences), so recorded steps (at
-     * most 64 tokens) take the decode kernels. */
-    const bool prefill = !c->capturing && x->n_tok >= 16 && c->tab_nseg > 0 &&
-                         x->n_tok >= 4 * c->tab_nseg;
+    /* prefill-like: many tokens per sequence. A recorded step keeps the choice made while
+     * recording; a replay with another layout of the same size and logit flags (the
+     * recording key) runs that kernel, which is right for any layout (only its speed was
+     * chosen for the recorded one), and recorded and unrecorded runs of a step agree. */
+    const bool prefill = x->n_tok >= 16 && c->tab_nseg > 0 && x->n_tok >= 4 * c->tab_nseg;
     int mode = c->attn_mode;
     if (mode == ATTN_AUTO) mode = prefill && flash_ok ? ATTN_FLASH : split_ok ? ATTN_SPLITK
                                                                                : ATTN_BASIC;
