@@ -583,6 +583,7 @@ static ts_status cuda_kv_init(ts_backend *b, const ts_kv_layout *l) {
     c->seg_cap = max_tok;
     if (c->gemm_tc && l->n_batch > 8 && c->max_q8_cols > 0)
         TS_TRY(xq_reserve(c, l->n_batch, c->max_q8_cols));
+    CU(cudaSetDevice(c->device)); /* the flash kernels' limits are set per device */
     TS_TRY(ts_k_attn_prepare_cuda());
     /* split-K partials for the largest split of any step size (attn_splits: n_tok x heads x
      * splits stays under ~4 blocks per SM, so this is small) */
@@ -805,17 +806,17 @@ static ts_status cuda_attention(ts_backend *b, const ts_attn_args *x) {
      * recording key) runs that kernel, which is right for any layout (only its speed was
      * chosen for the recorded one), and recorded and unrecorded runs of a step agree. */
     const bool prefill = x->n_tok >= 16 && c->tab_nseg > 0 && x->n_tok >= 4 * c->tab_nseg;
-    int mode = c->attn_mode;
-    if (mode == ATTN_AUTO) mode = prefill && flash_ok ? ATTN_FLASH : split_ok ? ATTN_SPLITK
-                                                                               : ATTN_BASIC;
-    if (mode == ATTN_FLASH && flash_ok)
+    /* forced modes fall back flash -> split-K -> basic where a kernel lacks the shape */
+    const int mode = c->attn_mode;
+    const bool use_flash = flash_ok && (mode == ATTN_FLASH || (mode == ATTN_AUTO && prefill));
+    if (use_flash)
         return ts_k_attn_flash_cuda(&a, K, V, x->q, x->out, NULL, x->n_head, x->n_head_kv,
                                     x->head_dim, x->window, x->scale, c->st);
-    if (mode == ATTN_SPLITK && split_ok) {
+    if (split_ok && mode != ATTN_BASIC) {
         const int32_t max_keys = x->is_global || x->window <= 0 || x->window > c->kvl.n_ctx
                                      ? c->kvl.n_ctx : x->window;
         int32_t ns = attn_splits(c, x->n_tok, x->n_head_kv, max_keys);
-        if (c->attn_mode == ATTN_SPLITK && ns < 2) ns = 2; /* forced: split when it fits */
+        if (mode == ATTN_SPLITK && ns < 2) ns = 2; /* forced: split when it fits */
         while (ns > 1 && ts_k_attn_split_scratch_floats(x->n_tok, x->n_head, x->head_dim, ns) >
                              c->attn_part_cap)
             ns--;
