@@ -7,7 +7,8 @@
  * fp32 throughout (no tensor cores): results equal the CPU reference up to the order of fp32
  * sums and expf (NMSE ~1e-13 measured scale; tests/gpu/test_cuda_attn.c bounds it by 1e-10).
  *
- * FLASH (prefill): one block (4 warps) per (tile of bq consecutive batch tokens, KV head).
+ * FLASH (prefill): one block (4 warps) per (tile of bq consecutive batch tokens, KV head),
+ * the last tiles first (in a causal prefill they are the longest).
  * Its rows are the tile's tokens x the `group` query heads of that KV head (GQA: every K / V
  * tile is read once for all of them), row r = token t0 + r / group, head kvh * group +
  * r % group; bq = ROWS / group. Each warp owns RW consecutive rows. The block walks the
@@ -98,7 +99,9 @@ __global__ void __launch_bounds__(FW * 32)
     __shared__ int32_t rlo[ROWS], rhi[ROWS];
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int64_t t0 = (int64_t)blockIdx.x * bq;
+    /* last tiles first: in a causal prefill they see the most keys, so the longest blocks
+     * start in the first wave */
+    const int64_t t0 = (int64_t)(gridDim.x - 1 - blockIdx.x) * bq;
     const int32_t kvh = blockIdx.y;
     const int nt = (int)(a.n_tok - t0 < bq ? a.n_tok - t0 : bq);
     const int nrow = nt * group;
