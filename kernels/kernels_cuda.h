@@ -100,6 +100,18 @@ ts_status ts_k_rope_cuda(float *x, const int32_t *pos, int64_t n_tok, int64_t n_
 ts_status ts_k_geglu_cuda(float *out, const float *gate, const float *up, int64_t n,
                           cudaStream_t stream);
 ts_status ts_k_add_cuda(float *x, const float *y, int64_t n, cudaStream_t stream);
+/* Fused ops, bit-identical to the separate kernels they replace:
+ * rmsnorm_add: x (n_row, n) += rmsnorm(y) * w (ts_k_rmsnorm_cuda into a temporary, then
+ * ts_k_add_cuda); y is not written.
+ * qk_norm_rope: q (n_tok, n_head, head_dim) and k (n_tok, n_head_kv, head_dim) in place:
+ * per-head ts_k_rmsnorm_cuda with qw / kw (head_dim weights), then ts_k_rope_cuda (pos:
+ * device (n_tok)). */
+ts_status ts_k_rmsnorm_add_cuda(float *x, const float *y, const float *w, int64_t n_row,
+                                int64_t n, float eps, cudaStream_t stream);
+ts_status ts_k_qk_norm_rope_cuda(float *q, float *k, const float *qw, const float *kw,
+                                 const int32_t *pos, int64_t n_tok, int64_t n_head,
+                                 int64_t n_head_kv, int64_t head_dim, float eps, float base,
+                                 float scale, cudaStream_t stream);
 
 /* Paged KV addressing of one step (device memory): tab[3 t + 0..2] = (pos, off_g, off_l)
  * of batch token t, then page entries pt = tab + 3 n_tok: the page of position p of token
@@ -125,6 +137,37 @@ ts_status ts_k_attention_cuda(const ts_k_kv_args *a, const float *K, const float
                               const float *q, float *out, int32_t n_head, int32_t n_head_kv,
                               int32_t head_dim, int32_t window, float scale,
                               cudaStream_t stream);
+
+/* ---- attention kernels (kernels/cuda/attn.cu) ----
+ * Same semantics as ts_k_attention_cuda plus hi: (n_tok) device array or NULL; token t sees
+ * keys [lo, hi[t]] (hi[t] >= its position: image tokens see their whole image block; keys up
+ * to hi[t] must be stored), NULL = [lo, pos] (causal). fp32 throughout.
+ * ts_k_attn_prepare_cuda: once per device before the first flash launch and outside any
+ * stream capture (sets the kernels' dynamic shared-memory limits).
+ * Flash (prefill): blocks of (up to 64 query rows = tokens x the GQA group of one KV head);
+ * K / V tiles of 32 keys in shared memory, online softmax, tiles outside every row's
+ * window skipped. _supports: head_dim 64 / 128 / 256, group <= 64 (32 for 256), and the
+ * device's opt-in shared memory fits (sm_75: head_dim 64 / 128 only).
+ * Split-K (decode): (token, KV head, split) blocks, then a combine kernel; the key range of
+ * each token is cut into n_split chunks on the device. part: scratch of
+ * ts_k_attn_split_scratch_floats(n_tok, n_head, head_dim, n_split) floats (0 and NULL allowed
+ * for n_split == 1: the blocks write the output directly). _supports: head_dim 64 / 128 /
+ * 256, group 1 / 2 / 4 / 8. */
+#define TS_K_ATTN_MAX_SPLIT 32
+ts_status ts_k_attn_prepare_cuda(void);
+int ts_k_attn_flash_supports_cuda(int32_t head_dim, int32_t group);
+ts_status ts_k_attn_flash_cuda(const ts_k_kv_args *a, const float *K, const float *V,
+                               const float *q, float *out, const int32_t *hi, int32_t n_head,
+                               int32_t n_head_kv, int32_t head_dim, int32_t window, float scale,
+                               cudaStream_t stream);
+int ts_k_attn_split_supports_cuda(int32_t head_dim, int32_t group);
+size_t ts_k_attn_split_scratch_floats(int64_t n_tok, int32_t n_head, int32_t head_dim,
+                                      int32_t n_split);
+ts_status ts_k_attn_split_cuda(const ts_k_kv_args *a, const float *K, const float *V,
+                               const float *q, float *out, const int32_t *hi, int32_t n_head,
+                               int32_t n_head_kv, int32_t head_dim, int32_t window, float scale,
+                               int32_t n_split, float *part, size_t part_floats,
+                               cudaStream_t stream);
 
 /* ---- top-k (kernels/cuda/topk.cu): GPU sampling prefilter and argmax ----
  * For each of `rows` rows of x (rows, cols) (device): the k best entries, best first, into

@@ -8,7 +8,9 @@
 #     integer-dot decode, int8 tensor-core prefill, argmax on the device); the 270m also
 #     with the fp32 kernels (TESSERA_CUDA_MMV=fp32 TESSERA_CUDA_GEMM=fp32 TESSERA_GPU_SAMPLING=0),
 #     the 27b too with GPU_CHECK_BASELINE=1; both also with recorded decode steps
-#     (CUDA graphs, on by default) and without them (TESSERA_CUDA_GRAPH=0).
+#     (CUDA graphs, on by default) and without them (TESSERA_CUDA_GRAPH=0); the 27b also with
+#     the old attention kernel (TESSERA_CUDA_ATTN=basic; default auto = flash prefill and
+#     split-K decode) for A/B, skipped with GPU_CHECK_ATTN_AB=0.
 # Each check prints one line "PASS|FAIL|SKIP  name"; a summary of them comes at the end.
 # GPU_CHECK_NO_UNIT=1 skips the CPU unit tests.
 # Vision (optional, GPU_CHECK_NO_VISION=1 skips it): test_cuda_vision runs with the other
@@ -204,6 +206,12 @@ if [ -n "$mk27" ]; then
     if TESSERA_CUDA_GRAPH=0 "$TS" bench -m "$M/27b-q4_0.gguf" --backend cuda -p 0 -n 128 \
         --reps "${GPU_CHECK_REPS:-2}" 2>&1 | tee "$LOG/bench-27b-graph.txt"
     then record PASS "bench 27b no graph"; else record FAIL "bench 27b no graph"; fi
+    if [ "${GPU_CHECK_ATTN_AB:-1}" = 1 ]; then   # attention kernels: the old one for A/B
+        step "tessera bench --backend cuda: 27b q4_0, TESSERA_CUDA_ATTN=basic (per-(token, head) attention)"
+        if TESSERA_CUDA_ATTN=basic "$TS" bench -m "$M/27b-q4_0.gguf" --backend cuda -p 512 -n 128 \
+            --reps "${GPU_CHECK_REPS:-2}" 2>&1 | tee "$LOG/bench-27b-attn-basic.txt"
+        then record PASS "bench 27b attn basic"; else record FAIL "bench 27b attn basic"; fi
+    fi
     if [ "${GPU_CHECK_BASELINE:-0}" = 1 ]; then
         step "tessera bench --backend cuda: 27b q4_0, TESSERA_CUDA_GEMM=fp32 (old prefill)"
         if TESSERA_CUDA_GEMM=fp32 "$TS" bench -m "$M/27b-q4_0.gguf" --backend cuda -p 512 -n 0 \

@@ -43,6 +43,8 @@ typedef struct ts_kv_layout {
     int32_t n_batch;           /* max tokens of one step: step scratch is sized for it */
     int32_t n_logit_rows;      /* max rows of one topk call (0: no topk scratch) */
     int64_t n_vocab;           /* logits row width for topk (0: none) */
+    int32_t n_head, head_dim;  /* query heads of this rank, head size (CUDA split-K attention
+                                * scratch; 0: none, split-K attention runs unsplit) */
 } ts_kv_layout;
 
 /* One attention call over a batch of tokens of possibly different sequences. */
@@ -143,6 +145,18 @@ typedef struct ts_backend_ops {
     /* Copies KV pages (keys and values, every layer of the copy's kind): page src to page
      * dst, in order after the ops before it (the prefix cache's snapshots). */
     ts_status (*kv_copy)(ts_backend *b, const ts_kv_copy *copies, int32_t n);
+    /* Fused ops (optional; NULL: the engine runs the ops they stand for, in that order, and
+     * a backend's fused op gives bit-identical results to them):
+     * rmsnorm_add = rmsnorm(tmp, y, w, n_row, n, eps); add(x, tmp, n_row * n) (y unchanged).
+     * qk_norm_rope = rmsnorm(q, q, qw, n_tok * n_head, head_dim, eps); rmsnorm(k, k, kw,
+     * n_tok * n_head_kv, head_dim, eps); rope(q, pos, n_tok, n_head, head_dim, base, scale);
+     * rope(k, pos, n_tok, n_head_kv, head_dim, base, scale). */
+    ts_status (*rmsnorm_add)(ts_backend *b, float *x, const float *y, const float *w,
+                             int64_t n_row, int64_t n, float eps);
+    ts_status (*qk_norm_rope)(ts_backend *b, float *q, float *k, const float *qw,
+                              const float *kw, const int32_t *pos, int64_t n_tok,
+                              int64_t n_head, int64_t n_head_kv, int64_t head_dim, float eps,
+                              float base, float scale);
 } ts_backend_ops;
 
 struct ts_backend {

@@ -123,7 +123,15 @@ typedef struct {
     const float *xq_src;   /* what xq holds, when xq_valid */
     int64_t xq_tok, xq_cols;
     bool xq_valid;
+    /* attention kernels (TESSERA_CUDA_ATTN) */
+    int attn_mode;         /* ATTN_* */
+    int n_sm;              /* multiprocessors: the split-K target */
+    int64_t tab_nseg;      /* distinct sequences of the last KV table built */
+    float *attn_part;      /* split-K partials */
+    size_t attn_part_cap;  /* floats */
 } cuda_ctx;
+
+enum { ATTN_AUTO = 0, ATTN_BASIC, ATTN_FLASH, ATTN_SPLITK };
 
 static cuda_ctx *C(ts_backend *b) { return (cuda_ctx *)b->ctx; }
 /* Any op other than matmul may change device memory: drop the cached Q8 activations. */
@@ -239,6 +247,7 @@ static void cuda_destroy(ts_backend *b) {
         upload_free(c, &c->tab);
         upload_free(c, &c->hi);
         dev_free(c, c->xq);
+        dev_free(c, c->attn_part);
         dev_free(c, c->tk_scratch);
         dev_free(c, c->tk_ids);
         dev_free(c, c->tk_vals);
@@ -434,6 +443,21 @@ static ts_status cuda_rope(ts_backend *b, float *x, const int32_t *pos, int64_t 
     return ts_k_rope_cuda(x, c->pos.dev, n_tok, n_head, head_dim, base, scale, c->st);
 }
 
+static ts_status cuda_rmsnorm_add(ts_backend *b, float *x, const float *y, const float *w,
+                                  int64_t n_row, int64_t n, float eps) {
+    return ts_k_rmsnorm_add_cuda(x, y, w, n_row, n, eps, W(b)->st);
+}
+
+static ts_status cuda_qk_norm_rope(ts_backend *b, float *q, float *k, const float *qw,
+                                   const float *kw, const int32_t *pos, int64_t n_tok,
+                                   int64_t n_head, int64_t n_head_kv, int64_t head_dim,
+                                   float eps, float base, float scale) {
+    cuda_ctx *c = W(b);
+    TS_TRY(upload_ints(c, &c->pos, pos, n_tok));
+    return ts_k_qk_norm_rope_cuda(q, k, qw, kw, c->pos.dev, n_tok, n_head, n_head_kv, head_dim,
+                                  eps, base, scale, c->st);
+}
+
 static ts_status cuda_geglu(ts_backend *b, float *out, const float *gate, const float *up,
                             int64_t n) {
     return ts_k_geglu_cuda(out, gate, up, n, W(b)->st);
@@ -503,6 +527,20 @@ static void cuda_mem_stats(ts_backend *b, ts_backend_mem *o) {
 
 /* ---- KV ---- */
 
+/* Split-K attention: splits per (token, KV head) so that the step has about 4 blocks per SM,
+ * at most TS_K_ATTN_MAX_SPLIT and no more than chunks of 64 of max_keys keys. A function of
+ * the step's size only (not of positions): a recorded step keeps its launch shape while the
+ * kernel cuts the actual key range on the device. */
+static int32_t attn_splits(const cuda_ctx *c, int64_t n_tok, int32_t n_head_kv,
+                           int32_t max_keys) {
+    const int64_t blocks = n_tok * (n_head_kv > 0 ? n_head_kv : 1);
+    int64_t s = 4 * (int64_t)(c->n_sm > 0 ? c->n_sm : 1) / (blocks > 0 ? blocks : 1);
+    const int64_t by_keys = ((int64_t)max_keys + 63) / 64;
+    if (s > by_keys) s = by_keys;
+    if (s > TS_K_ATTN_MAX_SPLIT) s = TS_K_ATTN_MAX_SPLIT;
+    return s < 1 ? 1 : (int32_t)s;
+}
+
 static ts_status cuda_kv_init(ts_backend *b, const ts_kv_layout *l) {
     cuda_ctx *c = C(b);
     if (c->kv_ready) return TS_FAIL(TS_INVAL, "KV storage already initialized");
@@ -547,6 +585,23 @@ static ts_status cuda_kv_init(ts_backend *b, const ts_kv_layout *l) {
     c->seg_cap = max_tok;
     if (c->gemm_tc && l->n_batch > 8 && c->max_q8_cols > 0)
         TS_TRY(xq_reserve(c, l->n_batch, c->max_q8_cols));
+    CU(cudaSetDevice(c->device)); /* the flash kernels' limits are set per device */
+    TS_TRY(ts_k_attn_prepare_cuda());
+    /* split-K partials for the largest split of any step size (attn_splits: n_tok x heads x
+     * splits stays under ~4 blocks per SM, so this is small) */
+    if (l->n_head > 0 && l->head_dim > 0 && l->kv_dim % l->head_dim == 0) {
+        size_t need = 0;
+        const int32_t n_kv = l->kv_dim / l->head_dim;
+        for (int64_t n = 1; n <= max_tok && n <= 4 * (int64_t)c->n_sm; n++) {
+            const size_t f = ts_k_attn_split_scratch_floats(n, l->n_head, l->head_dim,
+                                                            attn_splits(c, n, n_kv, l->n_ctx));
+            if (f > need) need = f;
+        }
+        if (need > 0) {
+            TS_TRY(dev_alloc(c, sizeof(float) * need, (void **)&c->attn_part));
+            c->attn_part_cap = need;
+        }
+    }
     if (l->n_logit_rows > 0 && l->n_vocab > 0) {
         const int32_t k = l->n_vocab < 64 ? (int32_t)l->n_vocab : 64;
         TS_TRY(topk_reserve(c, l->n_logit_rows, l->n_vocab, k));
@@ -588,6 +643,7 @@ static ts_status kv_table(cuda_ctx *c, const int32_t *pos, const int32_t *seq, i
     for (int64_t s = 0; s < n_seg; s++)
         n_entries += (have_g ? smax[s] / ps + 1 : 0) + (have_l ? ring : 0);
     const int64_t total = 3 * n_tok + n_entries;
+    c->tab_nseg = n_seg;
     if (total > c->tab_tmp_cap) /* distinct pages: cannot exceed both pools */
         return TS_FAIL(TS_INTERNAL, "KV table of %lld entries (room for %lld)",
                        (long long)total, (long long)c->tab_tmp_cap);
@@ -759,8 +815,35 @@ static ts_status cuda_attention(ts_backend *b, const ts_attn_args *x) {
         TS_TRY(upload_ints(c, &c->hi, x->hi, x->n_tok));
         a.hi = c->hi.dev;
     }
-    return ts_k_attention_cuda(&a, c->k[x->layer], c->v[x->layer], x->q, x->out, x->n_head,
-                               x->n_head_kv, x->head_dim, x->window, x->scale, c->st);
+    const float *K = c->k[x->layer], *V = c->v[x->layer];
+    const int32_t group = x->n_head_kv > 0 ? x->n_head / x->n_head_kv : 0;
+    const bool flash_ok = ts_k_attn_flash_supports_cuda(x->head_dim, group);
+    const bool split_ok = ts_k_attn_split_supports_cuda(x->head_dim, group);
+    /* prefill-like: many tokens per sequence. A recorded step keeps the choice made while
+     * recording; a replay with another layout of the same size and logit flags (the
+     * recording key) runs that kernel, which is right for any layout (only its speed was
+     * chosen for the recorded one), and recorded and unrecorded runs of a step agree. */
+    const bool prefill = x->n_tok >= 16 && c->tab_nseg > 0 && x->n_tok >= 4 * c->tab_nseg;
+    /* forced modes fall back flash -> split-K -> basic where a kernel lacks the shape */
+    const int mode = c->attn_mode;
+    const bool use_flash = flash_ok && (mode == ATTN_FLASH || (mode == ATTN_AUTO && prefill));
+    if (use_flash)
+        return ts_k_attn_flash_cuda(&a, K, V, x->q, x->out, a.hi, x->n_head, x->n_head_kv,
+                                    x->head_dim, x->window, x->scale, c->st);
+    if (split_ok && mode != ATTN_BASIC) {
+        const int32_t max_keys = x->is_global || x->window <= 0 || x->window > c->kvl.n_ctx
+                                     ? c->kvl.n_ctx : x->window;
+        int32_t ns = attn_splits(c, x->n_tok, x->n_head_kv, max_keys);
+        if (mode == ATTN_SPLITK && ns < 2) ns = 2; /* forced: split when it fits */
+        while (ns > 1 && ts_k_attn_split_scratch_floats(x->n_tok, x->n_head, x->head_dim, ns) >
+                             c->attn_part_cap)
+            ns--;
+        return ts_k_attn_split_cuda(&a, K, V, x->q, x->out, a.hi, x->n_head, x->n_head_kv,
+                                    x->head_dim, x->window, x->scale, ns, c->attn_part,
+                                    c->attn_part_cap, c->st);
+    }
+    return ts_k_attention_cuda(&a, K, V, x->q, x->out, x->n_head, x->n_head_kv, x->head_dim,
+                               x->window, x->scale, c->st);
 }
 
 static ts_status cuda_kv_copy(ts_backend *b, const ts_kv_copy *cp, int32_t n) {
@@ -821,6 +904,8 @@ static const ts_backend_ops g_cuda_ops = {
     .graph_end = cuda_graph_end,
     .mem_stats = cuda_mem_stats,
     .topk = cuda_topk,
+    .rmsnorm_add = cuda_rmsnorm_add,
+    .qk_norm_rope = cuda_qk_norm_rope,
 };
 
 ts_status ts_backend_cuda_create(int device, ts_backend **out) {
@@ -851,6 +936,22 @@ ts_status ts_backend_cuda_create(int device, ts_backend **out) {
      * greedy tokens over 300 / 200 steps of the 270M / 27B shapes, tg128 68.7 -> 79.7 tok/s
      * on the 27B); TESSERA_CUDA_GRAPH=0 turns it off */
     c->graph_on = !(graph && !strcmp(graph, "0"));
+    /* attention kernels: auto (default) | basic | flash | splitk (docs/engine.md) */
+    const char *attn = getenv("TESSERA_CUDA_ATTN");
+    if (!attn || !*attn || !strcmp(attn, "auto")) c->attn_mode = ATTN_AUTO;
+    else if (!strcmp(attn, "basic")) c->attn_mode = ATTN_BASIC;
+    else if (!strcmp(attn, "flash")) c->attn_mode = ATTN_FLASH;
+    else if (!strcmp(attn, "splitk")) c->attn_mode = ATTN_SPLITK;
+    else {
+        ts_free(b);
+        ts_free(c);
+        return TS_FAIL(TS_INVAL, "TESSERA_CUDA_ATTN=%s: expected auto, basic, flash or splitk",
+                       attn);
+    }
+    if (cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+        (void)cudaGetLastError();
+        c->n_sm = 1;
+    }
     cudaError_t e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking);
     if (e != cudaSuccess) {
         c->st = NULL;

@@ -474,6 +474,7 @@ ts_status ts_engine_create(const ts_engine_params *pp, ts_engine **out) {
         .n_batch = p->n_batch,
         .n_logit_rows = me->lm_head ? e->n_logit_rows : 0,
         .n_vocab = me->lm_head ? (int64_t)c->n_vocab : 0,
+        .n_head = (int32_t)(me->h1 - me->h0), .head_dim = (int32_t)c->head_dim,
     };
     uint32_t n_glob = 0;
     for (int32_t il = me->l0; il < me->l1; il++) n_glob += c->is_global[il] ? 1u : 0u;
@@ -1058,12 +1059,17 @@ static ts_status forward_part(ts_engine *e, const ts_batch *bt, bool want_ids, f
         TS_TRY(ops->matmul(b, e->q, &L->q, e->h, T));
         TS_TRY(ops->matmul(b, e->k, &L->k, e->h, T));
         TS_TRY(ops->matmul(b, e->v, &L->v, e->h, T));
-        TS_TRY(ops->rmsnorm(b, e->q, e->q, L->q_norm, T * H, hd, c->rms_eps));
-        TS_TRY(ops->rmsnorm(b, e->k, e->k, L->k_norm, T * KV, hd, c->rms_eps));
         const float base = global ? c->rope_base_global : c->rope_base_local;
         const float scale = global ? c->rope_scale_global : 1.0f;
-        TS_TRY(ops->rope(b, e->q, bt->pos, T, H, hd, base, scale));
-        TS_TRY(ops->rope(b, e->k, bt->pos, T, KV, hd, base, scale));
+        if (ops->qk_norm_rope) { /* fused (backend.h): the same results as the four ops */
+            TS_TRY(ops->qk_norm_rope(b, e->q, e->k, L->q_norm, L->k_norm, bt->pos, T, H, KV, hd,
+                                     c->rms_eps, base, scale));
+        } else {
+            TS_TRY(ops->rmsnorm(b, e->q, e->q, L->q_norm, T * H, hd, c->rms_eps));
+            TS_TRY(ops->rmsnorm(b, e->k, e->k, L->k_norm, T * KV, hd, c->rms_eps));
+            TS_TRY(ops->rope(b, e->q, bt->pos, T, H, hd, base, scale));
+            TS_TRY(ops->rope(b, e->k, bt->pos, T, KV, hd, base, scale));
+        }
         TS_TRY(ops->kv_store(b, kl, global, e->k, e->v, T, bt->pos, bt->seq, e->kv));
         ts_attn_args a = {
             .layer = kl, .is_global = global, .n_tok = T, .q = e->q, .out = e->att,
@@ -1075,8 +1081,12 @@ static ts_status forward_part(ts_engine *e, const ts_batch *bt, bool want_ids, f
         TS_TRY(ops->attention(b, &a));
         TS_TRY(ops->matmul(b, e->o, &L->o, e->att, T));
         TS_TRY(tp_allreduce(e, e->o, T * d));
-        TS_TRY(ops->rmsnorm(b, e->o, e->o, L->post_attn_norm, T, d, c->rms_eps));
-        TS_TRY(ops->add(b, e->x, e->o, T * d));
+        if (ops->rmsnorm_add) {
+            TS_TRY(ops->rmsnorm_add(b, e->x, e->o, L->post_attn_norm, T, d, c->rms_eps));
+        } else {
+            TS_TRY(ops->rmsnorm(b, e->o, e->o, L->post_attn_norm, T, d, c->rms_eps));
+            TS_TRY(ops->add(b, e->x, e->o, T * d));
+        }
         /* feed-forward block */
         TS_TRY(ops->rmsnorm(b, e->h, e->x, L->ffn_norm, T, d, c->rms_eps));
         TS_TRY(ops->matmul(b, e->gate, &L->gate, e->h, T));
@@ -1084,8 +1094,12 @@ static ts_status forward_part(ts_engine *e, const ts_batch *bt, bool want_ids, f
         TS_TRY(ops->geglu(b, e->gate, e->gate, e->up, T * ff));
         TS_TRY(ops->matmul(b, e->o, &L->down, e->gate, T));
         TS_TRY(tp_allreduce(e, e->o, T * d));
-        TS_TRY(ops->rmsnorm(b, e->o, e->o, L->post_ffn_norm, T, d, c->rms_eps));
-        TS_TRY(ops->add(b, e->x, e->o, T * d));
+        if (ops->rmsnorm_add) {
+            TS_TRY(ops->rmsnorm_add(b, e->x, e->o, L->post_ffn_norm, T, d, c->rms_eps));
+        } else {
+            TS_TRY(ops->rmsnorm(b, e->o, e->o, L->post_ffn_norm, T, d, c->rms_eps));
+            TS_TRY(ops->add(b, e->x, e->o, T * d));
+        }
         hook(e, "layer_out", (int32_t)il, e->x, T, d);
     }
 

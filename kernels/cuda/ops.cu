@@ -30,11 +30,10 @@ unsigned grid_for(int64_t n, int threads) {
     return (unsigned)(b > 0 ? b : 1);
 }
 
-__global__ void k_rmsnorm(float *out, const float *x, const float *__restrict__ w, int64_t n,
-                          float eps) {
-    const int64_t r = blockIdx.x;
-    const float *xr = x + r * n;
-    float *o = out + r * n;
+/* 1 / rms of xr[0..n) + eps for the whole block (the reference's double sum; every kernel
+ * that normalizes a row uses this, with 256 threads, so they agree bit for bit). Ends with a
+ * barrier after every read of xr: the caller may overwrite the row. */
+__device__ __forceinline__ float row_rscale(const float *xr, int64_t n, float eps) {
     double ss = 0.0;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += (double)xr[i] * xr[i];
     __shared__ double red[32];
@@ -48,7 +47,54 @@ __global__ void k_rmsnorm(float *out, const float *x, const float *__restrict__ 
     }
     __syncthreads();
     const float scale = (float)(1.0 / sqrt(red[0] / (double)n + (double)eps));
+    __syncthreads(); /* red is reused by the next call */
+    return scale;
+}
+
+__global__ void k_rmsnorm(float *out, const float *x, const float *__restrict__ w, int64_t n,
+                          float eps) {
+    const int64_t r = blockIdx.x;
+    const float *xr = x + r * n;
+    float *o = out + r * n;
+    const float scale = row_rscale(xr, n, eps);
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) o[i] = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
+}
+
+/* x += rmsnorm(y) * w per row: k_rmsnorm into a temporary then k_add, in one pass. */
+__global__ void k_rmsnorm_add(float *x, const float *y, const float *__restrict__ w, int64_t n,
+                              float eps) {
+    const int64_t r = blockIdx.x;
+    const float *yr = y + r * n;
+    float *xr = x + r * n;
+    const float scale = row_rscale(yr, n, eps);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+        xr[i] = __fadd_rn(xr[i], __fmul_rn(__fmul_rn(yr[i], scale), w[i]));
+}
+
+/* Per-head RMSNorm then RoPE, in place: one block per row (token, head) of q (n_tok * n_head
+ * rows) then of k (n_tok * n_head_kv rows); k_rmsnorm's and k_rope's arithmetic. */
+__global__ void k_qk_norm_rope(float *q, float *k, const float *__restrict__ qw,
+                               const float *__restrict__ kw, const int32_t *__restrict__ pos,
+                               int64_t n_tok, int64_t n_head, int64_t n_head_kv, int64_t head_dim,
+                               float eps, float base, float rscale) {
+    const int64_t r = blockIdx.x, nq = n_tok * n_head;
+    const bool is_q = r < nq;
+    const int64_t t = is_q ? r / n_head : (r - nq) / n_head_kv;
+    float *v = is_q ? q + r * head_dim : k + (r - nq) * head_dim;
+    const float *w = is_q ? qw : kw;
+    const float scale = row_rscale(v, head_dim, eps);
+    const int64_t half = head_dim / 2;
+    const double p = (double)pos[t] / (double)rscale;
+    for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
+        const float a = __fmul_rn(__fmul_rn(v[i], scale), w[i]);
+        const float b = __fmul_rn(__fmul_rn(v[i + half], scale), w[i + half]);
+        const double inv = pow((double)base, -(double)(2 * i) / (double)head_dim);
+        double sn, cs;
+        sincos(p * inv, &sn, &cs);
+        const float cf = (float)cs, sf = (float)sn;
+        v[i] = __fsub_rn(__fmul_rn(a, cf), __fmul_rn(b, sf));
+        v[i + half] = __fadd_rn(__fmul_rn(b, cf), __fmul_rn(a, sf));
+    }
 }
 
 __global__ void k_rope(float *x, const int32_t *__restrict__ pos, int64_t n_tok, int64_t n_head,
@@ -179,6 +225,29 @@ extern "C" ts_status ts_k_rmsnorm_cuda(float *out, const float *x, const float *
     if (n_row == 0) return TS_OK;
     k_rmsnorm<<<(unsigned)n_row, 256, 0, stream>>>(out, x, w, n, eps);
     return launched("rmsnorm");
+}
+
+extern "C" ts_status ts_k_rmsnorm_add_cuda(float *x, const float *y, const float *w,
+                                           int64_t n_row, int64_t n, float eps,
+                                           cudaStream_t stream) {
+    if (n_row < 0 || n <= 0 || n_row > 0x7fffffff) return TS_FAIL(TS_INVAL, "rmsnorm_add shape");
+    if (n_row == 0) return TS_OK;
+    k_rmsnorm_add<<<(unsigned)n_row, 256, 0, stream>>>(x, y, w, n, eps);
+    return launched("rmsnorm_add");
+}
+
+extern "C" ts_status ts_k_qk_norm_rope_cuda(float *q, float *k, const float *qw, const float *kw,
+                                            const int32_t *pos, int64_t n_tok, int64_t n_head,
+                                            int64_t n_head_kv, int64_t head_dim, float eps,
+                                            float base, float scale, cudaStream_t stream) {
+    if (n_tok < 0 || n_head <= 0 || n_head_kv <= 0 || head_dim <= 0 || head_dim % 2)
+        return TS_FAIL(TS_INVAL, "qk_norm_rope shape");
+    const int64_t rows = n_tok * (n_head + n_head_kv);
+    if (rows > 0x7fffffff) return TS_FAIL(TS_INVAL, "qk_norm_rope: too many rows");
+    if (rows == 0) return TS_OK;
+    k_qk_norm_rope<<<(unsigned)rows, 256, 0, stream>>>(q, k, qw, kw, pos, n_tok, n_head, n_head_kv,
+                                                       head_dim, eps, base, scale);
+    return launched("qk_norm_rope");
 }
 
 extern "C" ts_status ts_k_rope_cuda(float *x, const int32_t *pos, int64_t n_tok, int64_t n_head,

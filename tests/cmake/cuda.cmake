@@ -9,6 +9,14 @@ if(TS_HAVE_CUDA)
   add_test(NAME test_cuda_ops COMMAND test_cuda_ops)
   set_tests_properties(test_cuda_ops PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 600)
 
+  # The attention kernels (flash prefill, split-K decode, the per-(token, head) kernel) vs
+  # the CPU reference on a scattered paged KV cache; the backend under each TESSERA_CUDA_ATTN.
+  add_executable(test_cuda_attn ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_cuda_attn.c)
+  target_link_libraries(test_cuda_attn PRIVATE ts_engine ts_kernels_cuda)
+  ts_c_target(test_cuda_attn)
+  add_test(NAME test_cuda_attn COMMAND test_cuda_attn)
+  set_tests_properties(test_cuda_attn PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 900)
+
   # The engine on CUDA: HF fixtures, and the real 270M against the CPU reference engine
   # (TESSERA_MODEL_270M), extra models from TESSERA_CUDA_CMP_MODELS.
   add_executable(test_cuda_engine ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_cuda_engine.c)
