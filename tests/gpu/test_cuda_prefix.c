@@ -5,7 +5,9 @@
  * A tiny generated model (mkmodel "tiny": sliding window 16; pages of 4 tokens, chunks of
  * 8), and the real 270M when TESSERA_MODEL_270M is set (600-token shared prefix, window
  * 512). Two CUDA engines, with and without the prefix cache, with the exact fp32 matmuls
- * (TESSERA_CUDA_MMV=fp32). Request A runs on the cached engine; request B shares A's first
+ * (TESSERA_CUDA_MMV=fp32, TESSERA_CUDA_GEMM=fp32: with the int8 kernels a step quantizes
+ * its activations, and the flash attention's key tiles follow the step's chunking, which
+ * a hit changes: a 1e-7 difference then crosses a rounding boundary, 8e-4 on the 270M). Request A runs on the cached engine; request B shares A's first
  * n_shared tokens (a multiple of the chunk, so the chunk that starts at the cut holds the
  * same tokens in both runs). B with the hit (A still running), then B again after both
  * ended (its own blocks hit too, the cut no longer on a chunk boundary), against B alone
@@ -170,6 +172,7 @@ int main(void) {
         return 77;
     }
     setenv("TESSERA_CUDA_MMV", "fp32", 1);
+    setenv("TESSERA_CUDA_GEMM", "fp32", 1);
     char tmp[] = "/tmp/tessera_cuda_prefix_XXXXXX";
     int fd = mkstemp(tmp);
     FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
