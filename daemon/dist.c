@@ -14,7 +14,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +25,7 @@
 #include "gguf.h"
 #include "quant.h"
 #include "status.h"
+#include "strbuf.h"
 #ifdef TS_HAVE_CUDA
 #include <cuda_runtime.h>
 
@@ -142,21 +142,7 @@ static void measure(const char *backend, uint64_t limit, rank_mem *me) {
                            me->host);
 }
 
-static const char *hs(uint64_t b, char *buf, size_t n) {
-    if (b >= (1ull << 30)) snprintf(buf, n, "%.1f GiB", (double)b / 1073741824.0);
-    else snprintf(buf, n, "%.1f MiB", (double)b / 1048576.0);
-    return buf;
-}
-
-static void rappend(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void rappend(char *buf, size_t cap, const char *fmt, ...) {
-    size_t n = strlen(buf);
-    if (n + 1 >= cap) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf + n, cap - n, fmt, ap);
-    va_end(ap);
-}
+#define hs ts_str_gib /* "14.2 GiB" / "3.5 MiB" */
 
 /* Every rank's budget from the gathered measurements: the measured memory split over the
  * ranks that share it (a host's memory, or one GPU), a GPU's less the reserve, capped by
@@ -173,7 +159,7 @@ static int budgets(const rank_mem *all, int32_t world, bool needed, uint64_t *bu
                 break;
             }
     }
-    rappend(report, rcap, "memory budgets (the plan's, before step buffers):\n");
+    ts_str_append(report, rcap, "memory budgets (the plan's, before step buffers):\n");
     for (int32_t r = 0; r < world; r++) {
         const rank_mem *m = &all[r];
         int32_t share = 0;
@@ -197,19 +183,19 @@ static int budgets(const rank_mem *all, int32_t world, bool needed, uint64_t *bu
         budget[r] = m->err[0] ? m->limit
                     : m->has_limit && m->limit < meas ? m->limit : meas;
         if (r >= 16 && r < world - 1) {
-            if (r == 16) rappend(report, rcap, "  ...\n");
+            if (r == 16) ts_str_append(report, rcap, "  ...\n");
             continue;
         }
-        rappend(report, rcap, "  rank %d on %s: %s", r, m->host, hs(budget[r], a, sizeof a));
+        ts_str_append(report, rcap, "  rank %d on %s: %s", r, m->host, hs(budget[r], a, sizeof a));
         if (m->err[0])
-            rappend(report, rcap, " (--gpu-mem-limit; not measured: %s)\n", m->err);
+            ts_str_append(report, rcap, " (--gpu-mem-limit; not measured: %s)\n", m->err);
         else if (m->gpu >= 0)
-            rappend(report, rcap, " (GPU %d: %s free%s, less %s reserve%s)\n", m->gpu,
+            ts_str_append(report, rcap, " (GPU %d: %s free%s, less %s reserve%s)\n", m->gpu,
                     hs(m->mem, b, sizeof b), share > 1 ? " shared by its ranks" : "",
                     hs(GPU_RESERVE, c, sizeof c),
                     m->has_limit && m->limit < meas ? "; capped by --gpu-mem-limit" : "");
         else
-            rappend(report, rcap, " (host memory: %s available%s%s)\n", hs(m->mem, b, sizeof b),
+            ts_str_append(report, rcap, " (host memory: %s available%s%s)\n", hs(m->mem, b, sizeof b),
                     share > 1 ? ", split over its ranks" : "",
                     m->has_limit && m->limit < meas ? "; capped by --gpu-mem-limit" : "");
     }
@@ -326,7 +312,7 @@ int ts_cmd_dist_open(const char *cmd, const ts_cmd_dist_params *pin, ts_cmd_dist
             }
             out->tp = d.tp;
             out->pp = d.pp;
-            rappend(out->report, sizeof out->report, "%s\n", d.msg);
+            ts_str_append(out->report, sizeof out->report, "%s\n", d.msg);
         }
     }
     const int32_t tp = out->tp > 0 ? out->tp : 1;

@@ -19,12 +19,14 @@
  */
 #include "plan.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "quant.h"
+#include "strbuf.h"
+
+#define hsize ts_str_gib /* "14.2 GiB" / "3.5 MiB" */
 
 #define MiB(x) ((double)(x) / (1024.0 * 1024.0))
 
@@ -37,18 +39,8 @@ uint64_t ts_plan_type_bytes(uint32_t type, uint64_t n) {
     return (n + be - 1) / be * bb;
 }
 
-static const char *hsize(uint64_t b, char *buf, size_t n);
-
 /* Appends to the description (truncates silently). */
-static void dappend(ts_plan *pl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void dappend(ts_plan *pl, const char *fmt, ...) {
-    size_t n = strlen(pl->desc);
-    if (n + 1 >= sizeof pl->desc) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(pl->desc + n, sizeof pl->desc - n, fmt, ap);
-    va_end(ap);
-}
+#define dappend(pl, ...) ts_str_append((pl)->desc, sizeof (pl)->desc, __VA_ARGS__)
 
 /* The TP sizes that divide the KV heads, as text ("1, 2, 4"). */
 static void tp_choices(const ts_config *c, char *buf, size_t cap) {
@@ -300,12 +292,6 @@ uint64_t ts_plan_step_bytes(const ts_config *c, int32_t tp, int32_t n_batch, int
                             rows * (c->n_embd + (uint64_t)c->n_vocab));
 }
 
-/* "14.2 GiB" / "3.5 MiB" */
-static const char *hsize(uint64_t b, char *buf, size_t n) {
-    if (b >= (1ull << 30)) snprintf(buf, n, "%.1f GiB", (double)b / (1024.0 * 1024.0 * 1024.0));
-    else snprintf(buf, n, "%.1f MiB", MiB(b));
-    return buf;
-}
 
 /* The context default of ts_plan_make for n_ctx 0. */
 static int32_t default_ctx(const ts_config *c) {
@@ -348,16 +334,6 @@ static int32_t max_context(const ts_config *c, const ts_plan_params *base, int32
             hi = mid;
     }
     return lo;
-}
-
-static void sappend(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void sappend(char *buf, size_t cap, const char *fmt, ...) {
-    size_t n = strlen(buf);
-    if (n + 1 >= cap) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf + n, cap - n, fmt, ap);
-    va_end(ap);
 }
 
 /* The smallest layout (tp, pp) of `world` ranks with every budget `each` that holds n_ctx;
@@ -443,14 +419,14 @@ ts_status ts_plan_auto(const ts_config *c, const ts_plan_auto_params *ap,
             const ts_plan_layout *L = &out->layout[i];
             if (i == best) continue;
             if (L->max_ctx >= want)
-                sappend(out->desc, sizeof out->desc, "; tp %d x pp %d: up to %d%s", L->tp,
+                ts_str_append(out->desc, sizeof out->desc, "; tp %d x pp %d: up to %d%s", L->tp,
                         L->pp, L->max_ctx, L->max_ctx == B->max_ctx && L->tp > B->tp
                                                ? " (a tie: fewer TP ranks win)" : "");
             else
-                sappend(out->desc, sizeof out->desc, "; tp %d x pp %d: %s", L->tp, L->pp,
+                ts_str_append(out->desc, sizeof out->desc, "; tp %d x pp %d: %s", L->tp, L->pp,
                         L->why);
         }
-        sappend(out->desc, sizeof out->desc, ")");
+        ts_str_append(out->desc, sizeof out->desc, ")");
         return TS_OK;
     }
 
@@ -494,19 +470,19 @@ ts_status ts_plan_auto(const ts_config *c, const ts_plan_auto_params *ap,
              hsize(total_have, sz[3], sizeof sz[3]));
     if (world > 1) {
         if (sorted[0] == sorted[world - 1]) {
-            sappend(d, cap, " (%d x %s)", world, hsize(sorted[0], sz[0], sizeof sz[0]));
+            ts_str_append(d, cap, " (%d x %s)", world, hsize(sorted[0], sz[0], sizeof sz[0]));
         } else if (world <= 8) {
-            sappend(d, cap, " (");
+            ts_str_append(d, cap, " (");
             for (int32_t r = 0; r < world; r++)
-                sappend(d, cap, "%s%s", r ? ", " : "", hsize(bp->mem_bytes[r], sz[0], sizeof sz[0]));
-            sappend(d, cap, ")");
+                ts_str_append(d, cap, "%s%s", r ? ", " : "", hsize(bp->mem_bytes[r], sz[0], sizeof sz[0]));
+            ts_str_append(d, cap, ")");
         } else {
-            sappend(d, cap, " (%s to %s)", hsize(sorted[0], sz[0], sizeof sz[0]),
+            ts_str_append(d, cap, " (%s to %s)", hsize(sorted[0], sz[0], sizeof sz[0]),
                     hsize(sorted[world - 1], sz[1], sizeof sz[1]));
         }
     }
     if (ap->n_batch > 0)
-        sappend(d, cap, " before their step buffers (%s each at tp 1)",
+        ts_str_append(d, cap, " before their step buffers (%s each at tp 1)",
                 hsize(ts_plan_step_bytes(c, 1, ap->n_batch, n_seq, bp->row_align), sz[0],
                       sizeof sz[0]));
     /* the step buffers alone take every budget (at the layout with the smallest ones) */
@@ -517,13 +493,13 @@ ts_status ts_plan_auto(const ts_config *c, const ts_plan_auto_params *ap,
         if (i == 0 || s < step_min) step_min = s;
     }
     if (step_min && sorted[world - 1] <= step_min) {
-        sappend(d, cap, ". The step buffers for a batch of %d tokens alone need at least %s "
+        ts_str_append(d, cap, ". The step buffers for a batch of %d tokens alone need at least %s "
                 "per rank: use a smaller batch (--batch) or more memory", ap->n_batch,
                 hsize(step_min, sz[0], sizeof sz[0]));
         return TS_FAIL(TS_INVAL, "%s", d);
     }
     if (ctx_best >= 0)
-        sappend(d, cap, ". The most context any layout holds is %d (tp %d x pp %d): ask for "
+        ts_str_append(d, cap, ". The most context any layout holds is %d (tp %d x pp %d): ask for "
                 "that (--ctx %d%s), or add memory or ranks", out->layout[ctx_best].max_ctx,
                 out->layout[ctx_best].tp, out->layout[ctx_best].pp,
                 out->layout[ctx_best].max_ctx, n_seq > 1 ? ", or fewer sequences" : "");
@@ -543,7 +519,7 @@ ts_status ts_plan_auto(const ts_config *c, const ts_plan_auto_params *ap,
             if (fits(c, *bp, n, tp, n / tp, b2, want, &scratch)) tp_fit = tp;
         }
         if (tp_fit)
-            sappend(d, cap, ". Rank %d (%s) is too small: the other %d rank%s alone would "
+            ts_str_append(d, cap, ". Rank %d (%s) is too small: the other %d rank%s alone would "
                     "hold it (tp %d x pp %d); leave it out or give it more memory", small,
                     hsize(bp->mem_bytes[small], sz[0], sizeof sz[0]), n, n == 1 ? "" : "s",
                     tp_fit, n / tp_fit);
@@ -555,19 +531,19 @@ ts_status ts_plan_auto(const ts_config *c, const ts_plan_auto_params *ap,
         for (int32_t n = world + 1; n <= TS_PLAN_MAX_RANKS && !k && each > 0; n++)
             if (uniform_fits(c, ap, n, each, want, &ktp, &scratch)) k = n;
         if (k)
-            sappend(d, cap, ". %d ranks of %s would (tp %d x pp %d)", k,
+            ts_str_append(d, cap, ". %d ranks of %s would (tp %d x pp %d)", k,
                     hsize(each, sz[0], sizeof sz[0]), ktp, k / ktp);
         else
-            sappend(d, cap, ". Even %d ranks of %s would not: more memory per rank is needed",
+            ts_str_append(d, cap, ". Even %d ranks of %s would not: more memory per rank is needed",
                     TS_PLAN_MAX_RANKS, hsize(each, sz[0], sizeof sz[0]));
     }
-    sappend(d, cap, ". Layouts:");
+    ts_str_append(d, cap, ". Layouts:");
     for (int32_t i = 0; i < out->n_layout; i++) {
         const ts_plan_layout *L = &out->layout[i];
         if (L->max_ctx > 0)
-            sappend(d, cap, " tp %d x pp %d holds up to %d;", L->tp, L->pp, L->max_ctx);
+            ts_str_append(d, cap, " tp %d x pp %d holds up to %d;", L->tp, L->pp, L->max_ctx);
         else
-            sappend(d, cap, " tp %d x pp %d: %s;", L->tp, L->pp, L->why);
+            ts_str_append(d, cap, " tp %d x pp %d: %s;", L->tp, L->pp, L->why);
     }
     size_t n = strlen(d);
     if (n && d[n - 1] == ';') d[n - 1] = '\0';
