@@ -19,6 +19,21 @@
 extern "C" {
 #endif
 
+/* Evaluates a CUDA runtime call; on failure clears the thread's last-error state (so a
+ * later cudaGetLastError does not report this failure again), records the call and the
+ * error with TS_FAIL and returns TS_CUDA from the enclosing function. Errors that poison
+ * the context (sticky errors such as an illegal address) cannot be cleared by any call;
+ * they keep coming back from later calls. */
+#define TS_CUDA_TRY(call)                                                                  \
+    do {                                                                                   \
+        const cudaError_t ts_cu_err_ = (call);                                             \
+        if (ts_cu_err_ != cudaSuccess) {                                                   \
+            (void)cudaGetLastError();                                                      \
+            return TS_FAIL(TS_CUDA, "%s: %s (%s)", #call, cudaGetErrorName(ts_cu_err_),    \
+                           cudaGetErrorString(ts_cu_err_));                                \
+        }                                                                                  \
+    } while (0)
+
 /* Number of usable CUDA devices. No driver (cudaErrorInsufficientDriver) or no device
  * (cudaErrorNoDevice) is not an error: *n = 0 and TS_OK. Other failures: TS_CUDA. */
 ts_status ts_cuda_device_count(int *n);

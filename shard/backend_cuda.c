@@ -51,15 +51,7 @@
 #include "kernels_cuda.h"
 #include "quant.h"
 
-#define CU(call)                                                                           \
-    do {                                                                                   \
-        cudaError_t e_ = (call);                                                           \
-        if (e_ != cudaSuccess) {                                                           \
-            (void)cudaGetLastError();                                                      \
-            return TS_FAIL(TS_CUDA, "%s: %s (%s)", #call, cudaGetErrorName(e_),            \
-                           cudaGetErrorString(e_));                                        \
-        }                                                                                  \
-    } while (0)
+#define CU TS_CUDA_TRY
 
 /* A host -> device int32 upload whose last contents are remembered. */
 typedef struct {

@@ -40,14 +40,6 @@
 
 namespace {
 
-ts_status launched(const char *what) {
-    const cudaError_t err = cudaGetLastError();
-    if (err != cudaSuccess)
-        return TS_FAIL(TS_CUDA, "%s launch: %s (%s)", what, cudaGetErrorName(err),
-                       cudaGetErrorString(err));
-    return TS_OK;
-}
-
 /* page-table offset of batch token t's sequence for this layer kind */
 __device__ __forceinline__ int32_t tok_off(const ts_k_kv_args &a, int64_t t) {
     return a.tab[3 * t + (a.is_global ? 1 : 2)];
@@ -522,7 +514,7 @@ extern "C" ts_status ts_k_attn_flash_cuda(const ts_k_kv_args *a, const float *K,
     else if (head_dim == 128) L(128);
     else L(256);
 #undef L
-    return launched("flash attention");
+    return ts_cu_launched("flash attention");
 }
 
 extern "C" int ts_k_attn_split_supports_cuda(int32_t head_dim, int32_t group) {
@@ -573,11 +565,11 @@ extern "C" ts_status ts_k_attn_split_cuda(const ts_k_kv_args *a, const float *K,
     else LG(256);
 #undef LG
 #undef L
-    TS_TRY(launched("split-K attention"));
+    TS_TRY(ts_cu_launched("split-K attention"));
     if (n_split == 1) return TS_OK;
     const int64_t n_th = a->n_tok * n_head;
     if (n_th > 0x7fffffff) return TS_FAIL(TS_INVAL, "split-K attention: too many (token, head)s");
     k_attn_combine<<<(unsigned)n_th, (unsigned)head_dim, 0, stream>>>(part, out, n_th, n_split,
                                                                      head_dim);
-    return launched("split-K combine");
+    return ts_cu_launched("split-K combine");
 }

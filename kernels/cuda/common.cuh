@@ -7,22 +7,25 @@
 
 #include <cuda_runtime.h>
 
+#include "kernels_cuda.h" /* TS_CUDA_TRY */
 #include "status.h"
 
-/* Evaluates a CUDA runtime call; on failure clears the thread's last-error state (so a
- * later cudaGetLastError does not report this failure again), records the call and the
- * error with TS_FAIL and returns TS_CUDA from the enclosing function. Errors that poison
- * the context (sticky errors such as an illegal address) cannot be cleared by any call;
- * they keep coming back from later calls. */
-#define TS_CUDA_TRY(call)                                                                  \
-    do {                                                                                   \
-        const cudaError_t ts_cu_err_ = (call);                                             \
-        if (ts_cu_err_ != cudaSuccess) {                                                   \
-            (void)cudaGetLastError();                                                      \
-            return TS_FAIL(TS_CUDA, "%s: %s (%s)", #call, cudaGetErrorName(ts_cu_err_),    \
-                           cudaGetErrorString(ts_cu_err_));                                \
-        }                                                                                  \
-    } while (0)
+/* The launch status of the kernel just enqueued (cudaGetLastError): TS_CUDA naming `what`
+ * and the error, else TS_OK. */
+static inline ts_status ts_cu_launched(const char *what) {
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess)
+        return TS_FAIL(TS_CUDA, "%s launch: %s (%s)", what, cudaGetErrorName(err),
+                       cudaGetErrorString(err));
+    return TS_OK;
+}
+
+/* Blocks of `threads` for a grid-stride loop over n elements: at least 1, at most 2^20. */
+static inline unsigned ts_cu_grid(int64_t n, int threads) {
+    int64_t b = (n + threads - 1) / threads;
+    if (b > (1 << 20)) b = 1 << 20;
+    return (unsigned)(b > 0 ? b : 1);
+}
 
 /* Little-endian u16 at any address (byte loads: block fields are not always aligned). */
 static __device__ __forceinline__ uint16_t ts_dev_rd_u16(const uint8_t *p) {

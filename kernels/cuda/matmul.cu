@@ -413,14 +413,6 @@ size_t type_block_bytes(uint32_t type) {
     }
 }
 
-ts_status launched(const char *what) {
-    const cudaError_t err = cudaGetLastError();
-    if (err != cudaSuccess)
-        return TS_FAIL(TS_CUDA, "%s launch: %s (%s)", what, cudaGetErrorName(err),
-                       cudaGetErrorString(err));
-    return TS_OK;
-}
-
 template <uint32_t T>
 void launch_generic(const WDesc &w, const float *x, int64_t n_tok, float *y, cudaStream_t s) {
     if (n_tok > 8) {
@@ -627,7 +619,7 @@ extern "C" ts_status ts_k_weight_repack_cuda(uint32_t type, const void *src, siz
     else
         k_repack<32><<<blocks, 256, 0, stream>>>((const uint8_t *)src, row_stride, rows, nb,
                                                  (uint8_t *)dst);
-    return launched("repack");
+    return ts_cu_launched("repack");
 }
 
 extern "C" ts_status ts_k_matmul_cuda(uint32_t type, const void *w, size_t row_stride,
@@ -659,7 +651,7 @@ extern "C" ts_status ts_k_matmul_cuda(uint32_t type, const void *w, size_t row_s
     case TS_TYPE_BF16: launch_generic<TS_TYPE_BF16>(wd, x, n_tok, y, stream); break;
     case TS_TYPE_F32: launch_generic<TS_TYPE_F32>(wd, x, n_tok, y, stream); break;
     }
-    return launched("matmul");
+    return ts_cu_launched("matmul");
 }
 
 extern "C" ts_status ts_k_get_rows_cuda(uint32_t type, const void *w, size_t row_stride,
@@ -679,7 +671,7 @@ extern "C" ts_status ts_k_get_rows_cuda(uint32_t type, const void *w, size_t row
         C(TS_TYPE_F16) C(TS_TYPE_BF16) C(TS_TYPE_F32)
 #undef C
     }
-    return launched("get_rows");
+    return ts_cu_launched("get_rows");
 }
 
 extern "C" size_t ts_k_act_q8_bytes_cuda(int64_t n_tok, int64_t cols) {
@@ -697,7 +689,7 @@ extern "C" ts_status ts_k_quantize_act_cuda(const float *x, int64_t n_tok, int64
     if ((n_blk + 7) / 8 > 0x7fffffff) return TS_FAIL(TS_INVAL, "quantize_act: too large");
     k_quant_act<<<(unsigned)((n_blk + 7) / 8), 256, 0, stream>>>(
         x, n_blk, (int8_t *)xq, (int2 *)((uint8_t *)xq + (size_t)n_tok * (size_t)cols));
-    return launched("quantize_act");
+    return ts_cu_launched("quantize_act");
 }
 
 extern "C" int ts_k_matmul_q8_cuda_supports(uint32_t type, int64_t n_tok) {
@@ -719,7 +711,7 @@ extern "C" ts_status ts_k_matmul_q8_cuda(uint32_t type, const void *w, int64_t r
     const int2 *ds = (const int2 *)(q + (size_t)n_tok * (size_t)cols);
     if (type == TS_TYPE_Q4_0) launch_q<16>(wd, q, ds, n_tok, y, stream);
     else launch_q<32>(wd, q, ds, n_tok, y, stream);
-    return launched("matmul_q8");
+    return ts_cu_launched("matmul_q8");
 }
 
 extern "C" void ts_k_matmul_q8_cuda_tune(int rows_per_warp, int unroll) {
@@ -771,5 +763,5 @@ extern "C" ts_status ts_k_matmul_q8_tc_cuda(uint32_t type, const void *w, int64_
         const uint16_t *dpl = (const uint16_t *)(qs + (size_t)rows * nb * 32);
         mm_q8_tc<32><<<grid, 128, 0, stream>>>(qs, dpl, rows, nb, q, ds, n_tok, y);
     }
-    return launched("matmul_q8_tc");
+    return ts_cu_launched("matmul_q8_tc");
 }

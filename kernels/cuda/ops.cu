@@ -16,20 +16,6 @@
 
 namespace {
 
-ts_status launched(const char *what) {
-    const cudaError_t err = cudaGetLastError();
-    if (err != cudaSuccess)
-        return TS_FAIL(TS_CUDA, "%s launch: %s (%s)", what, cudaGetErrorName(err),
-                       cudaGetErrorString(err));
-    return TS_OK;
-}
-
-unsigned grid_for(int64_t n, int threads) {
-    int64_t b = (n + threads - 1) / threads;
-    if (b > (1 << 20)) b = 1 << 20;
-    return (unsigned)(b > 0 ? b : 1);
-}
-
 /* 1 / rms of xr[0..n) + eps for the whole block (the reference's double sum; every kernel
  * that normalizes a row uses this, with 256 threads, so they agree bit for bit). Ends with a
  * barrier after every read of xr: the caller may overwrite the row. */
@@ -224,7 +210,7 @@ extern "C" ts_status ts_k_rmsnorm_cuda(float *out, const float *x, const float *
     if (n_row < 0 || n <= 0 || n_row > 0x7fffffff) return TS_FAIL(TS_INVAL, "rmsnorm shape");
     if (n_row == 0) return TS_OK;
     k_rmsnorm<<<(unsigned)n_row, 256, 0, stream>>>(out, x, w, n, eps);
-    return launched("rmsnorm");
+    return ts_cu_launched("rmsnorm");
 }
 
 extern "C" ts_status ts_k_rmsnorm_add_cuda(float *x, const float *y, const float *w,
@@ -233,7 +219,7 @@ extern "C" ts_status ts_k_rmsnorm_add_cuda(float *x, const float *y, const float
     if (n_row < 0 || n <= 0 || n_row > 0x7fffffff) return TS_FAIL(TS_INVAL, "rmsnorm_add shape");
     if (n_row == 0) return TS_OK;
     k_rmsnorm_add<<<(unsigned)n_row, 256, 0, stream>>>(x, y, w, n, eps);
-    return launched("rmsnorm_add");
+    return ts_cu_launched("rmsnorm_add");
 }
 
 extern "C" ts_status ts_k_qk_norm_rope_cuda(float *q, float *k, const float *qw, const float *kw,
@@ -247,7 +233,7 @@ extern "C" ts_status ts_k_qk_norm_rope_cuda(float *q, float *k, const float *qw,
     if (rows == 0) return TS_OK;
     k_qk_norm_rope<<<(unsigned)rows, 256, 0, stream>>>(q, k, qw, kw, pos, n_tok, n_head, n_head_kv,
                                                        head_dim, eps, base, scale);
-    return launched("qk_norm_rope");
+    return ts_cu_launched("qk_norm_rope");
 }
 
 extern "C" ts_status ts_k_rope_cuda(float *x, const int32_t *pos, int64_t n_tok, int64_t n_head,
@@ -257,29 +243,29 @@ extern "C" ts_status ts_k_rope_cuda(float *x, const int32_t *pos, int64_t n_tok,
         return TS_FAIL(TS_INVAL, "rope shape");
     const int64_t total = n_tok * n_head * (head_dim / 2);
     if (total == 0) return TS_OK;
-    k_rope<<<grid_for(total, 256), 256, 0, stream>>>(x, pos, n_tok, n_head, head_dim, base,
+    k_rope<<<ts_cu_grid(total, 256), 256, 0, stream>>>(x, pos, n_tok, n_head, head_dim, base,
                                                       scale);
-    return launched("rope");
+    return ts_cu_launched("rope");
 }
 
 extern "C" ts_status ts_k_geglu_cuda(float *out, const float *gate, const float *up, int64_t n,
                                      cudaStream_t stream) {
     if (n <= 0) return n == 0 ? TS_OK : TS_FAIL(TS_INVAL, "geglu n");
-    k_geglu<<<grid_for(n, 256), 256, 0, stream>>>(out, gate, up, n);
-    return launched("geglu");
+    k_geglu<<<ts_cu_grid(n, 256), 256, 0, stream>>>(out, gate, up, n);
+    return ts_cu_launched("geglu");
 }
 
 extern "C" ts_status ts_k_add_cuda(float *x, const float *y, int64_t n, cudaStream_t stream) {
     if (n <= 0) return n == 0 ? TS_OK : TS_FAIL(TS_INVAL, "add n");
-    k_add<<<grid_for(n, 256), 256, 0, stream>>>(x, y, n);
-    return launched("add");
+    k_add<<<ts_cu_grid(n, 256), 256, 0, stream>>>(x, y, n);
+    return ts_cu_launched("add");
 }
 
 extern "C" ts_status ts_k_kv_store_cuda(const ts_k_kv_args *a, float *K, float *V,
                                         const float *k, const float *v, cudaStream_t stream) {
     if (a->n_tok <= 0) return a->n_tok == 0 ? TS_OK : TS_FAIL(TS_INVAL, "kv_store n_tok");
     k_kv_store<<<(unsigned)a->n_tok, 128, 0, stream>>>(*a, K, V, k, v);
-    return launched("kv_store");
+    return ts_cu_launched("kv_store");
 }
 
 extern "C" ts_status ts_k_attention_cuda(const ts_k_kv_args *a, const float *K, const float *V,
@@ -303,5 +289,5 @@ extern "C" ts_status ts_k_attention_cuda(const ts_k_kv_args *a, const float *K, 
     else if (d32 <= 8) L(8);
     else L(16);
 #undef L
-    return launched("attention");
+    return ts_cu_launched("attention");
 }

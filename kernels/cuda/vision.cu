@@ -26,20 +26,6 @@
 
 namespace {
 
-ts_status launched(const char *what) {
-    const cudaError_t err = cudaGetLastError();
-    if (err != cudaSuccess)
-        return TS_FAIL(TS_CUDA, "%s launch: %s (%s)", what, cudaGetErrorName(err),
-                       cudaGetErrorString(err));
-    return TS_OK;
-}
-
-unsigned grid_for(int64_t n, int threads) {
-    int64_t b = (n + threads - 1) / threads;
-    if (b > (1 << 20)) b = 1 << 20;
-    return (unsigned)(b > 0 ? b : 1);
-}
-
 __global__ void k_im2col(const float *__restrict__ px, int32_t side, int32_t P,
                          float *__restrict__ cols) {
     const int64_t K = 3 * (int64_t)P * P, total = (int64_t)side * side * K;
@@ -235,7 +221,7 @@ ts_status launch_va(const float *q, const float *k, const float *v, float *out, 
     dim3 grid((unsigned)((n + VA_BQ - 1) / VA_BQ), (unsigned)n_head);
     k_vit_attention<D32><<<grid, VA_WARPS * 32, smem, stream>>>(q, k, v, out, n, n_head, hd,
                                                                  scale);
-    return launched("vit attention");
+    return ts_cu_launched("vit attention");
 }
 
 constexpr int TF_BM = 128, TF_BN = 128, TF_BK = 32, TF_LD = TF_BK + 4;
@@ -447,7 +433,7 @@ extern "C" ts_status ts_k_vit_attention_tf32_cuda(const float *q, const float *k
     default: L(128); break;
     }
 #undef L
-    return launched("tf32 vit attention");
+    return ts_cu_launched("tf32 vit attention");
 }
 
 extern "C" int ts_k_linear_tf32_cuda_supports(int64_t cols) {
@@ -471,15 +457,15 @@ extern "C" ts_status ts_k_linear_tf32_cuda(const float *x, const float *w, int64
     if (n == 0) return TS_OK;
     dim3 grid((unsigned)((rows + TF_BN - 1) / TF_BN), (unsigned)((n + TF_BM - 1) / TF_BM));
     k_linear_tf32<<<grid, 256, 0, stream>>>(x, w, y, n, rows, cols);
-    return launched("tf32 linear");
+    return ts_cu_launched("tf32 linear");
 }
 
 extern "C" ts_status ts_k_im2col_cuda(const float *pixels, int32_t side, int32_t patch,
                                       float *cols, cudaStream_t stream) {
     if (side <= 0 || patch <= 0 || !pixels || !cols) return TS_FAIL(TS_INVAL, "im2col shape");
     const int64_t total = (int64_t)side * side * 3 * patch * patch;
-    k_im2col<<<grid_for(total, 256), 256, 0, stream>>>(pixels, side, patch, cols);
-    return launched("im2col");
+    k_im2col<<<ts_cu_grid(total, 256), 256, 0, stream>>>(pixels, side, patch, cols);
+    return ts_cu_launched("im2col");
 }
 
 extern "C" ts_status ts_k_layernorm_cuda(float *out, const float *x, const float *w,
@@ -488,15 +474,15 @@ extern "C" ts_status ts_k_layernorm_cuda(float *out, const float *x, const float
     if (n_row < 0 || n <= 0 || n_row > 0x7fffffff) return TS_FAIL(TS_INVAL, "layernorm shape");
     if (n_row == 0) return TS_OK;
     k_layernorm<<<(unsigned)n_row, 256, 0, stream>>>(out, x, w, b, n, eps);
-    return launched("layernorm");
+    return ts_cu_launched("layernorm");
 }
 
 extern "C" ts_status ts_k_bias_act_cuda(float *y, const float *b, int64_t n_row, int64_t n,
                                         int gelu, cudaStream_t stream) {
     if (n_row < 0 || n <= 0) return TS_FAIL(TS_INVAL, "bias_act shape");
     if (n_row == 0) return TS_OK;
-    k_bias_act<<<grid_for(n_row * n, 256), 256, 0, stream>>>(y, b, n_row, n, gelu);
-    return launched("bias_act");
+    k_bias_act<<<ts_cu_grid(n_row * n, 256), 256, 0, stream>>>(y, b, n_row, n, gelu);
+    return ts_cu_launched("bias_act");
 }
 
 extern "C" ts_status ts_k_vit_attention_cuda(const float *q, const float *k, const float *v,
@@ -521,6 +507,6 @@ extern "C" ts_status ts_k_avgpool_cuda(const float *x, int32_t side, int32_t k, 
                                        float *out, cudaStream_t stream) {
     if (side <= 0 || k <= 0 || side % k || d <= 0) return TS_FAIL(TS_INVAL, "avgpool shape");
     const int64_t total = (int64_t)(side / k) * (side / k) * d;
-    k_avgpool<<<grid_for(total, 256), 256, 0, stream>>>(x, side, k, d, out);
-    return launched("avgpool");
+    k_avgpool<<<ts_cu_grid(total, 256), 256, 0, stream>>>(x, side, k, d, out);
+    return ts_cu_launched("avgpool");
 }
