@@ -4,6 +4,7 @@
 if(TS_HAVE_CUDA)
   # Every backend op against the CPU reference ops, every weight type.
   add_executable(test_cuda_ops ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_cuda_ops.c)
+  target_include_directories(test_cuda_ops PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/support)
   target_link_libraries(test_cuda_ops PRIVATE ts_engine ts_kernels_cuda ts_kernels_cpu)
   ts_c_target(test_cuda_ops)
   add_test(NAME test_cuda_ops COMMAND test_cuda_ops)
@@ -12,6 +13,7 @@ if(TS_HAVE_CUDA)
   # The attention kernels (flash prefill, split-K decode, the per-(token, head) kernel) vs
   # the CPU reference on a scattered paged KV cache; the backend under each TESSERA_CUDA_ATTN.
   add_executable(test_cuda_attn ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_cuda_attn.c)
+  target_include_directories(test_cuda_attn PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/support)
   target_link_libraries(test_cuda_attn PRIVATE ts_engine ts_kernels_cuda)
   ts_c_target(test_cuda_attn)
   add_test(NAME test_cuda_attn COMMAND test_cuda_attn)
@@ -34,6 +36,7 @@ if(TS_HAVE_CUDA)
   # GPU sampling: top-k / argmax kernel vs the CPU reference, the sampler on a top-k
   # prefilter vs full logits (CPU part runs everywhere), the engine's top-k step.
   add_executable(test_cuda_topk ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_cuda_topk.c)
+  target_include_directories(test_cuda_topk PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/support)
   target_link_libraries(test_cuda_topk PRIVATE ts_engine ts_kernels_cuda)
   ts_c_target(test_cuda_topk)
   add_test(NAME test_cuda_topk COMMAND test_cuda_topk)

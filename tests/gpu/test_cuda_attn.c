@@ -33,6 +33,7 @@
 #include "backend.h"
 #include "kernels_cuda.h"
 #include "kvcache.h"
+#include "test_rand.h"
 
 static int g_pass, g_fail;
 static double g_worst[4]; /* basic, flash, split, backend */
@@ -45,28 +46,7 @@ static void check(bool ok, const char *what) {
     }
 }
 
-static uint64_t g_rng;
-static uint64_t rnd64(void) {
-    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static float frand(void) { return (float)((double)(rnd64() >> 11) / 9007199254740992.0) * 2.0f - 1.0f; }
-static void fill(float *x, size_t n, float s) {
-    for (size_t i = 0; i < n; i++) x[i] = frand() * s;
-}
 
-static double nmse(const float *a, const float *ref, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - ref[i];
-        num += d * d;
-        den += (double)ref[i] * ref[i];
-    }
-    if (num != num) return INFINITY;
-    return den > 0 ? num / den : num;
-}
 
 static void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);

@@ -23,16 +23,10 @@
 
 #include "kernels_cuda.h"
 #include "quant.h"
+#include "test_rand.h"
 
 #define EXIT_SKIP 77
 
-static uint64_t g_rng;
-static uint64_t rnd64(void) { /* splitmix64 */
-    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 /* A random finite half (any sign, exponent 0..30, so subnormals and zeros too). */
 static uint16_t rnd_finite_f16(void) {

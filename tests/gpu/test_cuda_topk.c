@@ -26,6 +26,7 @@
 #include "engine.h"
 #include "kernels_cuda.h"
 #include "sampler.h"
+#include "test_rand.h"
 
 static int g_pass, g_fail;
 
@@ -38,16 +39,6 @@ static void check(bool ok, const char *what) {
     }
 }
 
-static uint64_t g_rng;
-static uint64_t rnd64(void) {
-    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static float frand(void) {
-    return (float)((double)(rnd64() >> 11) / 9007199254740992.0) * 2.0f - 1.0f;
-}
 
 /* mode 0: continuous; 1: 8 levels (heavy ties); 2: continuous with -inf entries;
  * 3: continuous with a few NaNs */

@@ -53,16 +53,10 @@
 #include "cpu/threadpool.h"
 #include "kernels.h"
 #include "quant.h"
+#include "test_rand.h"
 
 /* ---- helpers ---- */
 
-static uint64_t g_rng;
-static uint64_t rnd64(void) {
-    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 static float rnd_uniform(float lo, float hi) {
     return lo + (hi - lo) * (float)(rnd64() >> 40) / (float)(1 << 24);
 }
