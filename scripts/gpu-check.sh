@@ -21,6 +21,10 @@
 # packages unpacked into .gpudeps/root (see the CUDA backend notes in the lead's docs):
 #   mkdir -p .gpudeps && cd .gpudeps && apt-get download libcmocka0 libcmocka-dev \
 #     libjansson4 libjansson-dev libssl-dev libssl3 && for f in *.deb; do dpkg -x $f root; done
+# TESSERA_MODEL_270M=PATH (the real 270M GGUF) adds it to the GPU tests (greedy tokens as
+# the CPU engine's, prefix-cache hits). The file is 253 MB; where a transfer limit is
+# smaller, split it (`split -b 45000000`), carry the parts one per call into a folder
+# outside the checkout while the machine stays warm, `cat` them there and check sha256sum.
 # Logs go to $OUT when set (else build-gpu/logs). Exits non-zero on any failure.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
