@@ -1,10 +1,20 @@
-/* sched.c: continuous-batching scheduler (see sched.h). */
+/* sched.c: continuous-batching scheduler (see sched.h).
+ *
+ * Where a step's samples come from (step_mode): full logits rows to the host (always
+ * possible); on a single rank whose backend selects the top k on the device (CUDA; or any
+ * backend that has the op with TESSERA_GPU_SAMPLING=1, for tests), only each row's SCHED_TOP_K
+ * best (id, logit) pairs when every row's sampler finishes on them exactly
+ * (ts_sampler_top_ok); distributed, only the argmax ids (the last stage picks them) when
+ * every row is greedy without penalties. Grammar masks and min_tokens (EOS masked) need
+ * the full rows. TESSERA_GPU_SAMPLING=0: full rows on one rank. The three give the same
+ * tokens. */
 #include "sched.h"
 
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -42,8 +52,14 @@ struct ts_sched {
     uint8_t *b_want;
     ts_req **row_owner;
     float *logits;
+    int32_t *top_ids;          /* (rows, SCHED_TOP_K) of a top step; row ids of an ids step */
+    float *top_vals;
+    bool top_on, ids_on;       /* the device top-k / distributed argmax modes are possible */
     uint8_t *slot_taken;       /* reserved for a request being admitted */
 };
+
+enum { SCHED_TOP_K = 64 }; /* top-k prefilter width: requests with top_k <= 64 qualify */
+enum { MODE_FULL, MODE_TOP, MODE_IDS };
 
 int64_t ts_now_us(void) {
     struct timespec t;
@@ -109,11 +125,18 @@ ts_status ts_sched_create(const ts_sched_params *p, ts_sched **out) {
     s->slot_taken = ts_calloc(ns, 1);
     /* at most one logits row per sequence per step */
     s->logits = ts_malloc(ns * (size_t)s->n_vocab * sizeof(float));
+    s->top_ids = ts_malloc(ns * SCHED_TOP_K * sizeof(int32_t));
+    s->top_vals = ts_malloc(ns * SCHED_TOP_K * sizeof(float));
     if (!s->running || !s->b_tok || !s->b_pos || !s->b_seq || !s->b_want || !s->row_owner ||
-        !s->logits || !s->slot_taken || !s->b_embd || !s->b_hi) {
+        !s->logits || !s->slot_taken || !s->b_embd || !s->b_hi || !s->top_ids || !s->top_vals) {
         rc = TS_FAIL(TS_NOMEM, "scheduler buffers");
         goto fail;
     }
+    const char *gs = getenv("TESSERA_GPU_SAMPLING");
+    const bool cuda = s->info.backend && !strcmp(s->info.backend, "cuda");
+    s->top_on = ts_engine_can_step_top(s->e) && s->n_vocab >= SCHED_TOP_K &&
+                (gs ? !strcmp(gs, "1") || (strcmp(gs, "0") && cuda) : cuda);
+    s->ids_on = s->p.engine.transport != NULL;
     if (s->p.queue_max <= 0) s->p.queue_max = 64;
     if (s->p.max_tokens_default <= 0) s->p.max_tokens_default = 256;
     s->kv_free = ts_engine_available_pages(s->e);
@@ -136,6 +159,8 @@ void ts_sched_destroy(ts_sched *s) {
     ts_free(s->b_hi);
     ts_free(s->row_owner);
     ts_free(s->logits);
+    ts_free(s->top_ids);
+    ts_free(s->top_vals);
     ts_gvocab_free(s->gv);
     ts_free(s->slot_taken);
     ts_tokenizer_free(s->tok);
@@ -399,8 +424,22 @@ static bool is_stop_id(const ts_req *r, int32_t t) {
     return false;
 }
 
-/* One sampled position for r from its logits row. */
-static void on_logits(ts_sched *s, ts_req *r, float *row) {
+static void on_token(ts_sched *s, ts_req *r, int32_t t);
+
+/* The step mode for its rows (row_owner[0..nrows)): see the top of the file. */
+static int step_mode(const ts_sched *s, int32_t nrows) {
+    bool top = s->top_on, ids = s->ids_on;
+    for (int32_t k = 0; k < nrows && (top || ids); k++) {
+        const ts_req *r = s->row_owner[k];
+        if (r->gm || r->n_gen < r->min_tokens) return MODE_FULL;
+        if (top && !ts_sampler_top_ok(r->smp, SCHED_TOP_K)) top = false;
+        if (ids && !ts_sampler_top_ok(r->smp, 1)) ids = false; /* greedy, no penalties */
+    }
+    return nrows == 0 ? MODE_FULL : top ? MODE_TOP : ids ? MODE_IDS : MODE_FULL;
+}
+
+/* Latency metrics of a sampled position of r. */
+static void row_times(ts_req *r) {
     int64_t now = ts_now_us();
     if (!r->t_first) {
         r->t_first = now;
@@ -409,6 +448,23 @@ static void on_logits(ts_sched *s, ts_req *r, float *row) {
         ts_metrics_itl_us(now - r->t_last);
     }
     r->t_last = now;
+}
+
+/* One sampled position for r from the n best (id, logit) pairs of its row (MODE_TOP: n =
+ * SCHED_TOP_K; MODE_IDS: the argmax alone). */
+static void on_top(ts_sched *s, ts_req *r, const int32_t *ids, const float *vals, uint32_t n) {
+    row_times(r);
+    int32_t t;
+    if (ts_sampler_sample_top(r->smp, ids, vals, n, &t) != TS_OK) {
+        fail(s, r, TS_INTERNAL, ts_last_error());
+        return;
+    }
+    on_token(s, r, t);
+}
+
+/* One sampled position for r from its logits row. */
+static void on_logits(ts_sched *s, ts_req *r, float *row) {
+    row_times(r);
     if (r->gm) { /* structured output: only tokens that keep a valid prefix */
         int64_t t0 = ts_now_us();
         ts_status mrc = ts_gmatch_apply(r->gm, s->gv, row);
@@ -428,6 +484,11 @@ static void on_logits(ts_sched *s, ts_req *r, float *row) {
         fail(s, r, TS_INTERNAL, ts_last_error());
         return;
     }
+    on_token(s, r, t);
+}
+
+/* r's next token t, sampled: stop checks, streaming, limits. */
+static void on_token(ts_sched *s, ts_req *r, int32_t t) {
     if ((!r->ignore_eos || r->gm) && ts_tokenizer_is_eog(s->tok, t)) {
         finish(s, r, TS_FINISH_STOP);
         return;
@@ -555,14 +616,20 @@ static void step(ts_sched *s) {
     ts_batch b = {.n_tokens = n, .token = s->b_tok, .pos = s->b_pos, .seq = s->b_seq,
                   .want_logits = s->b_want, .embd = mm ? s->b_embd : NULL,
                   .attn_hi = mm ? s->b_hi : NULL};
+    const int mode = step_mode(s, nrows);
     int64_t t0 = ts_now_us();
-    ts_status rc = ts_engine_step(s->e, &b, s->logits);
+    ts_status rc = mode == MODE_TOP ? ts_engine_step_top(s->e, &b, SCHED_TOP_K, s->top_ids,
+                                                         s->top_vals)
+                   : mode == MODE_IDS ? ts_engine_step_greedy(s->e, &b, s->top_ids)
+                                      : ts_engine_step(s->e, &b, s->logits);
     int64_t dt = ts_now_us() - t0;
     ts_metrics_step_us(0, dt);
     pthread_mutex_lock(&s->mu);
     s->step_us_ewma = s->step_us_ewma ? (s->step_us_ewma * 7 + dt) / 8 : dt;
     pthread_mutex_unlock(&s->mu);
-    TS_LOG_DEBUG("step: %d tokens, %d logits rows, %.2f ms", n, nrows, (double)dt / 1e3);
+    TS_LOG_DEBUG("step: %d tokens, %d %s, %.2f ms", n, nrows,
+                 mode == MODE_TOP ? "top-k rows" : mode == MODE_IDS ? "greedy ids" : "logits rows",
+                 (double)dt / 1e3);
     if (rc != TS_OK) {
         char msg[256];
         snprintf(msg, sizeof msg, "engine step failed: %s", ts_last_error());
@@ -580,8 +647,20 @@ static void step(ts_sched *s) {
             r->pending = -1;
         }
     }
-    for (int32_t k = 0; k < nrows; k++)
-        on_logits(s, s->row_owner[k], s->logits + (size_t)k * s->n_vocab);
+    for (int32_t k = 0; k < nrows; k++) {
+        ts_req *r = s->row_owner[k];
+        if (mode == MODE_TOP)
+            on_top(s, r, s->top_ids + (size_t)k * SCHED_TOP_K,
+                   s->top_vals + (size_t)k * SCHED_TOP_K, SCHED_TOP_K);
+        else if (mode == MODE_IDS) {
+            /* the argmax as the one candidate (its logit did not come back; any finite
+             * value does): the sampler's state moves as on the full row (top_k 1 with a
+             * temperature draws its random number) */
+            const float v = 0.0f;
+            on_top(s, r, s->top_ids + k, &v, 1);
+        } else
+            on_logits(s, r, s->logits + (size_t)k * s->n_vocab);
+    }
 }
 
 /* A broken distributed engine: fail whatever waits, then tell the front end (once). */

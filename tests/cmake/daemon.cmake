@@ -32,3 +32,15 @@ if(TESSERA_RPC AND TARGET tesserad)
                          ENVIRONMENT "TESSERA_MODEL_270M=${TESSERA_MODEL_270M}")
   endif()
 endif()
+# The scheduler's sampling modes (full logits rows, the top-k prefilter, distributed greedy
+# ids) give the same tokens, one at a time and concurrently.
+if(TESSERA_RPC AND TARGET tesserad)
+  add_test(NAME daemon_sampling_modes COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/daemon/test_sampling_modes.sh
+           $<TARGET_FILE:tessera> $<TARGET_FILE:tesserad>)
+  set_tests_properties(daemon_sampling_modes PROPERTIES LABELS "daemon;mpi" TIMEOUT 600
+                       RUN_SERIAL TRUE)
+  if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
+    set_tests_properties(daemon_sampling_modes PROPERTIES
+                         ENVIRONMENT "TESSERA_MPIRUN=${MPIEXEC_EXECUTABLE}")
+  endif()
+endif()
