@@ -69,6 +69,7 @@ typedef struct {
     char msg[4096];       /* ok: why this layout; else the refusal */
 } decision;
 
+#ifdef TS_HAVE_CUDA
 /* This process's rank on its host under a launcher (Open MPI, MPICH, Slurm), else -1. */
 static int local_rank(void) {
     const char *envs[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"};
@@ -78,6 +79,7 @@ static int local_rank(void) {
     }
     return -1;
 }
+#endif
 
 int ts_cmd_local_gpu(int fallback) {
 #ifdef TS_HAVE_CUDA
