@@ -16,19 +16,11 @@ set -u
 bin=$1
 daemon=$2
 repo=$3
-pass=0
-failn=0
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*"; failn=$((failn + 1)); }
-py=/usr/bin/python3
-tmp=$(mktemp -d)
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ranks=${TESSERA_DAEMON_RANKS:-1}
 dpid="" # the process that gets signals (rank 0)
 jpid="" # the job: tesserad itself, or mpirun
-cleanup() {
-  if [ -n "$jpid" ] && kill -0 "$jpid" 2>/dev/null; then kill -KILL "$jpid"; fi
-  rm -rf "$tmp"
-}
 launch() { # launch ARGS... &: tesserad, or N ranks of it under mpirun (exec: $! is its pid)
   if [ "$ranks" -gt 1 ]; then
     exec "${TESSERA_MPIRUN:-mpirun}" --oversubscribe --allow-run-as-root --bind-to none -np "$ranks" \
@@ -37,7 +29,7 @@ launch() { # launch ARGS... &: tesserad, or N ranks of it under mpirun (exec: $!
     exec "$daemon" "$@"
   fi
 }
-trap cleanup EXIT
+trap 'kill_stray "$jpid"; drop_tmp' EXIT
 
 if ! $py -c "import grpc, jsonschema" 2>/dev/null || ! command -v grpc_python_plugin >/dev/null ||
    [ ! -f /usr/share/grpc-proto/grpc/health/v1/health.proto ]; then
@@ -48,14 +40,13 @@ fi
 # Python stubs from our .proto and grpc-proto's health.proto
 # (health.proto is copied to health_v1/: a generated top-level `grpc` package would clash
 # with grpcio's own)
-mkdir -p "$tmp/stubs" "$tmp/hp/health_v1" "$tmp/hp/refl_v1" "$tmp/hp/refl_v1alpha" "$tmp/hp/rpcstatus"
+gen_stubs
+mkdir -p "$tmp/hp/health_v1" "$tmp/hp/refl_v1" "$tmp/hp/refl_v1alpha" "$tmp/hp/rpcstatus"
 cp /usr/share/grpc-proto/grpc/health/v1/health.proto "$tmp/hp/health_v1/"
 cp /usr/share/grpc-proto/grpc/reflection/v1/reflection.proto "$tmp/hp/refl_v1/"
 cp /usr/share/grpc-proto/grpc/reflection/v1alpha/reflection.proto "$tmp/hp/refl_v1alpha/"
 cp "$repo/rpc/proto/google/rpc/status_min.proto" "$tmp/hp/rpcstatus/"
 plugin=--plugin=protoc-gen-grpc_python="$(command -v grpc_python_plugin)"
-protoc -I "$repo/proto" --python_out="$tmp/stubs" --grpc_python_out="$tmp/stubs" "$plugin" \
-  tessera/v1/inference.proto &&
 protoc -I "$tmp/hp" --python_out="$tmp/stubs" --grpc_python_out="$tmp/stubs" "$plugin" \
   health_v1/health.proto refl_v1/reflection.proto refl_v1alpha/reflection.proto &&
 protoc -I "$tmp/hp" -I /usr/include --python_out="$tmp/stubs" rpcstatus/status_min.proto ||
@@ -69,25 +60,12 @@ start_daemon() {
   launch -m "$model" --listen 127.0.0.1:0 "$@" >"$tmp/d.out" 2>>"$tmp/d.err" &
   jpid=$!
   dpid=$jpid
-  addr=""
-  for _ in $(seq 1 600); do
-    addr=$(sed -n 's/.* on \(127\.0\.0\.1:[0-9]*\) .*/\1/p' "$tmp/d.out")
-    [ -n "$addr" ] && break
-    kill -0 "$jpid" 2>/dev/null || break
-    sleep 0.2
-  done
-  [ -n "$addr" ] || { bad "tesserad did not start: $(tail -5 "$tmp/d.err")"; return 1; }
+  wait_addr "$jpid" 600 || { bad "tesserad did not start: $(tail -5 "$tmp/d.err")"; return 1; }
   if [ "$ranks" -gt 1 ]; then
     dpid=$(sed -n 's/.*, ranks \([0-9]*\), pid \([0-9]*\))$/\2/p' "$tmp/d.out")
     grep -q ", ranks $ranks, pid" "$tmp/d.out" || { bad "tesserad is not $ranks ranks: $(cat "$tmp/d.out")"; return 1; }
   fi
-  for _ in $(seq 1 100); do
-    # shellcheck disable=SC2086 # cli_extra: several words on purpose
-    [ "$("$bin" health --server "$addr" ${cli_extra:-} 2>/dev/null)" = "SERVING" ] && return 0
-    sleep 0.1
-  done
-  bad "tesserad not SERVING"
-  return 1
+  wait_health
 }
 
 # stop_daemon: SIGTERM, expect a clean exit 0 within the grace period
@@ -102,24 +80,13 @@ reload_daemon() {
   if [ "$ranks" -gt 1 ]; then kill -USR2 "$jpid"; else kill -HUP "$dpid"; fi
 }
 wait_daemon() {
-  local rc
-  for _ in $(seq 1 300); do
-    kill -0 "$jpid" 2>/dev/null || break
-    sleep 0.1
-  done
+  wait_gone "$jpid"
   if kill -0 "$jpid" 2>/dev/null; then
     bad "tesserad did not exit after SIGTERM"
     kill -KILL "$jpid"
   fi
-  wait "$jpid"
-  rc=$?
-  [ $rc -eq 0 ] && ok || bad "tesserad exit status $rc: $(tail -20 "$tmp/d.err")"
-  if grep -q "ERROR: AddressSanitizer\|runtime error:\|LeakSanitizer" "$tmp/d.err"; then
-    bad "sanitizer report in tesserad's log:"
-    grep -A30 "ERROR: AddressSanitizer\|runtime error:\|LeakSanitizer" "$tmp/d.err" | head -60
-  else
-    ok
-  fi
+  exit_ok "$jpid" tesserad 20
+  sanitizer_full && ok
   dpid=""
   jpid=""
 }
@@ -128,12 +95,7 @@ pyrun() { # pyrun ARGS...: runs client_test.py and adds its counts to ours
   $py "$repo/tests/daemon/client_test.py" --target "$addr" --stubs "$tmp/stubs" "$@" >"$tmp/py.out" 2>&1
   grep -v "^info:" "$tmp/py.out" | grep -v " passed, " | head -40
   grep "^info:" "$tmp/py.out"
-  local p f
-  p=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$tmp/py.out")
-  f=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$tmp/py.out")
-  if [ -z "$p" ]; then bad "client_test.py $* crashed"; return; fi
-  pass=$((pass + p))
-  failn=$((failn + f))
+  add_py_counts "$tmp/py.out" || bad "client_test.py $* crashed"
 }
 
 c_clients() { # c_clients LABEL
@@ -352,5 +314,4 @@ else
   echo "note: TESSERA_MODEL_270M not set; the real-model part is skipped"
 fi
 
-echo "$pass passed, $failn failed"
-[ $failn -eq 0 ]
+summary ""

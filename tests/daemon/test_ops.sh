@@ -10,28 +10,14 @@ set -u
 bin=$1
 daemon=$2
 repo=$3
-pass=0
-failn=0
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*"; failn=$((failn + 1)); }
-py=/usr/bin/python3
-tmp=$(mktemp -d)
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 dpid=""
-cleanup() {
-  if [ -n "$dpid" ] && kill -0 "$dpid" 2>/dev/null; then kill -KILL "$dpid"; fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+trap 'kill_stray "$dpid"; drop_tmp' EXIT
 
-if ! $py -c "import grpc, prometheus_client" 2>/dev/null || ! command -v grpc_python_plugin >/dev/null; then
-  echo "SKIP: needs python3-grpcio, python3-prometheus-client and protobuf-compiler-grpc (scripts/deps.sh)"
-  exit 77
-fi
+skip_unless_grpc "grpc, prometheus_client" "python3-grpcio, python3-prometheus-client and protobuf-compiler-grpc"
 
-mkdir -p "$tmp/stubs"
-protoc -I "$repo/proto" --python_out="$tmp/stubs" --grpc_python_out="$tmp/stubs" \
-  --plugin=protoc-gen-grpc_python="$(command -v grpc_python_plugin)" tessera/v1/inference.proto ||
-  { bad "protoc stubs"; exit 1; }
+gen_stubs
 
 "$bin" mkmodel --size tiny --type q8_0 --vocab 1024 --seed 7 --ctx 16384 -o "$tmp/tiny.gguf" >/dev/null ||
   { bad "mkmodel"; exit 1; }
@@ -61,7 +47,7 @@ for _ in $(seq 1 300); do
 done
 if [ -z "$addr" ] || [ -z "$murl" ]; then
   bad "tesserad did not start with --metrics: $(cat "$tmp/d.out") $(tail -5 "$tmp/d.err")"
-  echo "$pass passed, $failn failed"
+  summary ""
   exit 1
 fi
 ok
@@ -69,22 +55,13 @@ ok
 $py "$repo/tests/daemon/ops_test.py" --target "$addr" --metrics "$murl" --stubs "$tmp/stubs" \
   --pid "$dpid" --keys "$tmp/keys" >"$tmp/py.out" 2>&1
 grep -v " passed, " "$tmp/py.out" | head -40
-p=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$tmp/py.out")
-f=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$tmp/py.out")
-if [ -z "$p" ]; then bad "ops_test.py crashed"; else pass=$((pass + p)); failn=$((failn + f)); fi
+add_py_counts "$tmp/py.out" || bad "ops_test.py crashed"
 
 kill -TERM "$dpid"
-for _ in $(seq 1 300); do kill -0 "$dpid" 2>/dev/null || break; sleep 0.1; done
-wait "$dpid"
-rc=$?
+wait_gone "$dpid"
+exit_ok "$dpid" tesserad 20
 dpid=""
-[ $rc -eq 0 ] && ok || bad "tesserad exit status $rc: $(tail -20 "$tmp/d.err")"
-if grep -q "ERROR: AddressSanitizer\|runtime error:\|LeakSanitizer" "$tmp/d.err"; then
-  bad "sanitizer report in tesserad's log:"
-  grep -A30 "ERROR: AddressSanitizer\|runtime error:\|LeakSanitizer" "$tmp/d.err" | head -60
-else
-  ok
-fi
+sanitizer_full && ok
 
 # JSON logs: every line an object with ts/level/func/msg; a line about a request carries
 # its id in request_id; the reload and the request ids made by ops_test.py are there.
@@ -109,5 +86,4 @@ assert n_req > 10 and "ops-long" in ids, (n_req, sorted(ids)[:5])
 EOP
 grep -q '"msg":"SIGHUP: reloaded' "$tmp/d.err" && ok || bad "reload logged"
 
-echo "$pass passed, $failn failed"
-[ $failn -eq 0 ]
+summary ""

@@ -11,19 +11,12 @@
 set -u
 bin=$1
 daemon=$2
-pass=0
-failn=0
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*"; failn=$((failn + 1)); }
-py=python3
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+py=python3 # this test also runs without Debian's python3 (no grpc needed)
 command -v /usr/bin/python3 >/dev/null && py=/usr/bin/python3
-tmp=$(mktemp -d)
 jpid=""
-cleanup() {
-  if [ -n "$jpid" ] && kill -0 "$jpid" 2>/dev/null; then kill -KILL "$jpid"; fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+trap 'kill_stray "$jpid"; drop_tmp' EXIT
 
 start_daemon() { # start_daemon MODEL ARGS...: sets $jpid and $addr
   local model=$1
@@ -31,30 +24,13 @@ start_daemon() { # start_daemon MODEL ARGS...: sets $jpid and $addr
   : >"$tmp/d.out"
   "$daemon" -m "$model" --listen 127.0.0.1:0 "$@" >"$tmp/d.out" 2>>"$tmp/d.err" &
   jpid=$!
-  addr=""
-  for _ in $(seq 1 600); do
-    addr=$(sed -n 's/.* on \(127\.0\.0\.1:[0-9]*\) .*/\1/p' "$tmp/d.out")
-    [ -n "$addr" ] && break
-    kill -0 "$jpid" 2>/dev/null || break
-    sleep 0.2
-  done
-  [ -n "$addr" ] || { bad "tesserad did not start: $(tail -5 "$tmp/d.err")"; return 1; }
-  for _ in $(seq 1 100); do
-    [ "$("$bin" health --server "$addr" 2>/dev/null)" = "SERVING" ] && return 0
-    sleep 0.1
-  done
-  bad "tesserad not SERVING"
-  return 1
+  wait_addr "$jpid" 600 || { bad "tesserad did not start: $(tail -5 "$tmp/d.err")"; return 1; }
+  wait_health
 }
 stop_daemon() {
   kill -TERM "$jpid" 2>/dev/null
-  wait "$jpid"
-  local rc=$?
-  [ $rc -eq 0 ] && ok || bad "tesserad exit status $rc: $(tail -20 "$tmp/d.err")"
-  if grep -q "ERROR: AddressSanitizer\|runtime error:\|LeakSanitizer" "$tmp/d.err"; then
-    bad "sanitizer report in tesserad's log:"
-    grep -A30 "ERROR: AddressSanitizer\|runtime error:\|LeakSanitizer" "$tmp/d.err" | head -60
-  fi
+  exit_ok "$jpid" tesserad 20
+  sanitizer_full # a report is a failed check; none is not counted here
   jpid=""
 }
 
@@ -156,5 +132,4 @@ else
   echo "note: TESSERA_MODEL_270M not set; the real-model part is skipped"
 fi
 
-echo "$pass passed, $failn failed"
-[ $failn -eq 0 ]
+summary ""

@@ -11,48 +11,17 @@ bin=$1
 daemon=$2
 repo=$3
 fx=$repo/tests/fixtures
-pass=0
-failn=0
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*"; failn=$((failn + 1)); }
-py=/usr/bin/python3
-tmp=$(mktemp -d)
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 dpid=""
-cleanup() {
-  if [ -n "$dpid" ] && kill -0 "$dpid" 2>/dev/null; then kill -KILL "$dpid"; fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-if ! $py -c "import grpc" 2>/dev/null || ! command -v grpc_python_plugin >/dev/null; then
-  echo "SKIP: needs python3-grpcio and protobuf-compiler-grpc (scripts/deps.sh)"
-  exit 77
-fi
-mkdir -p "$tmp/stubs"
-protoc -I "$repo/proto" --python_out="$tmp/stubs" --grpc_python_out="$tmp/stubs" \
-  --plugin=protoc-gen-grpc_python="$(command -v grpc_python_plugin)" tessera/v1/inference.proto ||
-  { bad "protoc stubs"; exit 1; }
+trap 'kill_stray "$dpid"; drop_tmp' EXIT
+skip_unless_grpc grpc "python3-grpcio and protobuf-compiler-grpc"
+gen_stubs
 
-start_daemon() {
-  : >"$tmp/d.out"
-  : >"$tmp/d.err"
-  TESSERA_LOG=info "$daemon" -m "$fx/vision/tiny_text.gguf" --listen 127.0.0.1:0 --threads 2 "$@" \
-    >"$tmp/d.out" 2>"$tmp/d.err" &
-  dpid=$!
-  addr=""
-  for _ in $(seq 1 300); do
-    addr=$(sed -n 's/.* on \(127\.0\.0\.1:[0-9]*\) .*/\1/p' "$tmp/d.out")
-    [ -n "$addr" ] && return 0
-    kill -0 "$dpid" 2>/dev/null || break
-    sleep 0.2
-  done
-  bad "tesserad did not start: $(tail -5 "$tmp/d.err")"
-  return 1
-}
+start_daemon() { start_fixture_daemon "$@"; }
 stop_daemon() {
   kill -TERM "$dpid" 2>/dev/null
-  wait "$dpid"
-  local rc=$?
-  [ $rc -eq 0 ] && ok || bad "tesserad exit status $rc"
+  exit_ok "$dpid" tesserad
   dpid=""
 }
 
@@ -139,5 +108,4 @@ PY
 stop_daemon
 "$daemon" -m "$fx/vision/tiny_text.gguf" --listen 127.0.0.1:0 --safety-model x.gguf >/dev/null 2>"$tmp/err"
 [ $? -eq 2 ] && grep -q "go together" "$tmp/err" && ok || bad "--safety-model alone"
-echo "test_safety (daemon): $pass passed, $failn failed"
-[ $failn -eq 0 ]
+summary "test_safety (daemon)"

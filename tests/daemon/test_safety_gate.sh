@@ -17,57 +17,19 @@ bin=$1
 daemon=$2
 repo=$3
 fx=$repo/tests/fixtures
-pass=0
-failn=0
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*"; failn=$((failn + 1)); }
-py=/usr/bin/python3
-tmp=$(mktemp -d)
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 dpid=""
-nd=0
-cleanup() {
-  if [ -n "$dpid" ] && kill -0 "$dpid" 2>/dev/null; then kill -KILL "$dpid"; fi
-  [ -n "${KEEP_TMP:-}" ] && echo "kept $tmp" || rm -rf "$tmp"
-}
-trap cleanup EXIT
-if ! $py -c "import grpc" 2>/dev/null || ! command -v grpc_python_plugin >/dev/null; then
-  echo "SKIP: needs python3-grpcio and protobuf-compiler-grpc (scripts/deps.sh)"
-  exit 77
-fi
-mkdir -p "$tmp/stubs"
-protoc -I "$repo/proto" --python_out="$tmp/stubs" --grpc_python_out="$tmp/stubs" \
-  --plugin=protoc-gen-grpc_python="$(command -v grpc_python_plugin)" tessera/v1/inference.proto ||
-  { bad "protoc stubs"; exit 1; }
+trap 'kill_stray "$dpid"; drop_tmp_keepable' EXIT
+skip_unless_grpc grpc "python3-grpcio and protobuf-compiler-grpc"
+gen_stubs
 
-start_daemon() {
-  [ -s "$tmp/d.err" ] && cp "$tmp/d.err" "$tmp/d.err.$((++nd))" # kept for KEEP_TMP=1 runs
-  : >"$tmp/d.out"
-  : >"$tmp/d.err"
-  TESSERA_LOG=info "$daemon" -m "$fx/vision/tiny_text.gguf" --listen 127.0.0.1:0 --threads 2 "$@" \
-    >"$tmp/d.out" 2>"$tmp/d.err" &
-  dpid=$!
-  addr=""
-  for _ in $(seq 1 300); do
-    addr=$(sed -n 's/.* on \(127\.0\.0\.1:[0-9]*\) .*/\1/p' "$tmp/d.out")
-    [ -n "$addr" ] && return 0
-    kill -0 "$dpid" 2>/dev/null || break
-    sleep 0.2
-  done
-  bad "tesserad did not start: $(tail -5 "$tmp/d.err")"
-  return 1
-}
+start_daemon() { start_fixture_daemon --keep-log "$@"; } # earlier logs kept for KEEP_TMP=1 runs
 stop_daemon() {
   kill -TERM "$dpid" 2>/dev/null
-  wait "$dpid"
-  local rc=$?
-  [ $rc -eq 0 ] && ok || bad "tesserad exit status $rc"
-  grep -q "runtime error\|Sanitizer" "$tmp/d.err" && bad "sanitizer report: $(grep -m3 'runtime error\|Sanitizer' "$tmp/d.err")"
+  exit_ok "$dpid" tesserad
+  sanitizer_brief
   dpid=""
-}
-client() { # client SCRIPT ARGS...: runs a python client with the stubs and helpers
-  local s=$1
-  shift
-  PYTHONPATH="$tmp/stubs" $py - "$addr" "$fx/image" "$tmp/cli.jsonl" "$@" <"$s"
 }
 cat >"$tmp/common.py" <<'PY'
 import json, sys
@@ -251,5 +213,4 @@ stop_daemon
 grep -q "safety audit" "$tmp/d.err" && bad "scored on a text-only model" || ok
 "$daemon" -m "$fx/vision/tiny_text.gguf" --listen 127.0.0.1:0 --safety-thresholds violence=x >/dev/null 2>"$tmp/err"
 [ $? -eq 2 ] && grep -q "violence: threshold 'x'" "$tmp/err" && ok || bad "bad --safety-thresholds: $(cat "$tmp/err")"
-echo "test_safety_gate (daemon): $pass passed, $failn failed"
-[ $failn -eq 0 ]
+summary "test_safety_gate (daemon)"

@@ -14,26 +14,12 @@ bin=$1
 daemon=$2
 repo=$3
 fx=$repo/tests/fixtures
-pass=0
-failn=0
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*"; failn=$((failn + 1)); }
-py=/usr/bin/python3
-tmp=$(mktemp -d)
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 dpid=""
-cleanup() {
-  if [ -n "$dpid" ] && kill -0 "$dpid" 2>/dev/null; then kill -KILL "$dpid"; fi
-  [ -n "${KEEP_TMP:-}" ] && echo "kept $tmp" || rm -rf "$tmp"
-}
-trap cleanup EXIT
-if ! $py -c "import grpc" 2>/dev/null || ! command -v grpc_python_plugin >/dev/null; then
-  echo "SKIP: needs python3-grpcio and protobuf-compiler-grpc (scripts/deps.sh)"
-  exit 77
-fi
-mkdir -p "$tmp/stubs"
-protoc -I "$repo/proto" --python_out="$tmp/stubs" --grpc_python_out="$tmp/stubs" \
-  --plugin=protoc-gen-grpc_python="$(command -v grpc_python_plugin)" tessera/v1/inference.proto ||
-  { bad "protoc stubs"; exit 1; }
+trap 'kill_stray "$dpid"; drop_tmp_keepable' EXIT
+skip_unless_grpc grpc "python3-grpcio and protobuf-compiler-grpc"
+gen_stubs
 # shellcheck disable=SC2054 # --safety-ids takes one comma-separated value
 sg=(--safety-model "$fx/vision/tiny_text.gguf" --safety-vision "$fx/vision/tiny_sg"
   --safety-ids 500,501,502,20,30)
@@ -108,14 +94,8 @@ CFG
 TESSERA_LOG=info "$daemon" -m "$fx/vision/tiny_text.gguf" --listen 127.0.0.1:0 --threads 2 \
   --config "$tmp/d.cfg" --metrics 127.0.0.1:0 "${vis[@]}" "${sg[@]}" >"$tmp/d.out" 2>"$tmp/d.err" &
 dpid=$!
-addr=""
-for _ in $(seq 1 300); do
-  addr=$(sed -n 's/.*serving .* on \(127\.0\.0\.1:[0-9]*\) .*/\1/p' "$tmp/d.out")
-  [ -n "$addr" ] && break
-  kill -0 "$dpid" 2>/dev/null || break
-  sleep 0.2
-done
-[ -n "$addr" ] || { bad "tesserad did not start: $(tail -5 "$tmp/d.err")"; exit 1; }
+wait_addr "$dpid" 300 's/.*serving .* on \(127\.0\.0\.1:[0-9]*\) .*/\1/p' ||
+  { bad "tesserad did not start: $(tail -5 "$tmp/d.err")"; exit 1; }
 maddr=$(sed -n 's|.*metrics at http://\(.*\)/metrics|\1|p' "$tmp/d.out")
 cat >"$tmp/common.py" <<'PY'
 import json, sys
@@ -143,11 +123,6 @@ def expect_error(fn, code, text):
         return
     raise SystemExit(f"accepted, expected {code} {text}")
 PY
-client() { # client SCRIPT ARGS...
-  local s=$1
-  shift
-  PYTHONPATH="$tmp/stubs" $py - "$addr" "$fx/image" "$tmp/cli.jsonl" "$@" <"$s"
-}
 cat >"$tmp/blocked.py" <<'PY'
 import sys; exec(open(sys.argv[4]).read())
 weap = sys.argv[5]
@@ -249,15 +224,12 @@ grep -q "SIGHUP: .*d.cfg:1: safety-policies\[1\] 'hate': the name appears twice 
   ok || bad "bad reload: $(grep SIGHUP "$tmp/d.err")"
 client "$tmp/allowed.py" "$tmp/common.py" && ok || bad "set kept after a bad reload"
 kill -TERM "$dpid"
-wait "$dpid"
-rc=$?
+exit_ok "$dpid" tesserad 5
 dpid=""
-[ $rc -eq 0 ] && ok || bad "tesserad exit status $rc: $(tail -5 "$tmp/d.err")"
-grep -q "runtime error\|Sanitizer" "$tmp/d.err" && bad "sanitizer report: $(grep -m3 'runtime error\|Sanitizer' "$tmp/d.err")"
+sanitizer_brief
 # audit lines carry the custom names; never a policy text
 n=$(grep -c "safety audit: request req-[0-9]* tenant - images 1: part 1: dangerous=0\.[0-9]* violence=0\.[0-9]* hate=0\.[0-9]* -> blocked" "$tmp/d.err")
 [ "$n" -eq 3 ] && ok || bad "blocked audit lines: $n: $(grep 'safety audit' "$tmp/d.err")"
 grep -q "safety audit: request .* hate=0\.[0-9]* weapons=0\.[0-9]* -> allowed" "$tmp/d.err" && ok || bad "allowed audit"
 grep "safety audit" "$tmp/d.err" | grep -q "Hateful\|Weapons" && bad "a policy text in the audit log" || ok
-echo "test_safety_policies (daemon): $pass passed, $failn failed"
-[ $failn -eq 0 ]
+summary "test_safety_policies (daemon)"

@@ -21,17 +21,13 @@ daemon=$2
 repo=$3
 fx=$repo/tests/fixtures
 mpirun=${TESSERA_MPIRUN:-mpirun}
-pass=0
-failn=0
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*"; failn=$((failn + 1)); }
-py=/usr/bin/python3
-tmp=$(mktemp -d)
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 jpid=""
 cleanup() {
   [ -n "${srpid:-}" ] && kill -CONT "$srpid" 2>/dev/null
-  if [ -n "$jpid" ] && kill -0 "$jpid" 2>/dev/null; then kill -KILL "$jpid"; fi
-  [ -n "${KEEP_TMP:-}" ] && echo "kept $tmp" || rm -rf "$tmp"
+  kill_stray "$jpid"
+  drop_tmp_keepable
 }
 trap cleanup EXIT
 if ! command -v "$mpirun" >/dev/null || ! $py -c "import grpc" 2>/dev/null ||
@@ -39,10 +35,7 @@ if ! command -v "$mpirun" >/dev/null || ! $py -c "import grpc" 2>/dev/null ||
   echo "SKIP: needs mpirun, python3-grpcio and protobuf-compiler-grpc (scripts/deps.sh)"
   exit 77
 fi
-mkdir -p "$tmp/stubs"
-protoc -I "$repo/proto" --python_out="$tmp/stubs" --grpc_python_out="$tmp/stubs" \
-  --plugin=protoc-gen-grpc_python="$(command -v grpc_python_plugin)" tessera/v1/inference.proto ||
-  { bad "protoc stubs"; exit 1; }
+gen_stubs
 # shellcheck disable=SC2054 # --safety-ids takes one comma-separated value
 sg=(--safety-model "$fx/vision/tiny_text.gguf" --safety-vision "$fx/vision/tiny_sg"
   --safety-ids 500,501,502,20,30)
@@ -63,29 +56,16 @@ start_job() { # start_job NP ARGS...: sets $jpid (mpirun), $addr
     "$daemon" -m "$fx/vision/tiny_text.gguf" --listen 127.0.0.1:0 --threads 2 "$@" \
     >"$tmp/d.out" 2>"$tmp/d.err" &
   jpid=$!
-  addr=""
-  for _ in $(seq 1 300); do
-    addr=$(sed -n 's/.*serving .* on \(127\.0\.0\.1:[0-9]*\) .*/\1/p' "$tmp/d.out")
-    [ -n "$addr" ] && return 0
-    kill -0 "$jpid" 2>/dev/null || break
-    sleep 0.2
-  done
+  wait_addr "$jpid" 300 's/.*serving .* on \(127\.0\.0\.1:[0-9]*\) .*/\1/p' && return 0
   bad "the job did not start: $(tail -5 "$tmp/d.err")"
   return 1
 }
 stop_job() { # SIGUSR1 to mpirun (forwarded: rank 0 drains, the others follow)
   kill -USR1 "$jpid"
-  for _ in $(seq 1 300); do kill -0 "$jpid" 2>/dev/null || break; sleep 0.1; done
-  wait "$jpid"
-  local rc=$?
+  wait_gone "$jpid"
+  exit_ok "$jpid" job 5
   jpid=""
-  [ $rc -eq 0 ] && ok || bad "job exit status $rc: $(tail -5 "$tmp/d.err")"
-  grep -q "runtime error\|Sanitizer" "$tmp/d.err" && bad "sanitizer report: $(grep -m3 'runtime error\|Sanitizer' "$tmp/d.err")"
-}
-client() { # client SCRIPT ARGS...
-  local s=$1
-  shift
-  PYTHONPATH="$tmp/stubs" $py - "$addr" "$fx/image" "$tmp/cli.jsonl" "$@" <"$s"
+  sanitizer_brief
 }
 cat >"$tmp/common.py" <<'PY'
 import json, sys
@@ -244,5 +224,4 @@ fi
 [ $? -eq 2 ] && grep -q "safety-rank 1: the daemon was not started by mpirun" "$tmp/err" && ok || bad "--safety-rank 1 alone: $(cat "$tmp/err")"
 "$daemon" -m "$fx/vision/tiny_text.gguf" --listen 127.0.0.1:0 --safety-rank one "${sg[@]}" >/dev/null 2>"$tmp/err"
 [ $? -eq 2 ] && grep -q "safety-rank expects auto, none or a rank number, got 'one'" "$tmp/err" && ok || bad "--safety-rank one: $(cat "$tmp/err")"
-echo "test_safety_rank (daemon, mpi): $pass passed, $failn failed"
-[ $failn -eq 0 ]
+summary "test_safety_rank (daemon, mpi)"
