@@ -9,48 +9,34 @@
 # repetition penalty (full rows only), and the four at once. The debug log of each daemon
 # must show the mode was used (so the comparison cannot pass vacuously).
 set -u
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bin=$1
 daemon=$2
-pass=0
-failn=0
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*"; failn=$((failn + 1)); }
-tmp=$(mktemp -d)
 jpid=""
-cleanup() {
-  if [ -n "$jpid" ] && kill -0 "$jpid" 2>/dev/null; then kill -KILL "$jpid"; fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+trap 'kill_stray "$jpid"; drop_tmp' EXIT
 
 "$bin" mkmodel --size tiny --type q8_0 --vocab 1024 --seed 7 -o "$tmp/tiny.gguf" >/dev/null || {
   echo "FAIL: mkmodel"; exit 1; }
 
-# start TAG ENV-ASSIGNMENT|- CMD...: starts a daemon, sets $addr and $jpid
+# start TAG ENV-ASSIGNMENT|- CMD...: starts a daemon (log in $tmp/TAG.err), sets $addr, $jpid
 start() {
   local tag=$1 envv=$2
   shift 2
-  : >"$tmp/$tag.out"
+  : >"$tmp/d.out"
   if [ "$envv" = - ]; then
     "$@" -m "$tmp/tiny.gguf" --listen 127.0.0.1:0 --slots 4 --log-level debug \
-      >"$tmp/$tag.out" 2>"$tmp/$tag.err" &
+      >"$tmp/d.out" 2>"$tmp/$tag.err" &
   else
     env "$envv" "$@" -m "$tmp/tiny.gguf" --listen 127.0.0.1:0 --slots 4 --log-level debug \
-      >"$tmp/$tag.out" 2>"$tmp/$tag.err" &
+      >"$tmp/d.out" 2>"$tmp/$tag.err" &
   fi
   jpid=$!
-  addr=""
-  for _ in $(seq 1 600); do
-    addr=$(sed -n 's/.* on \(127\.0\.0\.1:[0-9]*\) .*/\1/p' "$tmp/$tag.out")
-    [ -n "$addr" ] && break
-    kill -0 "$jpid" 2>/dev/null || break
-    sleep 0.2
-  done
-  [ -n "$addr" ] || { bad "$tag: tesserad did not start: $(tail -3 "$tmp/$tag.err")"; return 1; }
+  wait_addr "$jpid" 600 || { bad "$tag: tesserad did not start: $(tail -3 "$tmp/$tag.err")"; return 1; }
 }
 stop() {
   kill -TERM "$jpid" 2>/dev/null
-  for _ in $(seq 1 300); do kill -0 "$jpid" 2>/dev/null || break; sleep 0.1; done
+  wait_gone "$jpid"
   wait "$jpid" 2>/dev/null
   jpid=""
 }
@@ -112,5 +98,4 @@ if [ -n "${TESSERA_MPIRUN:-}" ]; then
   grep -q "logits rows" "$tmp/mpi.err" && ok || bad "the pp 2 daemon never used full rows"
 fi
 
-echo "$pass passed, $failn failed"
-[ "$failn" -eq 0 ]
+summary ""
