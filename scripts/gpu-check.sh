@@ -30,10 +30,8 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here" || exit 1
 B=${GPU_CHECK_BUILD:-$here/build-gpu}
-LOG=${OUT:-$B/logs}
-mkdir -p "$LOG"
-jobs=$(nproc 2>/dev/null || echo 4)
-fail=0
+# shellcheck source=SCRIPTDIR/gpu-lib.sh
+. "$here/scripts/gpu-lib.sh" # LOG, jobs, fail, t0; gpu_deps
 step() { echo; echo "== $*"; }
 summary=()
 record() { # record STATUS NAME
@@ -41,22 +39,11 @@ record() { # record STATUS NAME
     summary+=("$1  $2")
     case $1 in PASS|SKIP) ;; *) fail=1 ;; esac
 }
-t0=$(date +%s)
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$LOG/gpu.txt"
 
-extra=()
-D=$here/.gpudeps/root
-if [ -d "$D" ] && ! pkg-config --exists cmocka jansson 2>/dev/null; then
-    export PKG_CONFIG_LIBDIR=$D/usr/lib/x86_64-linux-gnu/pkgconfig
-    export PKG_CONFIG_SYSROOT_DIR=$D
-    export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$D/usr/lib/x86_64-linux-gnu
-    if [ ! -f /usr/include/openssl/evp.h ]; then
-        extra+=(-DOPENSSL_ROOT_DIR="$D/usr" -DOPENSSL_INCLUDE_DIR="$D/usr/include"
-                -DOPENSSL_CRYPTO_LIBRARY="$D/usr/lib/x86_64-linux-gnu/libcrypto.so"
-                -DCMAKE_C_FLAGS="-I$D/usr/include/x86_64-linux-gnu")
-    fi
-fi
+gpu_deps
+extra=("${GPU_EXTRA[@]}")
 
 step "configure + build ($B)"
 if ! cmake -S . -B "$B" -G Ninja -DTESSERA_RPC=OFF -DCMAKE_CUDA_ARCHITECTURES=90 \

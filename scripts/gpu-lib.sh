@@ -43,19 +43,28 @@ gpu_require() {
     mpirun --version 2>&1 | head -1
 }
 
-# gpu_build TARGET...: configure (CUDA sm_90, NCCL, no gRPC) and build; exits on failure
-gpu_build() {
-    local extra=() D=$here/.gpudeps/root
+# gpu_deps: where the machine lacks cmocka / jansson, uses the carried Debian packages in
+# .gpudeps/root (pkg-config and library paths exported; extra CMake flags for OpenSSL in
+# the array GPU_EXTRA, empty otherwise)
+gpu_deps() {
+    GPU_EXTRA=()
+    local D=$here/.gpudeps/root
     if [ -d "$D" ] && ! pkg-config --exists cmocka jansson 2>/dev/null; then
         export PKG_CONFIG_LIBDIR=$D/usr/lib/x86_64-linux-gnu/pkgconfig
         export PKG_CONFIG_SYSROOT_DIR=$D
         export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$D/usr/lib/x86_64-linux-gnu
         if [ ! -f /usr/include/openssl/evp.h ]; then
-            extra+=(-DOPENSSL_ROOT_DIR="$D/usr" -DOPENSSL_INCLUDE_DIR="$D/usr/include"
-                    -DOPENSSL_CRYPTO_LIBRARY="$D/usr/lib/x86_64-linux-gnu/libcrypto.so"
-                    -DCMAKE_C_FLAGS="-I$D/usr/include/x86_64-linux-gnu")
+            GPU_EXTRA+=(-DOPENSSL_ROOT_DIR="$D/usr" -DOPENSSL_INCLUDE_DIR="$D/usr/include"
+                        -DOPENSSL_CRYPTO_LIBRARY="$D/usr/lib/x86_64-linux-gnu/libcrypto.so"
+                        -DCMAKE_C_FLAGS="-I$D/usr/include/x86_64-linux-gnu")
         fi
     fi
+}
+
+# gpu_build TARGET...: configure (CUDA sm_90, NCCL, no gRPC) and build; exits on failure
+gpu_build() {
+    gpu_deps
+    local extra=("${GPU_EXTRA[@]}")
     step "configure + build ($B): $*"
     if ! cmake -S "$here" -B "$B" -G Ninja -DTESSERA_RPC=OFF -DCMAKE_CUDA_ARCHITECTURES=90 \
             -DTESSERA_NCCL=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo "${extra[@]}" > "$LOG/configure.log" 2>&1; then
