@@ -514,10 +514,7 @@ int main(void) {
         printf("no CUDA device: skipped\n");
         return 77;
     }
-    const char *s = getenv("TESSERA_TEST_SEED");
-    uint64_t seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
-    g_rng = seed;
-    printf("seed %llu (TESSERA_TEST_SEED to replay)\n", (unsigned long long)seed);
+    (void)seed_rng();
     if (cudaSetDevice(0) != cudaSuccess || ts_k_attn_prepare_cuda() != TS_OK) {
         printf("FAIL: device setup: %s\n", ts_last_error());
         return 1;

@@ -422,10 +422,7 @@ int main(void) {
         printf("no CUDA device: skipped\n");
         return 77;
     }
-    const char *s = getenv("TESSERA_TEST_SEED");
-    uint64_t seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
-    g_rng = seed;
-    printf("seed %llu (TESSERA_TEST_SEED to replay)\n", (unsigned long long)seed);
+    (void)seed_rng();
     if (ts_threadpool_create(4, &g_tp) != TS_OK || ts_backend_cuda_create(0, &g_gpu) != TS_OK) {
         printf("FAIL: CUDA backend: %s\n", ts_last_error());
         return 1;

@@ -317,10 +317,7 @@ static void graph_part(const char *path) {
 }
 
 int main(void) {
-    const char *seed_env = getenv("TESSERA_TEST_SEED");
-    uint64_t seed = seed_env ? strtoull(seed_env, NULL, 0) : (uint64_t)time(NULL);
-    printf("seed %llu (TESSERA_TEST_SEED to replay)\n", (unsigned long long)seed);
-    g_rng = seed;
+    (void)seed_rng();
     sampler_part();
     int n = 0;
     if (ts_cuda_device_count(&n) != TS_OK || n == 0) {

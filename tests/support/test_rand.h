@@ -6,8 +6,20 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
 
 static uint64_t g_rng;
+
+/* Seeds g_rng from TESSERA_TEST_SEED, else the clock, and prints the seed so that a
+ * failing run can be replayed. */
+static inline uint64_t seed_rng(void) {
+    const char *s = getenv("TESSERA_TEST_SEED");
+    g_rng = s && *s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
+    printf("seed %llu (TESSERA_TEST_SEED to replay)\n", (unsigned long long)g_rng);
+    return g_rng;
+}
 
 /* splitmix64 */
 static inline uint64_t rnd64(void) {
